@@ -1,0 +1,20 @@
+"""Shared fixtures. Real KLUE data is read in place from ../shared (never copied into the repo)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+KLUE_DIR = SHARED / "data" / "klue-ner"
+REFERENCE_MODEL_TOOL = SHARED / "tools" / "reference-model" / "make_tiny_model.py"
+
+
+@pytest.fixture(scope="session")
+def klue_dir() -> Path:
+    """The real KLUE-NER v1.1 files; absent only on a fresh clone outside this workplace."""
+    if not SHARED.exists():
+        pytest.skip("../shared is absent (fresh clone outside the project workplace)")
+    assert (KLUE_DIR / "dev.tsv").is_file(), f"{KLUE_DIR} lacks dev.tsv although ../shared exists"
+    return KLUE_DIR
