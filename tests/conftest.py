@@ -18,3 +18,19 @@ def klue_dir() -> Path:
         pytest.skip("../shared is absent (fresh clone outside the project workplace)")
     assert (KLUE_DIR / "dev.tsv").is_file(), f"{KLUE_DIR} lacks dev.tsv although ../shared exists"
     return KLUE_DIR
+
+
+@pytest.fixture(scope="session")
+def reference_model(klue_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's reference tiny model (WordPiece 8,000 + random 4x256 BERT), built byte-identically
+    by ../shared/tools/reference-model/make_tiny_model.py (about 8 s)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("reference-model")
+    subprocess.run(
+        [sys.executable, str(REFERENCE_MODEL_TOOL), "--train", str(klue_dir / "train.tsv"), "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return out

@@ -1,0 +1,3 @@
+from ner_lit.cli import main
+
+main()

@@ -1,0 +1,346 @@
+"""The one place where characters meet tokens.
+
+KLUE scores characters; models predict tokens. Everything that crosses that border —
+token labels for training, windows for long sentences, token predictions back to
+character tags for validation, test, predict and serve — goes through this module, so
+the four paths can not drift apart.
+
+Rules (each chosen for a reason stated in the README's "Alignment" section):
+
+* Tokens are located with the fast tokenizer's character offsets. Whitespace at the edge
+  of an offset span is trimmed; a character covered by two tokens (byte-level BPE can split
+  one Hangul syllable into several tokens) belongs to the first. A token that owns no
+  character is never trained (label -100) and predicts nothing.
+* A token's label comes from its characters' gold tags (``label_rule``): ``first_char``
+  takes the first character's tag, ``first_entity`` the first non-O tag inside the token.
+* Special and padding tokens get -100, so they are never trained as ``O``.
+* A sentence longer than ``max_length`` tokens becomes several overlapping windows
+  (``stride`` tokens of overlap). At prediction time each token takes the logits of the
+  window in which it sits farthest from an inner window edge; nothing is truncated.
+* Decoding: the first character of a token takes the token's tag, its following
+  characters take ``I-<type>`` when the tag is an entity tag, else ``O``. Whitespace is
+  not scored (as in KLUE) and always decodes to ``O``; characters no token covers decode to ``O``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import torch
+
+from ner_lit.corpus import OUTSIDE, Entity, Sentence, spans_from_tags
+
+LabelRule = Literal["first_char", "first_entity"]
+IGNORE = -100
+
+
+class AlignmentError(ValueError):
+    """A tokenizer or setting the alignment can not work with."""
+
+
+@dataclass
+class Window:
+    """One model input: at most ``max_length`` token ids of one sentence, specials included."""
+
+    sentence: int  # index of the sentence in the list given to ``encode``
+    input_ids: list[int]
+    labels: list[int] | None  # per input id; -100 on special tokens; None without gold tags
+
+
+@dataclass
+class EncodedSentence:
+    """A sentence's windows plus the maps that turn their predictions back into characters."""
+
+    index: int
+    text_length: int
+    windows: list[Window]
+    offsets: list[tuple[int, int]]  # per content token: owned characters [start, end)
+    token_window: list[int]  # per content token: the window that predicts it
+    token_pos: list[int]  # per content token: its position in that window's input_ids
+    char_token: list[int]  # per character: the content token owning it, -1 if none
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.offsets)
+
+
+@dataclass
+class Decoded:
+    """Per-sentence predictions: character tag ids and probabilities, and the same per content token."""
+
+    char_tags: list[torch.Tensor]
+    char_probs: list[torch.Tensor]
+    token_tags: list[torch.Tensor]
+    token_probs: list[torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ScoredEntity:
+    """An entity span in the original text, with the mean top probability of its characters."""
+
+    label: str
+    start: int
+    end: int
+    text: str
+    score: float | None = None
+
+
+class Aligner:
+    """Encodes sentences into windows and decodes window logits into character tags.
+
+    ``labels`` fixes the id of every tag; ``max_length`` counts special tokens, as the
+    model sees them.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        labels: Sequence[str],
+        max_length: int = 128,
+        stride: int = 32,
+        label_rule: LabelRule = "first_char",
+    ) -> None:
+        if not getattr(tokenizer, "is_fast", False):
+            raise AlignmentError(
+                f"{type(tokenizer).__name__} is not a fast tokenizer: ner_lit needs character offsets, "
+                "which only tokenizers backed by the `tokenizers` library (a tokenizer.json) provide"
+            )
+        if OUTSIDE not in labels:
+            raise AlignmentError(f"the label list {list(labels)} has no {OUTSIDE!r}")
+        if label_rule not in ("first_char", "first_entity"):
+            raise AlignmentError(f"label_rule must be 'first_char' or 'first_entity', got {label_rule!r}")
+        self.tokenizer = tokenizer
+        self.labels = list(labels)
+        self.label2id = {t: i for i, t in enumerate(self.labels)}
+        self.outside_id = self.label2id[OUTSIDE]
+        self.label_rule = label_rule
+        self.prefix, self.suffix = special_layout(tokenizer)
+        n_special = len(self.prefix) + len(self.suffix)
+        if max_length <= n_special:
+            raise AlignmentError(
+                f"max_length={max_length} leaves no room for text: this tokenizer adds {n_special} special tokens"
+            )
+        self.max_length = max_length
+        self.content_length = max_length - n_special
+        if not 0 <= stride < self.content_length:
+            raise AlignmentError(
+                f"stride={stride} must be >= 0 and smaller than the {self.content_length} text tokens a window holds "
+                f"(max_length={max_length} minus {n_special} special tokens)"
+            )
+        self.stride = stride
+        inside = []
+        for tag in self.labels:
+            if tag == OUTSIDE:
+                inside.append(self.outside_id)
+            else:
+                i_tag = "I-" + tag[2:]
+                if i_tag not in self.label2id:
+                    raise AlignmentError(f"the label list has {tag!r} but not {i_tag!r}")
+                inside.append(self.label2id[i_tag])
+        self.inside = torch.tensor(inside, dtype=torch.long)
+
+    # ------------------------------------------------------------------ encoding
+    def encode(self, sentences: Sequence[Sentence], with_labels: bool = True, chunk: int = 2048) -> list[EncodedSentence]:
+        out: list[EncodedSentence] = []
+        for lo in range(0, len(sentences), chunk):
+            part = sentences[lo : lo + chunk]
+            enc = self.tokenizer(
+                [s.text for s in part], add_special_tokens=False, return_offsets_mapping=True, verbose=False
+            )
+            for j, s in enumerate(part):
+                out.append(
+                    self._encode_one(lo + j, s, enc["input_ids"][j], enc["offset_mapping"][j], with_labels)
+                )
+        return out
+
+    def _encode_one(self, index: int, s: Sentence, ids: list[int], raw_offsets, with_labels: bool) -> EncodedSentence:
+        text = s.text
+        char_token = [-1] * len(text)
+        offsets: list[tuple[int, int]] = []
+        for k, (a, b) in enumerate(raw_offsets):
+            while a < b and text[a].isspace():
+                a += 1
+            while b > a and text[b - 1].isspace():
+                b -= 1
+            # Own only the characters no earlier token owns (byte-level BPE overlaps).
+            while a < b and char_token[a] != -1:
+                a += 1
+            end = a
+            while end < b and char_token[end] == -1:
+                char_token[end] = k
+                end += 1
+            offsets.append((a, end))
+        token_labels: list[int] | None = None
+        if with_labels:
+            token_labels = [self._token_label(s.tags, a, b) for a, b in offsets]
+
+        n = len(ids)
+        step = self.content_length - self.stride
+        starts = [0]
+        while starts[-1] + self.content_length < n:
+            starts.append(starts[-1] + step)
+        windows: list[Window] = []
+        for st in starts:
+            en = min(st + self.content_length, n)
+            labels = None
+            if token_labels is not None:
+                labels = [IGNORE] * len(self.prefix) + token_labels[st:en] + [IGNORE] * len(self.suffix)
+            windows.append(Window(index, self.prefix + ids[st:en] + self.suffix, labels))
+
+        token_window = [0] * n
+        token_pos = [0] * n
+        for t in range(n):
+            best, best_margin = 0, -1
+            for w, st in enumerate(starts):
+                en = min(st + self.content_length, n)
+                if not st <= t < en:
+                    continue
+                left = t - st if st > 0 else n  # a sentence edge is no window edge
+                right = en - 1 - t if en < n else n
+                margin = min(left, right)
+                if margin > best_margin:
+                    best, best_margin = w, margin
+            token_window[t] = best
+            token_pos[t] = len(self.prefix) + t - starts[best]
+        return EncodedSentence(index, len(text), windows, offsets, token_window, token_pos, char_token)
+
+    def _token_label(self, tags: Sequence[str], a: int, b: int) -> int:
+        if a == b:
+            return IGNORE
+        if self.label_rule == "first_entity":
+            for tag in tags[a:b]:
+                if tag != OUTSIDE:
+                    return self.label2id[tag]
+            return self.outside_id
+        return self.label2id[tags[a]]
+
+    # ------------------------------------------------------------------ decoding
+    def decode(
+        self,
+        encoded: Sequence[EncodedSentence],
+        logits: torch.Tensor,
+        first_row: Sequence[int] | None = None,
+    ) -> "Decoded":
+        """Character (and token) tag ids with their top probabilities, per sentence.
+
+        ``logits`` is ``[windows, positions, labels]`` for the windows of ``encoded`` in
+        order (``first_row[i]``: the row of sentence i's first window; by default the
+        windows follow each other).
+        """
+        if first_row is None:
+            first_row, row = [], 0
+            for e in encoded:
+                first_row.append(row)
+                row += len(e.windows)
+        rows: list[int] = []
+        pos: list[int] = []
+        char_token: list[int] = []
+        lengths: list[int] = []
+        n_tokens: list[int] = []
+        base = 0
+        for e, r0 in zip(encoded, first_row):
+            rows.extend(r0 + w for w in e.token_window)
+            pos.extend(e.token_pos)
+            char_token.extend(-1 if k < 0 else k + base for k in e.char_token)
+            lengths.append(e.text_length)
+            n_tokens.append(e.num_tokens)
+            base += e.num_tokens
+        token_logits = logits[torch.tensor(rows, dtype=torch.long), torch.tensor(pos, dtype=torch.long)]
+        probs = torch.softmax(token_logits.float(), dim=-1)
+        top_prob, top = probs.max(dim=-1)
+        tags, char_prob = self._chars_from_tokens(torch.tensor(char_token, dtype=torch.long), top, top_prob)
+        return Decoded(
+            list(tags.split(lengths)), list(char_prob.split(lengths)), list(top.split(n_tokens)), list(top_prob.split(n_tokens))
+        )
+
+    def decode_labels(self, encoded: Sequence[EncodedSentence], token_labels: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """Character tags from per-token label ids (the alignment ceiling: gold -> tokens -> characters)."""
+        char_token: list[int] = []
+        lengths: list[int] = []
+        flat: list[int] = []
+        for e, labels in zip(encoded, token_labels):
+            base = len(flat)
+            flat.extend(self.outside_id if x == IGNORE else x for x in labels)
+            char_token.extend(-1 if k < 0 else k + base for k in e.char_token)
+            lengths.append(e.text_length)
+        top = torch.tensor(flat, dtype=torch.long)
+        tags, _ = self._chars_from_tokens(torch.tensor(char_token, dtype=torch.long), top, torch.ones(len(flat)))
+        return list(tags.split(lengths))
+
+    def _chars_from_tokens(self, char_token: torch.Tensor, top: torch.Tensor, top_prob: torch.Tensor):
+        covered = char_token >= 0
+        safe = char_token.clamp(min=0)
+        first = torch.ones_like(covered)
+        first[1:] = char_token[1:] != char_token[:-1]
+        if top.numel() == 0:
+            token_tag = torch.full_like(char_token, self.outside_id)
+            prob = torch.ones(char_token.shape, dtype=torch.float)
+        else:
+            token_tag = top[safe]
+            prob = top_prob[safe].float()
+        char_tag = torch.where(first, token_tag, self.inside[token_tag])
+        char_tag = torch.where(covered, char_tag, torch.full_like(char_tag, self.outside_id))
+        prob = torch.where(covered, prob, torch.ones_like(prob))
+        return char_tag, prob
+
+    # ------------------------------------------------------------------ helpers
+    def token_labels(self, e: EncodedSentence) -> list[int]:
+        """The per-content-token labels of an encoded sentence (its windows' labels, overlap removed)."""
+        out = []
+        for t in range(e.num_tokens):
+            labels = e.windows[e.token_window[t]].labels
+            out.append(IGNORE if labels is None else labels[e.token_pos[t]])
+        return out
+
+    def tag_names(self, ids: torch.Tensor) -> list[str]:
+        return [self.labels[i] for i in ids.tolist()]
+
+
+def special_layout(tokenizer) -> tuple[list[int], list[int]]:
+    """The special token ids a tokenizer puts before and after a single sentence.
+
+    Read off an encoding rather than from tokenizer internals, which differ between
+    model families and transformers versions.
+    """
+    probe = "a"
+    with_special = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    for i in range(len(with_special) - len(bare) + 1):
+        if with_special[i : i + len(bare)] == bare:
+            return list(with_special[:i]), list(with_special[i + len(bare) :])
+    raise AlignmentError(f"{type(tokenizer).__name__}: can not locate the text between its special tokens")
+
+
+def nonspace(text: str, tags: torch.Tensor) -> torch.Tensor:
+    """The tags of the characters KLUE scores: every character but whitespace."""
+    keep = torch.tensor([not c.isspace() for c in text], dtype=torch.bool)
+    return tags[keep] if len(text) else tags
+
+
+def gold_ids(sentence: Sentence, label2id: dict[str, int]) -> torch.Tensor:
+    return torch.tensor([label2id[t] for t in sentence.tags], dtype=torch.long)
+
+
+def entities_from_tags(text: str, tags: Sequence[str], probs: Sequence[float] | None = None) -> list[ScoredEntity]:
+    """Strict IOB2 entities of a character tag sequence, read as KLUE scores them.
+
+    Spans are found on the non-whitespace characters (whitespace is not scored, and a
+    model's whitespace tags mean nothing), then mapped back to offsets in ``text``: an
+    entity that runs over a space, such as a date, comes out as one span.
+    """
+    keep = [i for i, c in enumerate(text) if not c.isspace()]
+    spans = spans_from_tags([tags[i] for i in keep])
+    out = []
+    for sp in spans:
+        start, end = keep[sp.start], keep[sp.end - 1] + 1
+        score = None
+        if probs is not None:
+            chars = [float(probs[keep[i]]) for i in range(sp.start, sp.end)]
+            score = sum(chars) / len(chars)
+        out.append(ScoredEntity(sp.label, start, end, text[start:end], score))
+    return out
+
+
+def sentence_from_entities(sentence_id: str, text: str, entities: Sequence[ScoredEntity]) -> Sentence:
+    """A predicted sentence record (spaces inside an entity tagged ``I-``, as KLUE files do)."""
+    return Sentence.from_entities(sentence_id, text, [Entity(e.label, e.start, e.end) for e in entities])

@@ -1,0 +1,388 @@
+"""NERDataModule: files -> sentences -> encoded windows (cached) -> batches.
+
+Training batches are windows grouped by length (little padding, still shuffled);
+evaluation batches are whole sentences sorted by length, so that every window of a
+sentence is in the same batch and can be merged there. Batching is rank-aware, so under
+DDP every sentence is scored exactly once (no padding of the dataset, unlike
+``DistributedSampler``); the CLI sets ``use_distributed_sampler=False`` for that reason.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal, Optional
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from ner_lit.alignment import IGNORE, Aligner, EncodedSentence, LabelRule, Window
+from ner_lit.checkpoint import default_cache_dir, materialize_tokenizer, tokenizer_files
+from ner_lit.corpus import (
+    CorpusError,
+    Sentence,
+    check_labels,
+    derive_labels,
+    download_klue_ner,
+    read_corpus,
+)
+
+ENCODING_VERSION = 1  # bump when the alignment's output changes, to invalidate caches
+
+
+class DataError(ValueError):
+    """A data setting that can not work (missing file, unknown tokenizer, ...)."""
+
+
+@dataclass
+class EvalItem:
+    """A sentence with its encoding and the gold ids of its non-whitespace characters."""
+
+    sentence: Sentence
+    encoded: EncodedSentence
+    gold: torch.Tensor  # label ids of the scored (non-whitespace) characters
+    scored: torch.Tensor  # bool mask over the text: which characters are scored
+
+
+class EvalItems:
+    """The Python side of an evaluation batch.
+
+    Deliberately not a dataclass or a sequence, so that Lightning's batch transfer leaves
+    it alone instead of walking through thousands of small fields.
+    """
+
+    def __init__(self, items: list[EvalItem]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Shuffled batches of similar length, the same on every rank, each rank taking its share.
+
+    Indices are shuffled, cut into mega-batches of ``50 * batch_size``, each sorted by
+    length and cut into batches, and the batches shuffled again. Every rank draws the same
+    permutation (same seed and epoch) and takes every ``world_size``-th batch; the batch
+    count is cut to a multiple of ``world_size`` so all ranks step together.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, shuffle: bool, group_by_length: bool,
+                 seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.group_by_length = group_by_length
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        order = list(range(len(self.lengths)))
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        if self.shuffle:
+            rng.shuffle(order)
+        if self.group_by_length:
+            mega = self.batch_size * 50
+            order = [i for lo in range(0, len(order), mega)
+                     for i in sorted(order[lo:lo + mega], key=lambda i: -self.lengths[i])]
+        batches = [order[lo:lo + self.batch_size] for lo in range(0, len(order), self.batch_size)]
+        if self.shuffle and self.group_by_length:
+            rng.shuffle(batches)
+        usable = len(batches) - len(batches) % self.world_size if len(batches) >= self.world_size else len(batches)
+        return batches[:usable]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self._batches()[self.rank::self.world_size]
+
+    def __len__(self) -> int:
+        n = math.ceil(len(self.lengths) / self.batch_size)
+        usable = n - n % self.world_size if n >= self.world_size else n
+        return len(range(self.rank, usable, self.world_size))
+
+
+class SortedSentenceBatchSampler(Sampler[list[int]]):
+    """Evaluation batches of whole sentences, longest first, dealt round-robin to the ranks.
+
+    A batch holds at most ``batch_size`` windows (at least one sentence). No sentence is
+    repeated to even out the ranks: metric states are summed across ranks, so uneven
+    shares are exact.
+    """
+
+    def __init__(self, window_counts: list[int], lengths: list[int], batch_size: int, rank: int = 0, world_size: int = 1):
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        batches: list[list[int]] = []
+        current: list[int] = []
+        windows = 0
+        for i in order:
+            if current and windows + window_counts[i] > batch_size:
+                batches.append(current)
+                current, windows = [], 0
+            current.append(i)
+            windows += window_counts[i]
+        if current:
+            batches.append(current)
+        self.batches = batches[rank::world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class NERDataModule(pl.LightningDataModule):
+    """KLUE-NER or your own corpus, tokenized for any Hugging Face encoder."""
+
+    def __init__(
+        self,
+        data_dir: Optional[str] = None,
+        train_file: Optional[str] = "train.tsv",
+        val_file: Optional[str] = "dev.tsv",
+        test_file: Optional[str] = None,
+        predict_file: Optional[str] = None,
+        format: Literal["auto", "klue", "jsonl", "text"] = "auto",
+        tokenizer: Optional[str] = None,
+        scratch_tokenizer: Literal["wordpiece", "syllable"] = "wordpiece",
+        scratch_vocab_size: int = 8000,
+        labels: Optional[list[str]] = None,
+        max_length: int = 128,
+        stride: int = 32,
+        label_rule: LabelRule = "first_char",
+        batch_size: int = 32,
+        eval_batch_size: int = 64,
+        num_workers: int = 0,
+        group_by_length: bool = True,
+        shuffle: bool = True,
+        cache_dir: Optional[str] = None,
+        klue_url: Optional[str] = None,
+    ) -> None:
+        """
+        Args:
+            data_dir: Directory of the corpus files. None downloads the official KLUE-NER v1.1
+                train and dev files into ``cache_dir`` (dev is also the test set: KLUE's test set is not public).
+            train_file: Training file, relative to ``data_dir`` (or absolute).
+            val_file: Validation file (scored every epoch; ModelCheckpoint keeps the best val_F1c).
+            test_file: Test file; None uses ``val_file``.
+            predict_file: File for ``predict``: plain text (one sentence a line), KLUE TSV or JSONL.
+            format: File format; ``auto`` goes by the extension (.tsv, .jsonl/.json, .txt).
+            tokenizer: Hugging Face hub id or local directory of a fast tokenizer. None trains one from
+                scratch on the training file (``scratch_tokenizer``), deterministically, and caches it.
+            scratch_tokenizer: ``wordpiece`` (the reference recipe) or ``syllable`` (one token per character).
+            scratch_vocab_size: Vocabulary size of a scratch tokenizer.
+            labels: Explicit label list (``O`` plus ``B-``/``I-`` per type). None derives it from the training file.
+            max_length: Tokens per window, special tokens included. Longer sentences become several windows.
+            stride: Tokens of overlap between consecutive windows of one sentence.
+            label_rule: How a token takes its label from its characters (``first_char`` or ``first_entity``).
+            batch_size: Training windows per batch (per device).
+            eval_batch_size: Evaluation windows per batch (per device); whole sentences only.
+            num_workers: DataLoader worker processes.
+            group_by_length: Group training windows of similar length (less padding).
+            shuffle: Shuffle the training batches every epoch.
+            cache_dir: Downloads, scratch tokenizers and encoded windows (default ``$NER_LIT_CACHE`` or ``~/.cache/ner_lit``).
+            klue_url: Base URL of the KLUE-NER files (default: the KLUE-benchmark repository on GitHub).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.data_dir = data_dir
+        self.files = {"fit": train_file, "validate": val_file, "test": test_file or val_file, "predict": predict_file}
+        self.format = format
+        self.tokenizer_name = tokenizer
+        self.scratch_tokenizer = scratch_tokenizer
+        self.scratch_vocab_size = scratch_vocab_size
+        self.labels: Optional[list[str]] = list(labels) if labels else None
+        self.max_length = max_length
+        self.stride = stride
+        self.label_rule = label_rule
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.group_by_length = group_by_length
+        self.shuffle = shuffle
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.klue_url = klue_url
+        self._klue: Optional[dict[str, Path]] = None
+        self.tokenizer = None
+        self.aligner: Optional[Aligner] = None
+        self._tokenizer_files: Optional[dict[str, str]] = None
+        self.train_windows: list[Window] = []
+        self.eval_items: dict[str, list[EvalItem]] = {}
+
+    # ------------------------------------------------------------------ wiring
+    def adopt_checkpoint(self, payload: dict[str, Any]) -> None:
+        """Take labels, tokenizer and window settings from a checkpoint (test/validate/predict/resume)."""
+        self.labels = list(payload["labels"])
+        self._tokenizer_files = dict(payload["tokenizer_files"])
+        self.max_length = int(payload["max_length"])
+        self.stride = int(payload["stride"])
+        self.label_rule = payload["label_rule"]
+
+    def path(self, stage: str) -> Optional[Path]:
+        name = self.files[stage]
+        if name is None:
+            return None
+        if self.data_dir is None:
+            return Path(self._klue_files()["train" if stage == "fit" else "dev"])
+        p = Path(name)
+        return p if p.is_absolute() else Path(self.data_dir) / p
+
+    def _klue_files(self) -> dict[str, Path]:
+        if self._klue is None:  # checking the cache verifies sha256 and parses: once per run is enough
+            kwargs = {"base_url": self.klue_url} if self.klue_url else {}
+            self._klue = download_klue_ner(self.cache_dir / "klue-ner-v1.1", **kwargs)
+        return self._klue
+
+    def prepare_data(self) -> None:
+        if self.data_dir is None:
+            self._klue_files()
+
+    def _read(self, stage: str) -> list[Sentence]:
+        path = self.path(stage)
+        option = {"fit": "train_file", "validate": "val_file", "test": "test_file", "predict": "predict_file"}[stage]
+        if path is None:
+            raise DataError(f"no --data.{option} is set, and `{stage}` needs one")
+        if not path.is_file():
+            raise DataError(f"{path}: no such file (--data.{option}, --data.data_dir)")
+        return read_corpus(path, "auto" if stage == "predict" else self.format)
+
+    def _setup_tokenizer(self, train: Optional[list[Sentence]]) -> None:
+        from transformers import AutoTokenizer
+
+        if self.tokenizer is not None:
+            return
+        if self._tokenizer_files is not None:
+            source = materialize_tokenizer(self._tokenizer_files, self.cache_dir / "tokenizers")
+        elif self.tokenizer_name is not None:
+            source = self.tokenizer_name
+        else:
+            if train is None:
+                raise DataError("a scratch tokenizer is trained on the training file: run `fit`, or give --data.tokenizer")
+            from ner_lit.scratch import cached_tokenizer
+
+            source = cached_tokenizer(
+                [s.text for s in train], kind=self.scratch_tokenizer, vocab_size=self.scratch_vocab_size,
+                cache_dir=self.cache_dir / "tokenizers",
+            )
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(source))
+        except (OSError, ValueError) as exc:
+            raise DataError(
+                f"tokenizer {source!r}: neither a local directory with tokenizer files nor reachable on the "
+                f"Hugging Face hub ({type(exc).__name__}); pass a local directory with --data.tokenizer"
+            ) from None
+        self._tokenizer_files = self._tokenizer_files or tokenizer_files(self.tokenizer)
+
+    def setup(self, stage: str) -> None:
+        train = self._read("fit") if stage == "fit" else None
+        if self.labels is None:
+            if train is None:
+                raise DataError(f"`{stage}` needs the label list: pass --ckpt_path (labels come from it) or --data.labels")
+            self.labels = derive_labels(train)
+        self._setup_tokenizer(train)
+        if self.aligner is None:
+            self.aligner = Aligner(self.tokenizer, self.labels, self.max_length, self.stride, self.label_rule)
+        if stage == "fit":
+            check_labels(train, self.labels, str(self.path("fit")))
+            self.train_windows = [w for e in self._encode(train, self.path("fit")) for w in e.windows]
+            self.eval_items["validate"] = self._eval_items("validate")
+        elif stage in ("validate", "test"):
+            self.eval_items[stage] = self._eval_items(stage)
+        elif stage == "predict":
+            self.eval_items["predict"] = self._eval_items("predict", with_labels=False)
+
+    def _eval_items(self, stage: str, with_labels: bool = True) -> list[EvalItem]:
+        sentences = self._read(stage)
+        if with_labels:
+            check_labels(sentences, self.labels, str(self.path(stage)))
+        encoded = self._encode(sentences, self.path(stage), with_labels)
+        label2id = self.aligner.label2id
+        items = []
+        for s, e in zip(sentences, encoded):
+            scored = torch.tensor([not c.isspace() for c in s.text], dtype=torch.bool)
+            gold = torch.tensor([label2id.get(t, 0) for t in s.tags], dtype=torch.long)
+            items.append(EvalItem(s, e, gold[scored] if len(s.text) else gold, scored))
+        return items
+
+    def _encode(self, sentences: list[Sentence], path: Path, with_labels: bool = True) -> list[EncodedSentence]:
+        """Encode, or load the encoding cached for this file content, tokenizer and settings."""
+        key = hashlib.sha256()
+        key.update(hashlib.sha256(path.read_bytes()).digest())
+        key.update(json.dumps([self._tokenizer_files, self.labels, self.max_length, self.stride, self.label_rule,
+                               with_labels, self.format, ENCODING_VERSION], sort_keys=True).encode())
+        cache = self.cache_dir / "encoded" / f"{key.hexdigest()[:24]}.pt"
+        if cache.is_file():
+            try:
+                return torch.load(cache, weights_only=False)
+            except Exception:  # a damaged cache entry is rebuilt, never trusted
+                cache.unlink(missing_ok=True)
+        encoded = self.aligner.encode(sentences, with_labels=with_labels)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        torch.save(encoded, tmp)
+        os.replace(tmp, cache)
+        return encoded
+
+    # ------------------------------------------------------------------ loaders
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = self._rank()
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        sampler = LengthGroupedBatchSampler(
+            [len(w.input_ids) for w in self.train_windows], self.batch_size, self.shuffle, self.group_by_length, seed, rank, world
+        )
+        return DataLoader(self.train_windows, batch_sampler=sampler, collate_fn=self.collate_train, num_workers=self.num_workers)
+
+    def _eval_loader(self, stage: str) -> DataLoader:
+        rank, world = self._rank()
+        items = self.eval_items[stage]
+        sampler = SortedSentenceBatchSampler(
+            [len(it.encoded.windows) for it in items],
+            [sum(len(w.input_ids) for w in it.encoded.windows) for it in items],
+            self.eval_batch_size, rank, world,
+        )
+        return DataLoader(items, batch_sampler=sampler, collate_fn=self.collate_eval, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("validate")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("predict")
+
+    def _pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    def _pad(self, windows: list[Window]) -> dict[str, torch.Tensor]:
+        width = max(len(w.input_ids) for w in windows)
+        ids = torch.full((len(windows), width), self._pad_id(), dtype=torch.long)
+        mask = torch.zeros((len(windows), width), dtype=torch.long)
+        labels = torch.full((len(windows), width), IGNORE, dtype=torch.long)
+        for r, w in enumerate(windows):
+            n = len(w.input_ids)
+            ids[r, :n] = torch.tensor(w.input_ids)
+            mask[r, :n] = 1
+            if w.labels is not None:
+                labels[r, :n] = torch.tensor(w.labels)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    def collate_train(self, windows: list[Window]) -> dict[str, torch.Tensor]:
+        return self._pad(windows)
+
+    def collate_eval(self, items: list[EvalItem]) -> dict[str, Any]:
+        batch: dict[str, Any] = self._pad([w for it in items for w in it.encoded.windows])
+        batch["items"] = EvalItems(items)
+        return batch

@@ -1,0 +1,213 @@
+"""NERModel: any Hugging Face token classifier, trained on windows, scored on characters."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import lightning.pytorch as pl
+import torch
+from torchmetrics import MeanMetric
+
+from ner_lit.alignment import IGNORE, entities_from_tags
+from ner_lit.checkpoint import FORMAT, SECTION
+from ner_lit.metrics import CharMacroF1, EntityMacroF1
+
+
+class ModelError(ValueError):
+    """A model setting that can not work (a pretrained model that can not be found, ...)."""
+
+
+class NERModel(pl.LightningModule):
+    """Token classification over the windows of ``NERDataModule``.
+
+    The label list and the tokenizer come from the datamodule at ``configure_model`` time
+    (they are only known once the training file has been read, or a checkpoint adopted),
+    which is why the network is built there and not in ``__init__``.
+    """
+
+    def __init__(
+        self,
+        pretrained: Optional[str] = None,
+        hidden_size: int = 256,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        intermediate_size: Optional[int] = None,
+        dropout: float = 0.1,
+        learning_rate: float = 5e-5,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+        schedule: Literal["linear", "constant"] = "linear",
+        adam_epsilon: float = 1e-8,
+    ) -> None:
+        """
+        Args:
+            pretrained: Hugging Face hub id or local directory of an encoder (e.g. ``klue/roberta-base``).
+                None trains a BERT from scratch, sized by the four options below.
+            hidden_size: Scratch BERT: hidden size.
+            num_layers: Scratch BERT: transformer layers.
+            num_heads: Scratch BERT: attention heads.
+            intermediate_size: Scratch BERT: feed-forward size (default 4 x hidden_size).
+            dropout: Scratch BERT: hidden and attention dropout.
+            learning_rate: AdamW peak learning rate.
+            weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
+            warmup_ratio: Fraction of the training steps with a linear warmup from 0.
+            schedule: ``linear`` decays to 0 after the warmup; ``constant`` keeps the peak rate.
+            adam_epsilon: AdamW epsilon.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = None
+        self.labels: list[str] = []
+        self._payload: Optional[dict[str, Any]] = None
+
+    # ------------------------------------------------------------------ building
+    def adopt_checkpoint(self, payload: dict[str, Any]) -> None:
+        """Build from a checkpoint's own model config (no hub, no training data) before its weights load."""
+        self._payload = payload
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        from transformers import AutoConfig, AutoModelForTokenClassification
+
+        dm = self.trainer.datamodule
+        self.aligner = dm.aligner
+        self.tokenizer = dm.tokenizer
+        self.tokenizer_files = dm._tokenizer_files
+        self.labels = list(dm.labels)
+        id2label = dict(enumerate(self.labels))
+        label2id = {v: k for k, v in id2label.items()}
+        hp = self.hparams
+        if self._payload is not None:
+            config = AutoConfig.for_model(**self._payload["model_config"])
+            self.model = AutoModelForTokenClassification.from_config(config)
+        elif hp.pretrained is not None:
+            try:
+                config = AutoConfig.from_pretrained(hp.pretrained, num_labels=len(self.labels), id2label=id2label, label2id=label2id)
+                self.model = AutoModelForTokenClassification.from_pretrained(hp.pretrained, config=config, ignore_mismatched_sizes=True)
+            except OSError as exc:
+                raise ModelError(
+                    f"--model.pretrained {hp.pretrained!r}: neither a local model directory nor reachable on the "
+                    f"Hugging Face hub ({str(exc).splitlines()[0][:200]})"
+                ) from None
+        else:
+            from ner_lit.scratch import scratch_bert_config
+
+            config = scratch_bert_config(
+                vocab_size=len(self.tokenizer), labels=self.labels, hidden_size=hp.hidden_size, num_layers=hp.num_layers,
+                num_heads=hp.num_heads, intermediate_size=hp.intermediate_size,
+                pad_token_id=self.tokenizer.pad_token_id or 0,
+            )
+            config.hidden_dropout_prob = config.attention_probs_dropout_prob = hp.dropout
+            self.model = AutoModelForTokenClassification.from_config(config)
+        if self.model.config.num_labels != len(self.labels):
+            raise ModelError(f"the model has {self.model.config.num_labels} labels, the data {len(self.labels)}")
+        for split in ("val", "test"):
+            setattr(self, f"{split}_F1c", CharMacroF1(self.labels))
+            setattr(self, f"{split}_F1e", EntityMacroF1(self.labels))
+            setattr(self, f"{split}_loss", MeanMetric())
+            setattr(self, f"{split}_acc", MeanMetric())
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        hp = self.hparams
+        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias")
+        params = [
+            {"params": [p for n, p in self.model.named_parameters() if not n.endswith(no_decay)], "weight_decay": hp.weight_decay},
+            {"params": [p for n, p in self.model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, eps=hp.adam_epsilon)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(total * hp.warmup_ratio)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            if hp.schedule == "constant":
+                return 1.0
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: Optional[torch.Tensor] = None):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+
+    @staticmethod
+    def _token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+        mask = labels != IGNORE
+        n = int(mask.sum())
+        correct = (logits.argmax(-1)[mask] == labels[mask]).float().sum()
+        return correct / max(1, n), n
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self(batch["input_ids"], batch["attention_mask"], batch["labels"])
+        acc, _ = self._token_accuracy(out.logits.detach(), batch["labels"])
+        self.log("train_loss", out.loss, prog_bar=True)
+        self.log("train_acc", acc)
+        return out.loss
+
+    def _evaluate(self, batch: dict[str, Any], split: str) -> None:
+        out = self(batch["input_ids"], batch["attention_mask"], batch["labels"])
+        acc, n = self._token_accuracy(out.logits, batch["labels"])
+        getattr(self, f"{split}_loss").update(out.loss, max(1, n))
+        getattr(self, f"{split}_acc").update(acc, max(1, n))
+        items = batch["items"].items
+        decoded = self.aligner.decode([it.encoded for it in items], out.logits.detach().float().cpu())
+        preds = [tags[it.scored] for tags, it in zip(decoded.char_tags, items)]
+        gold = [it.gold for it in items]
+        getattr(self, f"{split}_F1c").update(preds, gold)
+        getattr(self, f"{split}_F1e").update(preds, gold)
+        for name in ("loss", "acc", "F1c", "F1e"):
+            self.log(f"{split}_{name}", getattr(self, f"{split}_{name}"), on_step=False, on_epoch=True,
+                     prog_bar=name in ("F1c", "F1e"), batch_size=len(items))
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        report = self.test_F1e.report()
+        report["F1c (macro over characters)"] = {"f1": float(self.test_F1c.compute())}
+        if self.trainer.is_global_zero:
+            from ner_lit.report import write_report
+
+            write_report(report, Path(self.trainer.log_dir or "."), echo=True)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        out = self(batch["input_ids"], batch["attention_mask"])
+        items = batch["items"].items
+        decoded = self.aligner.decode([it.encoded for it in items], out.logits.float().cpu())
+        results = []
+        for it, tags, probs in zip(items, decoded.char_tags, decoded.char_probs):
+            names = self.aligner.tag_names(tags)
+            ents = entities_from_tags(it.sentence.text, names, probs.tolist())
+            results.append({
+                "id": it.sentence.id,
+                "index": it.encoded.index,
+                "text": it.sentence.text,
+                "entities": [
+                    {"text": e.text, "label": e.label, "start": e.start, "end": e.end, "score": round(float(e.score), 6)}
+                    for e in ents
+                ],
+            })
+        return results
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        metrics = self.trainer.callback_metrics if self._trainer is not None else {}
+        checkpoint[SECTION] = {
+            "format": FORMAT,
+            "labels": list(self.labels),
+            "model_config": json.loads(self.model.config.to_json_string()),
+            "tokenizer_files": dict(self.tokenizer_files),
+            "max_length": int(self.aligner.max_length),
+            "stride": int(self.aligner.stride),
+            "label_rule": self.aligner.label_rule,
+            "name": self.hparams.pretrained or "scratch-bert",
+            "scores": {k: float(v) for k, v in metrics.items() if k.startswith("val_")},
+        }

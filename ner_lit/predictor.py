@@ -1,0 +1,151 @@
+"""Texts in, entities out: the inference path shared by ``serve`` and exported models.
+
+It uses the same ``Aligner`` as training and evaluation, so a text longer than the model's
+window is predicted through the same overlapping windows, never truncated.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
+
+from ner_lit.alignment import Aligner, entities_from_tags
+from ner_lit.checkpoint import CheckpointError, SECTION, load_checkpoint, materialize_tokenizer
+from ner_lit.corpus import Sentence
+
+
+@dataclass
+class PredictedEntity:
+    text: str
+    label: str
+    start: int  # character offsets into the input text, end exclusive
+    end: int
+    score: float
+
+
+@dataclass
+class TokenResult:
+    token: str
+    label: str
+    prob: float
+
+
+@dataclass
+class Prediction:
+    text: str
+    entities: list[PredictedEntity]
+    tokens: list[TokenResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Predictor:
+    """A token-classification model, its tokenizer and labels, ready to tag raw text."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        labels: Sequence[str],
+        max_length: int = 512,
+        stride: int = 64,
+        source: str = "",
+        name: str = "",
+        scores: dict[str, float] | None = None,
+        device: str = "cpu",
+        batch_size: int = 64,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.labels = list(labels)
+        limit = getattr(model.config, "max_position_embeddings", max_length) or max_length
+        self.max_length = min(max_length, limit)
+        self.aligner = Aligner(tokenizer, self.labels, max_length=self.max_length, stride=min(stride, self.max_length // 4))
+        self.source = source
+        self.name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
+        self.scores = dict(scores or {})
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "Predictor":
+        ckpt = load_checkpoint(path)
+        info = ckpt[SECTION]
+        tok_dir = materialize_tokenizer(info["tokenizer_files"])
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+        config = AutoConfig.for_model(**info["model_config"])
+        model = AutoModelForTokenClassification.from_config(config)
+        state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.endswith("position_ids")]
+        if missing or unexpected:
+            raise CheckpointError(f"{path}: weights do not fit the model config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        return cls(
+            model,
+            tokenizer,
+            info["labels"],
+            max_length=info["max_length"],
+            stride=info["stride"],
+            source=str(path),
+            name=info.get("name", ""),
+            scores=info.get("scores", {}),
+            device=device,
+        )
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, device: str = "cpu", max_length: int = 512, stride: int = 64) -> "Predictor":
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").is_file():
+            raise CheckpointError(f"{model_dir}: not a Hugging Face model directory (no config.json)")
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForTokenClassification.from_pretrained(model_dir)
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        return cls(model, tokenizer, labels, max_length=max_length, stride=stride, source=str(model_dir), device=device)
+
+    @torch.inference_mode()
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        sentences = [Sentence(str(i), t) for i, t in enumerate(texts)]
+        encoded = self.aligner.encode(sentences, with_labels=False)
+        order = sorted(range(len(encoded)), key=lambda i: -sum(len(w.input_ids) for w in encoded[i].windows))
+        results: list[Prediction | None] = [None] * len(texts)
+        pad = self.tokenizer.pad_token_id or 0
+        for lo in range(0, len(order), self.batch_size):
+            chunk = [encoded[i] for i in order[lo : lo + self.batch_size]]
+            windows = [w for e in chunk for w in e.windows]
+            if not windows:
+                continue
+            width = max(len(w.input_ids) for w in windows)
+            ids = torch.full((len(windows), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(windows), width), dtype=torch.long)
+            for r, w in enumerate(windows):
+                ids[r, : len(w.input_ids)] = torch.tensor(w.input_ids)
+                mask[r, : len(w.input_ids)] = 1
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.cpu()
+            decoded = self.aligner.decode(chunk, logits)
+            for j, e in enumerate(chunk):
+                results[e.index] = self._prediction(texts[e.index], e, decoded, j)
+        return [r if r is not None else Prediction(t, [], []) for r, t in zip(results, texts)]
+
+    def _prediction(self, text: str, e, decoded, j: int) -> Prediction:
+        tags = self.aligner.tag_names(decoded.char_tags[j])
+        probs = decoded.char_probs[j].tolist()
+        entities = [
+            PredictedEntity(x.text, x.label, x.start, x.end, round(float(x.score), 6))
+            for x in entities_from_tags(text, tags, probs)
+        ]
+        ids = [e.windows[e.token_window[t]].input_ids[e.token_pos[t]] for t in range(e.num_tokens)]
+        pieces = self.tokenizer.convert_ids_to_tokens(ids)
+        unk = self.tokenizer.unk_token_id
+        tokens = []
+        for t, (piece, (a, b)) in enumerate(zip(pieces, e.offsets)):
+            if a == b:
+                continue
+            shown = text[a:b] if ids[t] == unk else piece
+            tokens.append(
+                TokenResult(shown, self.labels[int(decoded.token_tags[j][t])], round(float(decoded.token_probs[j][t]), 6))
+            )
+        return Prediction(text, entities, tokens)

@@ -1,0 +1,326 @@
+"""Reading and writing corpora: KLUE TSV, JSONL, plain text, and the errors bad files raise."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from ner_lit import corpus
+from ner_lit.corpus import (
+    CorpusError,
+    Sentence,
+    read_corpus,
+    read_jsonl,
+    read_klue_tsv,
+    read_text,
+    write_corpus,
+    write_jsonl,
+    write_klue_tsv,
+)
+
+COMMENTS = "## 토큰, 레이블 구분자 : \\t\n## 컬럼명 : CHAR\tNE_TAG\n"
+
+
+def klue_block(sid: str, tagged: str, chars: str, tags: list[str]) -> str:
+    return f"## {sid}\t{tagged}\n" + "".join(f"{c}\t{t}\n" for c, t in zip(chars, tags)) + "\n"
+
+
+SEOUL = klue_block("s1", "<서울:LC>에서 봄", "서울에서 봄", ["B-LC", "I-LC", "O", "O", "O", "O"])
+KIM = klue_block("s2", "<김 철수:PS>", "김 철수", ["B-PS", "I-PS", "I-PS", "I-PS"])
+SEOUL_SENTENCE = Sentence("s1", "서울에서 봄", ["B-LC", "I-LC", "O", "O", "O", "O"])
+KIM_SENTENCE = Sentence("s2", "김 철수", ["B-PS", "I-PS", "I-PS", "I-PS"])
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode("utf-8"))
+    return path
+
+
+def assert_error(exc: pytest.ExceptionInfo[CorpusError], path: Path, line: int | None, phrase: str) -> None:
+    message = str(exc.value)
+    where = f"{path}:{line}:" if line is not None else f"{path}:"
+    assert where in message, message
+    assert phrase in message, message
+
+
+# ------------------------------------------------------------------------------ KLUE TSV
+
+
+def test_klue_reads_id_text_and_tags_with_spaces_as_characters(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.tsv", COMMENTS + SEOUL + KIM)
+    assert read_klue_tsv(path) == [SEOUL_SENTENCE, KIM_SENTENCE]
+
+
+def test_klue_comment_line_with_a_tab_is_not_taken_for_the_header(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.tsv", COMMENTS + SEOUL)
+    assert [s.id for s in read_klue_tsv(path)] == ["s1"]
+
+
+def test_klue_round_trip_gives_equal_sentences(tmp_path: Path) -> None:
+    original = [SEOUL_SENTENCE, KIM_SENTENCE, Sentence("s3", "a b", ["O", "O", "I-QT"])]
+    write_klue_tsv(original, tmp_path / "out.tsv")
+    assert read_klue_tsv(tmp_path / "out.tsv") == original
+
+
+def test_klue_writer_puts_entities_in_header_markup(tmp_path: Path) -> None:
+    write_klue_tsv([SEOUL_SENTENCE], tmp_path / "out.tsv")
+    assert "## s1\t<서울:LC>에서 봄\n" in (tmp_path / "out.tsv").read_text(encoding="utf-8")
+
+
+def test_klue_real_dev_written_back_is_byte_identical(klue_dir: Path, tmp_path: Path) -> None:
+    sentences = read_klue_tsv(klue_dir / "dev.tsv")
+    write_klue_tsv(sentences, tmp_path / "dev.tsv")
+    assert len(sentences) == 5000
+    assert (tmp_path / "dev.tsv").read_bytes() == (klue_dir / "dev.tsv").read_bytes()
+
+
+def test_klue_reads_crlf_line_endings_like_lf(tmp_path: Path) -> None:
+    path = write(tmp_path, "crlf.tsv", (COMMENTS + SEOUL + KIM).replace("\n", "\r\n"))
+    assert read_klue_tsv(path) == [SEOUL_SENTENCE, KIM_SENTENCE]
+
+
+def test_klue_reads_final_block_without_trailing_blank_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.tsv", COMMENTS + SEOUL + KIM.rstrip("\n"))
+    assert read_klue_tsv(path) == [SEOUL_SENTENCE, KIM_SENTENCE]
+
+
+def test_klue_header_may_lack_a_trailing_space_the_characters_have(tmp_path: Path) -> None:
+    # as sentence klue-ner-v1_train_01212_nsmc of the official train file does
+    path = write(tmp_path, "a.tsv", klue_block("s1", "<봄:DT>", "봄 ", ["B-DT", "O"]))
+    assert read_klue_tsv(path) == [Sentence("s1", "봄 ", ["B-DT", "O"])]
+
+
+def test_klue_error_character_line_without_tab(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.tsv", "## s1\t서울\n서 B-LC\n울\tI-LC\n\n")
+    with pytest.raises(CorpusError) as exc:
+        read_klue_tsv(path)
+    assert_error(exc, path, 2, "no tab")
+
+
+def test_klue_error_more_than_one_character_before_tab(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.tsv", "## s1\t서울\n서울\tB-LC\n\n")
+    with pytest.raises(CorpusError) as exc:
+        read_klue_tsv(path)
+    assert_error(exc, path, 2, "expected exactly one")
+
+
+def test_klue_error_tag_not_in_bio_form(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.tsv", "## s1\t서울\n서\tB-LC\n울\tLC\n\n")
+    with pytest.raises(CorpusError) as exc:
+        read_klue_tsv(path)
+    assert_error(exc, path, 3, "tag 'LC'")
+
+
+def test_klue_error_characters_do_not_spell_header_sentence(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.tsv", SEOUL + klue_block("s2", "<부산:LC>", "부천", ["B-LC", "I-LC"]))
+    with pytest.raises(CorpusError) as exc:
+        read_klue_tsv(path)
+    assert_error(exc, path, 9, "the characters spell '부천'")
+
+
+def test_klue_error_character_tags_contradict_header_markup(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.tsv", klue_block("s1", "<서울:LC>", "서울", ["B-OG", "I-OG"]))
+    with pytest.raises(CorpusError) as exc:
+        read_klue_tsv(path)
+    assert_error(exc, path, 1, "expected the header's entities")
+
+
+def test_klue_error_header_line_inside_a_block(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.tsv", SEOUL.rstrip("\n") + "\n" + KIM)
+    with pytest.raises(CorpusError) as exc:
+        read_klue_tsv(path)
+    assert_error(exc, path, 8, "expected a blank line between blocks")
+
+
+def test_klue_error_duplicate_sentence_id(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.tsv", SEOUL + SEOUL)
+    with pytest.raises(CorpusError) as exc:
+        read_klue_tsv(path)
+    assert_error(exc, path, 9, "already used on line 1")
+
+
+def test_klue_error_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(CorpusError) as exc:
+        read_klue_tsv(tmp_path / "absent.tsv")
+    assert_error(exc, tmp_path / "absent.tsv", None, "no such file")
+
+
+def test_klue_error_file_with_only_comments_has_no_sentences(tmp_path: Path) -> None:
+    path = write(tmp_path, "empty.tsv", COMMENTS)
+    with pytest.raises(CorpusError) as exc:
+        read_klue_tsv(path)
+    assert_error(exc, path, None, "no sentences")
+
+
+def test_klue_writer_refuses_a_tab_in_the_text(tmp_path: Path) -> None:
+    with pytest.raises(CorpusError, match="expected no tab or line break"):
+        write_klue_tsv([Sentence("s1", "a\tb")], tmp_path / "out.tsv")
+    assert not (tmp_path / "out.tsv").exists()
+
+
+# ------------------------------------------------------------------------------ JSONL
+
+
+def jsonl(tmp_path: Path, *objects: object, name: str = "a.jsonl") -> Path:
+    return write(tmp_path, name, "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objects))
+
+
+def test_jsonl_entity_list_alone_gives_the_tags(tmp_path: Path) -> None:
+    path = jsonl(tmp_path, {"id": "s1", "origin": "서울에서 봄", "entity_list": [{"text": "서울", "label": "LC", "offset": [0, 2]}]})
+    assert read_jsonl(path) == [SEOUL_SENTENCE]
+
+
+def test_jsonl_character_list_alone_gives_text_and_tags(tmp_path: Path) -> None:
+    pairs = [[c, t] for c, t in zip(SEOUL_SENTENCE.text, SEOUL_SENTENCE.tags)]
+    path = jsonl(tmp_path, {"id": "s1", "character_list": pairs})
+    assert read_jsonl(path) == [SEOUL_SENTENCE]
+
+
+def test_jsonl_default_id_is_file_stem_and_line_number(tmp_path: Path) -> None:
+    path = write(tmp_path, "news.jsonl", '\n{"origin": "봄", "entity_list": []}\n')
+    assert [s.id for s in read_jsonl(path)] == ["news-2"]
+
+
+def test_jsonl_round_trip_gives_equal_sentences(tmp_path: Path) -> None:
+    original = [SEOUL_SENTENCE, KIM_SENTENCE]
+    write_jsonl(original, tmp_path / "out.jsonl")
+    assert read_jsonl(tmp_path / "out.jsonl") == original
+
+
+def test_jsonl_writer_writes_id_both_lists_and_unescaped_korean(tmp_path: Path) -> None:
+    write_jsonl([SEOUL_SENTENCE], tmp_path / "out.jsonl")
+    line = (tmp_path / "out.jsonl").read_text(encoding="utf-8")
+    assert json.loads(line) == {
+        "id": "s1",
+        "origin": "서울에서 봄",
+        "entity_list": [{"text": "서울", "label": "LC", "offset": [0, 2]}],
+        "character_list": [[c, t] for c, t in zip(SEOUL_SENTENCE.text, SEOUL_SENTENCE.tags)],
+    }
+    assert "서울" in line
+
+
+def test_jsonl_error_lists_that_disagree(tmp_path: Path) -> None:
+    path = jsonl(
+        tmp_path,
+        {"origin": "서울", "entity_list": [{"text": "서울", "label": "LC", "offset": [0, 2]}],
+         "character_list": [["서", "B-OG"], ["울", "I-OG"]]},
+    )
+    with pytest.raises(CorpusError) as exc:
+        read_jsonl(path)
+    assert_error(exc, path, 1, "expected both to mark the same entities")
+
+
+def test_jsonl_error_offset_outside_the_text(tmp_path: Path) -> None:
+    path = jsonl(tmp_path, {"origin": "서울", "entity_list": [{"text": "서울", "label": "LC", "offset": [1, 3]}]})
+    with pytest.raises(CorpusError) as exc:
+        read_jsonl(path)
+    assert_error(exc, path, 1, "lies outside the text")
+
+
+def test_jsonl_error_entity_text_differs_from_its_span(tmp_path: Path) -> None:
+    path = jsonl(tmp_path, {"origin": "서울에서", "entity_list": [{"text": "서울", "label": "LC", "offset": [1, 3]}]})
+    with pytest.raises(CorpusError) as exc:
+        read_jsonl(path)
+    assert_error(exc, path, 1, "offset [1, 3] spans '울에'")
+
+
+def test_jsonl_error_invalid_json(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.jsonl", '{"origin": "봄", "entity_list": []}\n{"origin": \n')
+    with pytest.raises(CorpusError) as exc:
+        read_jsonl(path)
+    assert_error(exc, path, 2, "invalid JSON")
+
+
+def test_jsonl_error_neither_list(tmp_path: Path) -> None:
+    path = jsonl(tmp_path, {"origin": "봄"})
+    with pytest.raises(CorpusError) as exc:
+        read_jsonl(path)
+    assert_error(exc, path, 1, 'neither "entity_list" nor "character_list"')
+
+
+def test_jsonl_error_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(CorpusError) as exc:
+        read_jsonl(tmp_path / "absent.jsonl")
+    assert_error(exc, tmp_path / "absent.jsonl", None, "no such file")
+
+
+def test_jsonl_error_empty_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "empty.jsonl", "\n\n")
+    with pytest.raises(CorpusError) as exc:
+        read_jsonl(path)
+    assert_error(exc, path, None, "no sentences")
+
+
+# ------------------------------------------------------------------------------ plain text
+
+
+def test_text_gives_all_outside_sentences_with_line_number_ids(tmp_path: Path) -> None:
+    path = write(tmp_path, "in.txt", "서울에서 봄\n\n김 철수\r\n")
+    assert read_text(path) == [Sentence("in-1", "서울에서 봄"), Sentence("in-3", "김 철수")]
+
+
+def test_text_error_empty_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "in.txt", "\n  \n")
+    with pytest.raises(CorpusError) as exc:
+        read_text(path)
+    assert_error(exc, path, None, "no sentences")
+
+
+# ------------------------------------------------------------------------------ any format
+
+
+@pytest.mark.parametrize("name", ["c.tsv", "c.jsonl", "c.json", "C.TSV"])
+def test_corpus_round_trips_in_the_format_of_its_extension(tmp_path: Path, name: str) -> None:
+    write_corpus([SEOUL_SENTENCE], tmp_path / name)
+    assert read_corpus(tmp_path / name) == [SEOUL_SENTENCE]
+
+
+def test_corpus_txt_extension_reads_plain_text(tmp_path: Path) -> None:
+    path = write(tmp_path, "in.txt", "서울에서 봄\n")
+    assert read_corpus(path) == [Sentence("in-1", "서울에서 봄")]
+
+
+def test_corpus_explicit_format_overrides_the_extension(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.dat", COMMENTS + SEOUL)
+    assert read_corpus(path, format="klue") == [SEOUL_SENTENCE]
+
+
+def test_corpus_error_unknown_extension_lists_the_accepted_ones(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "x")
+    with pytest.raises(CorpusError) as exc:
+        read_corpus(path)
+    assert_error(exc, path, None, ".tsv (klue), .jsonl (jsonl), .json (jsonl), .txt (text)")
+
+
+@pytest.mark.parametrize("name", ["c.tsv", "c.jsonl", "c.txt"])
+def test_writer_refuses_to_overwrite_an_existing_file(tmp_path: Path, name: str) -> None:
+    path = write(tmp_path, name, "keep")
+    with pytest.raises(CorpusError) as exc:
+        write_corpus([SEOUL_SENTENCE], path)
+    assert_error(exc, path, None, "already exists")
+    assert path.read_text() == "keep"
+
+
+def test_writer_overwrites_when_asked(tmp_path: Path) -> None:
+    path = write(tmp_path, "c.tsv", "old")
+    write_klue_tsv([SEOUL_SENTENCE], path, overwrite=True)
+    assert read_klue_tsv(path) == [SEOUL_SENTENCE]
+
+
+def test_writer_failing_midway_keeps_the_old_file_and_leaves_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "c.tsv", "old")
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(corpus.os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        write_klue_tsv([SEOUL_SENTENCE], path, overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["c.tsv"]
+    assert path.read_text() == "old"
+
