@@ -1,0 +1,179 @@
+"""Micro-batching: many request threads, one model call per batch.
+
+A token-classification forward pass over 16 padded sentences costs little more than one
+over a single sentence, so a server that answers each request with its own forward pass
+wastes the model while requests queue behind it. The :class:`MicroBatcher` lets request
+threads hand in one text each and block; a single worker thread runs the model on
+whatever has piled up and gives every caller its own answer.
+
+The worker never delays a request it could run at once: when it is idle, the first
+request that arrives is run immediately (with whatever arrived alongside it), so a lone
+client pays no batching latency. Only when the worker comes back from a batch and finds
+requests waiting, which means the model is the bottleneck, does it wait up to
+``max_wait_ms`` for stragglers to fill the batch. Requests that arrive while the model is
+busy are thus padded together, and nothing waits while the model is idle.
+
+Because only the worker thread ever calls ``fn``, ``fn`` need not be thread-safe.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from typing import Callable, Generic, Sequence, TypeVar
+
+R = TypeVar("R")
+
+__all__ = ["BatcherClosed", "MicroBatcher"]
+
+
+class BatcherClosed(RuntimeError):
+    """Raised to callers that submit after :meth:`MicroBatcher.close`."""
+
+
+class MicroBatcher(Generic[R]):
+    """Run ``fn`` over batches of texts submitted one at a time from many threads.
+
+    Args:
+        fn: called by the worker thread with up to ``max_batch_size`` texts; must return
+            one result per text, in order. An exception it raises is re-raised in every
+            caller of that batch; the worker carries on with the next batch.
+        max_batch_size: the most texts ``fn`` is given at once.
+        max_wait_ms: how long the worker, having found requests queued when it finished a
+            batch, waits for more to fill the next one. It never waits when it was idle.
+        name: the worker thread's name (shows in thread dumps and logs).
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[list[str]], Sequence[R]],
+        max_batch_size: int = 32,
+        max_wait_ms: float = 2.0,
+        *,
+        name: str = "ner-lit-batcher",
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must not be negative, got {max_wait_ms}")
+        self.fn = fn
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self._queue: deque[tuple[str, Future[R]]] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        # Daemon, so a batcher nobody closed can not keep the interpreter alive.
+        self._worker = threading.Thread(target=self._run, name=name, daemon=True)
+        self._worker.start()
+
+    # ------------------------------------------------------------------ callers
+    def submit(self, text: str, timeout: float | None = None) -> R:
+        """Queue one text and block until its result is ready (or re-raise fn's error)."""
+        return self.submit_many([text], timeout=timeout)[0]
+
+    def submit_many(self, texts: Sequence[str], timeout: float | None = None) -> list[R]:
+        """Queue several texts together and block until all their results are ready.
+
+        The texts are queued in one step, so an idle worker takes them as one batch (split
+        only at ``max_batch_size``) rather than racing the caller and running the first
+        text alone.
+        """
+        futures = self.submit_async(texts)
+        return [f.result(timeout=timeout) for f in futures]
+
+    def submit_async(self, texts: Sequence[str]) -> list[Future[R]]:
+        """Queue texts and return one future per text without blocking."""
+        futures: list[Future[R]] = [Future() for _ in texts]
+        if not futures:
+            return futures
+        with self._cond:
+            if self._closed:
+                raise BatcherClosed("the batcher is closed")
+            self._queue.extend(zip(texts, futures))
+            self._cond.notify()
+        return futures
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop taking requests, finish the ones already queued, and join the worker.
+
+        Queued requests are answered rather than dropped, so a server shutting down does
+        not turn requests it already accepted into errors. Idempotent.
+        """
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if threading.current_thread() is not self._worker:
+            self._worker.join(timeout)
+
+    def __enter__(self) -> "MicroBatcher[R]":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ worker
+    def _take_batch(self, backlog: bool) -> list[tuple[str, Future[R]]] | None:
+        """Block for the next batch; None once closed and drained.
+
+        ``backlog`` says requests queued while the model ran the previous batch: only then
+        is the model the bottleneck and worth waiting ``max_wait_s`` for a fuller batch.
+        """
+        with self._cond:
+            if not self._queue:
+                backlog = False
+            while not self._queue and not self._closed:
+                self._cond.wait()
+            if not self._queue:
+                return None
+            if backlog and not self._closed and len(self._queue) < self.max_batch_size:
+                deadline = time.monotonic() + self.max_wait_s
+                while len(self._queue) < self.max_batch_size and not self._closed:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+            n = min(len(self._queue), self.max_batch_size)
+            return [self._queue.popleft() for _ in range(n)]
+
+    def _run(self) -> None:
+        backlog = False
+        while True:
+            batch = self._take_batch(backlog)
+            if batch is None:
+                return
+            # A caller that gave up (cancelled future) is dropped before the model sees it.
+            batch = [(t, f) for t, f in batch if f.set_running_or_notify_cancel()]
+            backlog = self._run_batch(batch) if batch else False
+
+    def _run_batch(self, batch: list[tuple[str, Future[R]]]) -> bool:
+        """Run one batch and resolve its futures; True if requests queued up meanwhile.
+
+        The backlog is read before the callers are woken: a lone client's next request,
+        sent as soon as it has its answer, must not count as having waited on the model.
+        """
+        texts = [t for t, _ in batch]
+        try:
+            results = list(self.fn(texts))
+            if len(results) != len(texts):
+                raise RuntimeError(f"batch function returned {len(results)} results for {len(texts)} texts")
+        except BaseException as exc:  # noqa: BLE001 - every caller must be told, whatever it is
+            backlog = self._has_backlog()
+            for _, fut in batch:
+                fut.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return backlog
+        backlog = self._has_backlog()
+        for (_, fut), result in zip(batch, results):
+            fut.set_result(result)
+        return backlog
+
+    def _has_backlog(self) -> bool:
+        with self._cond:
+            return bool(self._queue)

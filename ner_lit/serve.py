@@ -1,0 +1,449 @@
+"""The HTTP server: a JSON API and a demo page over one loaded predictor.
+
+Endpoints (all answers are JSON except the page):
+
+* ``POST /api`` -- body ``"문장"`` (a bare JSON string, the original system's body) or
+  ``{"text": "문장"}``. Answer ``{"text", "entities": [{text, label, start, end, score}],
+  "result": [{token, label, prob}]}``; ``result`` is the original system's per-token list,
+  kept so its clients keep working.
+* ``POST /api/batch`` -- ``{"texts": [...]}`` (at most ``max_batch_size``), answer
+  ``{"results": [...]}`` in the same order.
+* ``GET /health`` -- the model, its labels, checkpoint and validation scores.
+* ``GET /`` -- the demo page (``templates/index.html``).
+
+The server must survive whatever a client sends: malformed input is a 400 that says what
+was expected, oversized input a 413, and an unexpected failure a logged 500 whose body
+carries no traceback. All inference goes through one :class:`MicroBatcher`, so the model
+is only ever called from one thread and concurrent requests share forward passes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, Sequence
+
+import flask
+from flask_classful import FlaskView, route
+from werkzeug.exceptions import HTTPException
+
+from ner_lit.batching import MicroBatcher
+
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "NERView",
+    "ServeError",
+    "create_app",
+    "prediction_to_json",
+    "run_server",
+    "serve",
+]
+
+log = logging.getLogger(__name__)
+
+#: The demo page shipped with the repository.
+DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "index.html"
+
+#: Worst-case JSON bytes per text character: a ``\\uXXXX`` escape is 6 bytes. Used to size
+#: the request body limit so that any text within ``max_text_length`` fits.
+_JSON_BYTES_PER_CHAR = 6
+
+
+class ServeError(ValueError):
+    """A server that can not start: bad options, a missing or unreadable checkpoint.
+
+    The message is meant for the user as is; the CLI prints it and exits non-zero without
+    a traceback.
+    """
+
+
+class PredictorLike(Protocol):
+    """What the server needs of a predictor (``ner_lit.predictor.Predictor`` has it)."""
+
+    labels: list[str]
+    source: str
+    name: str
+    scores: dict[str, float]
+
+    def predict(self, texts: list[str]) -> Sequence[Any]: ...
+
+
+class _BadRequest(Exception):
+    """Client input the API refuses; carries the HTTP status and the user-facing message."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+# --------------------------------------------------------------------------- JSON shapes
+def _finite(x: float) -> float | None:
+    """JSON has no NaN: a broken score goes out as null rather than as invalid JSON."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def prediction_to_json(pred: Any) -> dict[str, Any]:
+    """The API's answer for one prediction (``/api`` and each item of ``/api/batch``)."""
+    return {
+        "text": pred.text,
+        "entities": [
+            {"text": e.text, "label": e.label, "start": int(e.start), "end": int(e.end), "score": _finite(e.score)}
+            for e in pred.entities
+        ],
+        "result": [{"token": t.token, "label": t.label, "prob": _finite(t.prob)} for t in pred.tokens],
+    }
+
+
+def _empty_json(text: str) -> dict[str, Any]:
+    return {"text": text, "entities": [], "result": []}
+
+
+# --------------------------------------------------------------------------- the view
+@dataclass
+class _ServerState:
+    predictor: PredictorLike
+    batcher: MicroBatcher[Any]
+    page: str
+    max_text_length: int
+    max_batch_size: int
+
+
+def _parse_body() -> Any:
+    """The request body as JSON, whatever the Content-Type (old clients send none)."""
+    raw = flask.request.get_data(cache=False)
+    try:
+        body = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _BadRequest("the request body is not valid UTF-8") from None
+    if body.startswith("\ufeff"):
+        body = body[1:]
+    if not body.strip():
+        raise _BadRequest('the request body is empty; expected JSON: "text" or {"text": "..."}')
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise _BadRequest("the request body is JSON nested too deeply") from None
+    except ValueError as exc:
+        raise _BadRequest(f"the request body is not valid JSON ({exc})") from None
+
+
+class NERView(FlaskView):
+    """The API and the page. Flask-Classful builds one instance per route at registration,
+    handing each the shared server state; the instances hold no per-request data."""
+
+    route_base = "/"
+    trailing_slash = False
+
+    def __init__(self, state: _ServerState) -> None:
+        self.state = state
+
+    # -- helpers (underscored: Flask-Classful does not route them)
+    def _check_text(self, text: Any, where: str) -> str:
+        if not isinstance(text, str):
+            raise _BadRequest(f"{where} must be a string, got {_json_type(text)}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _BadRequest(f"{where} contains an unpaired surrogate (\\ud800-\\udfff); send valid Unicode") from None
+        if len(text) > self.state.max_text_length:
+            raise _BadRequest(
+                f"{where} is {len(text)} characters long; the limit is {self.state.max_text_length}", status=413
+            )
+        return text
+
+    def _predict(self, texts: list[str]) -> list[dict[str, Any]]:
+        """Run the non-blank texts through the batcher; blank ones need no model."""
+        out: list[dict[str, Any] | None] = [None if t.strip() else _empty_json(t) for t in texts]
+        todo = [i for i, o in enumerate(out) if o is None]
+        if todo:
+            preds = self.state.batcher.submit_many([texts[i] for i in todo])
+            for i, pred in zip(todo, preds):
+                out[i] = prediction_to_json(pred)
+        return [o for o in out if o is not None]
+
+    # -- routes
+    @route("/", methods=["GET"])
+    def page(self) -> flask.Response:
+        return flask.Response(self.state.page, mimetype="text/html")
+
+    @route("/health", methods=["GET"])
+    def health(self) -> flask.Response:
+        p = self.state.predictor
+        scores = dict(getattr(p, "scores", None) or {})
+        return flask.jsonify(
+            status="ok",
+            model=p.name,
+            labels=list(p.labels),
+            checkpoint=str(p.source),
+            val_F1c=scores.get("val_F1c"),
+            scores=scores,
+            max_text_length=self.state.max_text_length,
+            max_batch_size=self.state.max_batch_size,
+        )
+
+    @route("/api", methods=["POST"])
+    def api(self) -> flask.Response:
+        body = _parse_body()
+        if isinstance(body, dict):
+            if "text" not in body:
+                raise _BadRequest('the JSON object lacks "text"; expected {"text": "..."} or a JSON string')
+            text = self._check_text(body["text"], '"text"')
+        elif isinstance(body, str):
+            text = self._check_text(body, "the text")
+        else:
+            raise _BadRequest(f'expected a JSON string or an object {{"text": "..."}}, got {_json_type(body)}')
+        return flask.jsonify(self._predict([text])[0])
+
+    @route("/api/batch", methods=["POST"])
+    def api_batch(self) -> flask.Response:
+        body = _parse_body()
+        if not isinstance(body, dict) or "texts" not in body:
+            raise _BadRequest(f'expected an object {{"texts": ["...", ...]}}, got {_json_type(body)}')
+        texts = body["texts"]
+        if not isinstance(texts, list):
+            raise _BadRequest(f'"texts" must be a list of strings, got {_json_type(texts)}')
+        if len(texts) > self.state.max_batch_size:
+            raise _BadRequest(
+                f'"texts" has {len(texts)} items; the limit is {self.state.max_batch_size}', status=413
+            )
+        checked = [self._check_text(t, f'"texts"[{i}]') for i, t in enumerate(texts)]
+        return flask.jsonify(results=self._predict(checked))
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for error messages a client understands."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _error(message: str, status: int) -> tuple[flask.Response, int]:
+    return flask.jsonify(error=message, status=status), status
+
+
+# --------------------------------------------------------------------------- the app
+def create_app(
+    predictor: PredictorLike,
+    *,
+    template: str | Path = DEFAULT_TEMPLATE,
+    max_text_length: int = 10_000,
+    max_batch_size: int = 32,
+    batcher: MicroBatcher[Any] | None = None,
+) -> flask.Flask:
+    """Build the Flask app around a loaded predictor.
+
+    Args:
+        predictor: answers ``predict(texts)``; only the batcher's worker thread calls it.
+        template: the HTML page served at ``/``. Read once here, so a missing file fails at
+            start-up, not on the first visitor.
+        max_text_length: longer texts are refused with 413.
+        max_batch_size: the most texts ``/api/batch`` accepts; also the batch size of the
+            batcher built when none is given.
+        batcher: the micro-batcher to run inference through; by default one over
+            ``predictor.predict`` (the app owns it: ``app.extensions["ner_lit"].batcher``).
+    """
+    if max_text_length < 1:
+        raise ServeError(f"max_text_length must be at least 1, got {max_text_length}")
+    if max_batch_size < 1:
+        raise ServeError(f"max_batch_size must be at least 1, got {max_batch_size}")
+    template = Path(template)
+    try:
+        page = template.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ServeError(f"cannot read the page template {template}: {exc}") from None
+    if batcher is None:
+        batcher = MicroBatcher(predictor.predict, max_batch_size=max_batch_size)
+
+    app = flask.Flask(__name__)
+    app.json.sort_keys = False  # keep {"text", "entities", "result"} in the documented order
+    app.json.ensure_ascii = False  # Korean stays readable in the answers
+    # Werkzeug refuses larger bodies with 413 before they are read into memory.
+    app.config["MAX_CONTENT_LENGTH"] = max_batch_size * (max_text_length * _JSON_BYTES_PER_CHAR + 64) + 4096
+    state = _ServerState(predictor, batcher, page, max_text_length, max_batch_size)
+    app.extensions["ner_lit"] = state
+    NERView.register(app, init_argument=state)
+
+    @app.errorhandler(_BadRequest)
+    def bad_request(exc: _BadRequest) -> tuple[flask.Response, int]:
+        return _error(exc.message, exc.status)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> flask.Response:
+        messages = {
+            404: "no such endpoint; see POST /api, POST /api/batch, GET /health, GET /",
+            413: f"the request body is too large (limit {app.config['MAX_CONTENT_LENGTH']} bytes)",
+        }
+        if exc.code == 405:
+            allowed = ", ".join(sorted(m for m in (exc.valid_methods or []) if m not in ("HEAD", "OPTIONS")))
+            message = f"method {flask.request.method} is not allowed here; use {allowed}"
+        else:
+            message = messages.get(exc.code or 500, exc.description or exc.name)
+        response = exc.get_response()  # keeps headers such as Allow on 405
+        response.set_data(json.dumps({"error": message, "status": exc.code}, ensure_ascii=False))
+        response.content_type = "application/json"
+        return response
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception) -> tuple[flask.Response, int]:
+        log.exception("unhandled error on %s %s", flask.request.method, flask.request.path)
+        return _error("internal server error; the server log has the details", 500)
+
+    return app
+
+
+# --------------------------------------------------------------------------- running it
+def run_server(
+    app: flask.Flask,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    server: Literal["waitress", "flask"] = "waitress",
+    threads: int = 8,
+) -> None:
+    """Serve ``app`` until interrupted.
+
+    Waitress (the default) is a production multi-threaded WSGI server; ``"flask"`` is
+    Werkzeug's development server, for debugging only. Port 0 picks a free port; the line
+    ``Serving on http://HOST:PORT`` (the real port) is printed once the socket listens, so
+    a parent process can read where to connect.
+    """
+    # Unhandled request errors are logged with their traceback; give them a format and a
+    # time. A no-op when the caller configured logging already.
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if server == "waitress":
+        import waitress.server
+
+        try:
+            srv = waitress.server.create_server(app, host=host, port=port, threads=threads)
+        except OSError as exc:
+            raise ServeError(f"cannot listen on {host}:{port}: {exc}") from None
+        actual_host, actual_port = srv.effective_host, srv.effective_port  # type: ignore[union-attr]
+        print(f"Serving on {_url(actual_host, actual_port)}", flush=True)
+        try:
+            srv.run()
+        finally:
+            srv.close()
+    elif server == "flask":
+        from werkzeug.serving import make_server
+
+        try:
+            srv = make_server(host, port, app, threaded=True)
+        except (OSError, SystemExit) as exc:
+            raise ServeError(f"cannot listen on {host}:{port}: {exc}") from None
+        print(f"Serving on {_url(host, srv.port)} (Flask development server: not for production)", flush=True)
+        try:
+            srv.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            srv.server_close()
+    else:
+        raise ServeError(f'server must be "waitress" or "flask", got {server!r}')
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def load_predictor(ckpt_path: str | None, model_dir: str | None, device: str = "cpu") -> PredictorLike:
+    """Load the predictor from exactly one of a checkpoint or an exported model directory.
+
+    Every failure (wrong options, missing file, a file that is no checkpoint) becomes one
+    :class:`ServeError` whose message names the path, so the user sees one clear line.
+    """
+    if (ckpt_path is None) == (model_dir is None):
+        raise ServeError("give exactly one of --ckpt_path (a ner_lit checkpoint) or --model_dir (an exported model)")
+    from ner_lit.predictor import Predictor  # torch and transformers only when actually serving
+
+    if ckpt_path is not None:
+        path = Path(ckpt_path)
+        if not path.is_file():
+            raise ServeError(f"checkpoint not found: {path}")
+        try:
+            return Predictor.from_checkpoint(str(path), device=device)
+        except Exception as exc:  # noqa: BLE001 - any load failure means the same thing to the user
+            raise ServeError(f"cannot load checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+    path = Path(model_dir)  # type: ignore[arg-type]
+    if not path.is_dir():
+        raise ServeError(f"model directory not found: {path}")
+    try:
+        return Predictor.from_pretrained(str(path), device=device)
+    except Exception as exc:  # noqa: BLE001
+        raise ServeError(f"cannot load model directory {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def describe(predictor: PredictorLike, url: str) -> str:
+    """The start-up banner: where to connect and what model answers there."""
+    scores = getattr(predictor, "scores", None) or {}
+    score_text = ", ".join(f"{k}={v:.2f}" for k, v in scores.items()) if scores else "none recorded"
+    return "\n".join(
+        [
+            f"ner_lit serve: {url}",
+            f"  model:       {predictor.name}",
+            f"  checkpoint:  {predictor.source}",
+            f"  labels:      {' '.join(predictor.labels)}",
+            f"  validation:  {score_text}",
+        ]
+    )
+
+
+def serve(
+    ckpt_path: str | None = None,
+    model_dir: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    template: str = str(DEFAULT_TEMPLATE),
+    device: str = "cpu",
+    max_text_length: int = 10_000,
+    max_batch_size: int = 32,
+    max_wait_ms: float = 2.0,
+    server: Literal["waitress", "flask"] = "waitress",
+    threads: int = 8,
+) -> None:
+    """Serve a trained model over HTTP: a JSON API (POST /api, POST /api/batch, GET /health)
+    and a demo page at /.
+
+    Args:
+        ckpt_path: a ner_lit Lightning checkpoint (.ckpt) to serve. Give this or model_dir.
+        model_dir: an exported Hugging Face model directory to serve. Give this or ckpt_path.
+        host: the interface to listen on; 127.0.0.1 keeps the server local, 0.0.0.0 exposes it.
+        port: the TCP port to listen on (0 picks a free one).
+        template: the HTML page served at /.
+        device: the torch device to run the model on (cpu, cuda, cuda:1, ...).
+        max_text_length: the longest text, in characters, a request may send; longer ones get 413.
+        max_batch_size: the most texts per POST /api/batch, and per model forward pass.
+        max_wait_ms: how long the model, when requests are queued behind it, waits for more
+            to fill a batch; a request arriving while the model is idle never waits.
+        server: waitress (multi-threaded, for production) or flask (the development server).
+        threads: the number of request threads of the waitress server.
+    """
+    predictor = load_predictor(ckpt_path, model_dir, device=device)
+    batcher: MicroBatcher[Any] = MicroBatcher(predictor.predict, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+    try:
+        app = create_app(
+            predictor,
+            template=template,
+            max_text_length=max_text_length,
+            max_batch_size=max_batch_size,
+            batcher=batcher,
+        )
+        print(describe(predictor, _url(host, port)), flush=True)
+        try:
+            run_server(app, host=host, port=port, server=server, threads=threads)
+        except KeyboardInterrupt:
+            pass
+    finally:
+        batcher.close(timeout=10)

@@ -1,0 +1,193 @@
+"""The micro-batcher: every caller gets its own answer, piled-up requests share a call."""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from ner_lit.batching import BatcherClosed, MicroBatcher
+
+
+def shout(texts: list[str]) -> list[str]:
+    return [t.upper() + "!" for t in texts]
+
+
+class GatedFn:
+    """A batch function that blocks on its first call until released, so tests can pile
+    requests up behind a 'busy model' deterministically."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, texts: list[str]) -> list[str]:
+        self.calls.append(list(texts))
+        if len(self.calls) == 1:
+            self.entered.set()
+            assert self.release.wait(10), "test never released the gate"
+        return shout(texts)
+
+
+def wait_until_queued(batcher: MicroBatcher, n: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(batcher._queue) < n:  # noqa: SLF001 - the test needs to know requests are waiting
+        assert time.monotonic() < deadline, f"only {len(batcher._queue)} of {n} requests queued"
+        time.sleep(0.001)
+
+
+def test_each_of_eight_concurrent_callers_gets_its_own_result():
+    def slow_shout(texts: list[str]) -> list[str]:
+        time.sleep(0.002)
+        return shout(texts)
+
+    with MicroBatcher(slow_shout, max_batch_size=8) as batcher:
+
+        def client(c: int) -> list[tuple[str, str]]:
+            return [(f"c{c}-r{r}", batcher.submit(f"c{c}-r{r}")) for r in range(50)]
+
+        with ThreadPoolExecutor(8) as pool:
+            pairs = [p for ps in pool.map(client, range(8)) for p in ps]
+    assert len(pairs) == 400
+    assert all(answer == sent.upper() + "!" for sent, answer in pairs)
+
+
+def test_requests_arriving_while_the_model_is_busy_are_run_as_one_batch():
+    fn = GatedFn()
+    with MicroBatcher(fn, max_batch_size=32, max_wait_ms=0) as batcher:
+        with ThreadPoolExecutor(6) as pool:
+            first = pool.submit(batcher.submit, "first")
+            assert fn.entered.wait(5)
+            rest = [pool.submit(batcher.submit, f"t{i}") for i in range(5)]
+            wait_until_queued(batcher, 5)
+            fn.release.set()
+            assert first.result(5) == "FIRST!"
+            assert [f.result(5) for f in rest] == [f"T{i}!" for i in range(5)]
+    assert fn.calls[0] == ["first"]
+    assert sorted(fn.calls[1]) == [f"t{i}" for i in range(5)]
+    assert len(fn.calls) == 2
+
+
+def test_a_batch_never_exceeds_max_batch_size():
+    fn = GatedFn()
+    with MicroBatcher(fn, max_batch_size=4, max_wait_ms=0) as batcher:
+        first = batcher.submit_async(["first"])
+        assert fn.entered.wait(5)
+        queued = batcher.submit_async([f"t{i}" for i in range(10)])
+        fn.release.set()
+        assert [f.result(5) for f in first + queued] == ["FIRST!"] + [f"T{i}!" for i in range(10)]
+    assert [len(c) for c in fn.calls] == [1, 4, 4, 2]
+
+
+def test_texts_submitted_together_reach_an_idle_model_as_one_call():
+    calls: list[list[str]] = []
+
+    def record(texts: list[str]) -> list[str]:
+        calls.append(list(texts))
+        return shout(texts)
+
+    with MicroBatcher(record, max_batch_size=32) as batcher:
+        assert batcher.submit_many(["a", "b", "c"]) == ["A!", "B!", "C!"]
+    assert calls == [["a", "b", "c"]]
+
+
+def test_a_lone_client_never_waits_for_a_batch_to_fill():
+    # With a huge max_wait_ms, any wait on an idle model would show as >= 0.5 s per request.
+    with MicroBatcher(shout, max_batch_size=32, max_wait_ms=500) as batcher:
+        started = time.monotonic()
+        answers = [batcher.submit(f"r{i}") for i in range(20)]
+        elapsed = time.monotonic() - started
+    assert answers == [f"R{i}!" for i in range(20)]
+    assert elapsed < 0.5, f"20 sequential requests took {elapsed:.3f} s: the idle worker waited for stragglers"
+
+
+def test_an_exception_in_fn_reaches_every_caller_of_that_batch():
+    fn = GatedFn()
+
+    def fail_second(texts: list[str]) -> list[str]:
+        out = fn(texts)
+        if len(fn.calls) == 2:
+            raise RuntimeError("model exploded")
+        return out
+
+    with MicroBatcher(fail_second, max_batch_size=32, max_wait_ms=0) as batcher:
+        first = batcher.submit_async(["first"])
+        assert fn.entered.wait(5)
+        doomed = batcher.submit_async(["x", "y", "z"])
+        fn.release.set()
+        assert first[0].result(5) == "FIRST!"
+        for f in doomed:
+            with pytest.raises(RuntimeError, match="model exploded"):
+                f.result(5)
+
+
+def test_the_worker_keeps_serving_after_fn_raised():
+    broken = {"on": True}
+
+    def sometimes_broken(texts: list[str]) -> list[str]:
+        if broken["on"]:
+            raise ValueError("transient")
+        return shout(texts)
+
+    with MicroBatcher(sometimes_broken) as batcher:
+        with pytest.raises(ValueError, match="transient"):
+            batcher.submit("a")
+        broken["on"] = False
+        assert batcher.submit("b") == "B!"
+
+
+def test_fn_returning_the_wrong_number_of_results_is_an_error_for_its_callers():
+    with MicroBatcher(lambda texts: ["only one"]) as batcher:
+        with pytest.raises(RuntimeError, match="1 results for 2 texts"):
+            batcher.submit_many(["a", "b"])
+
+
+def test_close_answers_requests_already_queued():
+    fn = GatedFn()
+    batcher = MicroBatcher(fn, max_wait_ms=0)
+    first = batcher.submit_async(["first"])
+    assert fn.entered.wait(5)
+    queued = batcher.submit_async(["q1", "q2"])
+    closer = threading.Thread(target=batcher.close)
+    closer.start()
+    fn.release.set()
+    closer.join(5)
+    assert not closer.is_alive()
+    assert [f.result(0) for f in first + queued] == ["FIRST!", "Q1!", "Q2!"]
+
+
+def test_close_stops_the_worker_thread_and_is_idempotent():
+    batcher = MicroBatcher(shout)
+    assert batcher.submit("a") == "A!"
+    batcher.close()
+    batcher.close()
+    assert batcher.closed
+    assert not batcher._worker.is_alive()  # noqa: SLF001
+
+
+def test_submit_after_close_raises_batcher_closed():
+    batcher = MicroBatcher(shout)
+    batcher.close()
+    with pytest.raises(BatcherClosed):
+        batcher.submit("late")
+
+
+def test_fn_is_only_ever_called_from_the_worker_thread():
+    seen: set[str] = set()
+
+    def record_thread(texts: list[str]) -> list[str]:
+        seen.add(threading.current_thread().name)
+        return shout(texts)
+
+    with MicroBatcher(record_thread, name="the-worker") as batcher:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(batcher.submit, [str(i) for i in range(64)]))
+    assert seen == {"the-worker"}
+
+
+@pytest.mark.parametrize("kwargs", [{"max_batch_size": 0}, {"max_wait_ms": -1.0}], ids=["batch0", "wait-neg"])
+def test_nonsense_settings_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        MicroBatcher(shout, **kwargs)

@@ -1,0 +1,69 @@
+"""A real server process under load: ``serve()`` over a tiny real model, run by waitress on
+loopback, hit by 8 client threads at once."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from serve_fixtures import (  # noqa: F401 - tiny_model_dir is a fixture
+    KLUE_LABELS,
+    SENTENCES,
+    assert_same_answer,
+    get_json,
+    post_json,
+    start_server_process,
+    tiny_model_dir,
+)
+
+pytestmark = pytest.mark.slow
+
+CLIENTS = 8
+REQUESTS_PER_CLIENT = 50
+
+
+def test_eight_concurrent_clients_get_exactly_their_sequential_answers(tmp_path: Path, tiny_model_dir: Path):
+    with start_server_process(tmp_path, kind="model_dir", arg=str(tiny_model_dir), threads=8) as server:
+        assert server.url.startswith("http://127.0.0.1:")
+        sequential = {}
+        for text in SENTENCES:
+            status, body = post_json(server.url + "/api", {"text": text})
+            assert status == 200, body
+            sequential[text] = body
+
+        def client(c: int) -> list[tuple[int, str, Any]]:
+            out = []
+            for r in range(REQUESTS_PER_CLIENT):
+                text = SENTENCES[(c * 7 + r) % len(SENTENCES)]
+                status, body = post_json(server.url + "/api", {"text": text})
+                out.append((status, text, body))
+            return out
+
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            answers = [a for per_client in pool.map(client, range(CLIENTS)) for a in per_client]
+
+        assert len(answers) == CLIENTS * REQUESTS_PER_CLIENT
+        assert [status for status, _, _ in answers] == [200] * len(answers)
+        for _, text, body in answers:
+            assert_same_answer(body, sequential[text], where=repr(text[:20]))
+        assert "Traceback" not in server.log()
+        process = server.process
+    assert process.poll() is not None, "the server process outlived the test"
+
+
+def test_serve_prints_the_checkpoint_its_labels_and_scores_at_startup(tmp_path: Path, tiny_model_dir: Path):
+    with start_server_process(tmp_path, kind="model_dir", arg=str(tiny_model_dir)) as server:
+        banner = "\n".join(server.banner)
+        status, health = get_json(server.url + "/health")
+    assert f"checkpoint:  {tiny_model_dir}" in banner
+    assert " ".join(KLUE_LABELS) in banner
+    assert "validation:  none recorded" in banner
+    assert status == 200 and health["checkpoint"] == str(tiny_model_dir)
+
+
+def test_the_flask_development_server_serves_the_same_api(tmp_path: Path):
+    with start_server_process(tmp_path, kind="fake", server="flask") as server:
+        status, body = post_json(server.url + "/api", "서울에서 만나요")
+    assert status == 200
+    assert body["entities"] == [{"text": "서울", "label": "LC", "start": 0, "end": 2, "score": 0.92}]
