@@ -117,11 +117,12 @@ def resolve_checkpoint(spec: str, root: str | Path) -> Path:
         ckpt = load_checkpoint(last)
         for key, state in ckpt.get("callbacks", {}).items():
             if key.startswith("ModelCheckpoint") and isinstance(state, dict) and state.get("best_model_path"):
-                best = Path(state["best_model_path"])
-                if not best.is_file():  # the run directory was moved: look beside last.ckpt
-                    best = last.parent / best.name
-                if best.is_file():
-                    return best
+                recorded = Path(state["best_model_path"])
+                # The file beside last.ckpt first: a run directory that was moved or copied
+                # records the path it had when it was written.
+                for best in (last.parent / recorded.name, recorded):
+                    if best.is_file():
+                        return best
         raise CheckpointError(f"{last}: ModelCheckpoint recorded no best checkpoint in this run")
     raise CheckpointError(
         f"no run with checkpoints/last.ckpt under {root}: train first (`python -m ner_lit fit --config ...`) "

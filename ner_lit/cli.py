@@ -137,6 +137,9 @@ def run_serve(argv: Sequence[str]) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    # Set by a DDP parent for its children; a run that chose its own version forgets it after,
+    # or the next in-process run would write into the same directory.
+    inherited_version = _VERSION_ENV in os.environ
     try:
         if args and args[0] == "serve":
             run_serve(args[1:])
@@ -153,6 +156,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except USER_ERRORS + _serve_errors() as exc:
         print(f"ner_lit: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        if not inherited_version:
+            os.environ.pop(_VERSION_ENV, None)
 
 
 def _serve_errors() -> tuple[type[BaseException], ...]:
