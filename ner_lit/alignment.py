@@ -296,6 +296,21 @@ class Aligner:
         return [self.labels[i] for i in ids.tolist()]
 
 
+def pad_windows(windows: Sequence[Window], pad_id: int) -> dict[str, torch.Tensor]:
+    """One padded batch (dynamic padding: as wide as its longest window); labels padded with -100."""
+    width = max(len(w.input_ids) for w in windows)
+    ids = torch.full((len(windows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(windows), width), dtype=torch.long)
+    labels = torch.full((len(windows), width), IGNORE, dtype=torch.long)
+    for r, w in enumerate(windows):
+        n = len(w.input_ids)
+        ids[r, :n] = torch.tensor(w.input_ids)
+        mask[r, :n] = 1
+        if w.labels is not None:
+            labels[r, :n] = torch.tensor(w.labels)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
 def special_layout(tokenizer) -> tuple[list[int], list[int]]:
     """The special token ids a tokenizer puts before and after a single sentence.
 

@@ -21,7 +21,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ner_lit.alignment import IGNORE, Aligner, EncodedSentence, LabelRule, Window
+from ner_lit.alignment import Aligner, EncodedSentence, LabelRule, Window, pad_windows
 from ner_lit.checkpoint import default_cache_dir, materialize_tokenizer, tokenizer_files
 from ner_lit.corpus import (
     CorpusError,
@@ -367,17 +367,7 @@ class NERDataModule(pl.LightningDataModule):
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     def _pad(self, windows: list[Window]) -> dict[str, torch.Tensor]:
-        width = max(len(w.input_ids) for w in windows)
-        ids = torch.full((len(windows), width), self._pad_id(), dtype=torch.long)
-        mask = torch.zeros((len(windows), width), dtype=torch.long)
-        labels = torch.full((len(windows), width), IGNORE, dtype=torch.long)
-        for r, w in enumerate(windows):
-            n = len(w.input_ids)
-            ids[r, :n] = torch.tensor(w.input_ids)
-            mask[r, :n] = 1
-            if w.labels is not None:
-                labels[r, :n] = torch.tensor(w.labels)
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        return pad_windows(windows, self._pad_id())
 
     def collate_train(self, windows: list[Window]) -> dict[str, torch.Tensor]:
         return self._pad(windows)

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
 
-from ner_lit.alignment import Aligner, entities_from_tags
+from ner_lit.alignment import Aligner, entities_from_tags, pad_windows
 from ner_lit.checkpoint import CheckpointError, SECTION, load_checkpoint, materialize_tokenizer
 from ner_lit.corpus import Sentence
 
@@ -65,7 +65,7 @@ class Predictor:
         self.labels = list(labels)
         limit = getattr(model.config, "max_position_embeddings", max_length) or max_length
         self.max_length = min(max_length, limit)
-        self.aligner = Aligner(tokenizer, self.labels, max_length=self.max_length, stride=min(stride, self.max_length // 4))
+        self.aligner = Aligner(tokenizer, self.labels, max_length=self.max_length, stride=min(stride, self.max_length // 2))
         self.source = source
         self.name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
         self.scores = dict(scores or {})
@@ -118,13 +118,9 @@ class Predictor:
             windows = [w for e in chunk for w in e.windows]
             if not windows:
                 continue
-            width = max(len(w.input_ids) for w in windows)
-            ids = torch.full((len(windows), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(windows), width), dtype=torch.long)
-            for r, w in enumerate(windows):
-                ids[r, : len(w.input_ids)] = torch.tensor(w.input_ids)
-                mask[r, : len(w.input_ids)] = 1
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.cpu()
+            batch = pad_windows(windows, pad)
+            ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+            logits = self.model(input_ids=ids, attention_mask=mask).logits.float().cpu()
             decoded = self.aligner.decode(chunk, logits)
             for j, e in enumerate(chunk):
                 results[e.index] = self._prediction(texts[e.index], e, decoded, j)
