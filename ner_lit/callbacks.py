@@ -44,10 +44,10 @@ class PredictionWriter(BasePredictionWriter):
             gathered: list[Any] = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(gathered, rows)
             rows = [row for part in gathered for row in part]
+        target = self._target(trainer)  # trainer.log_dir is a broadcast under DDP: every rank must ask
         if not trainer.is_global_zero:
             return
         rows.sort(key=lambda r: r["index"])
-        target = self._target(trainer)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         with tmp.open("w", encoding="utf-8") as f:
@@ -74,7 +74,10 @@ class ExportBestModel(Callback):
         self.exported: Optional[Path] = None
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.dirname is None or not trainer.is_global_zero or trainer.checkpoint_callback is None:
+        if self.dirname is None or trainer.checkpoint_callback is None:
+            return
+        log_dir = Path(trainer.log_dir or ".")  # a broadcast under DDP: every rank must ask
+        if not trainer.is_global_zero:
             return
         from ner_lit.predictor import Predictor
 
@@ -82,7 +85,7 @@ class ExportBestModel(Callback):
         if not best:
             return
         predictor = Predictor.from_checkpoint(best)
-        target = Path(trainer.log_dir or ".") / self.dirname
+        target = log_dir / self.dirname
         predictor.model.save_pretrained(target)
         predictor.tokenizer.save_pretrained(target)
         self.exported = target

@@ -362,7 +362,7 @@ def write_klue_tsv(sentences: Iterable[Sentence], path: str | os.PathLike[str], 
     return _write_atomic(path, "\n".join(KLUE_COMMENTS) + "\n" + body, overwrite)
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> list[Sentence]:
+def read_jsonl(path: str | os.PathLike[str], labelled: bool = True) -> list[Sentence]:
     """One JSON object per line.
 
     ``{"id": ..., "origin": text, "entity_list": [{"text", "label", "offset": [start, end]}],
@@ -370,6 +370,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[Sentence]:
     exclusive, counted in characters of ``origin``. Either list alone is enough (the
     character list alone also gives the text); when both are given they must mark the
     same entities. ``id`` defaults to ``<file stem>-<line number>``. Blank lines are skipped.
+    With ``labelled=False`` (input to ``predict``) ``origin`` alone is enough too.
     """
     path = Path(path)
     sentences: list[Sentence] = []
@@ -382,13 +383,13 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[Sentence]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise CorpusError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}), expected one JSON object per line") from None
-        sentence = _json_sentence(obj, where, f"{path.stem}-{lineno}")
+        sentence = _json_sentence(obj, where, f"{path.stem}-{lineno}", labelled)
         _check_unique_id(seen, sentence.id, path, lineno)
         sentences.append(sentence)
     return _check_not_empty(sentences, path, "JSON object line")
 
 
-def _json_sentence(obj: object, where: str, default_id: str) -> Sentence:
+def _json_sentence(obj: object, where: str, default_id: str, labelled: bool = True) -> Sentence:
     if not isinstance(obj, dict):
         raise CorpusError(f"{where}: a JSON {type(obj).__name__}, expected a JSON object")
     sid = obj.get("id", default_id)
@@ -399,6 +400,8 @@ def _json_sentence(obj: object, where: str, default_id: str) -> Sentence:
     if origin is not None and not isinstance(origin, str):
         raise CorpusError(f"{where}: \"origin\" is {origin!r}, expected a string")
     has_chars, has_ents = "character_list" in obj, "entity_list" in obj
+    if not has_chars and not has_ents and not labelled and isinstance(origin, str) and origin:
+        return Sentence(sid, origin)
     if not has_chars and not has_ents:
         raise CorpusError(f"{where}: neither \"entity_list\" nor \"character_list\", expected at least one of them")
 
@@ -539,10 +542,15 @@ def resolve_format(path: str | os.PathLike[str], format: CorpusFormat = "auto") 
     return EXTENSIONS[suffix]
 
 
-def read_corpus(path: str | os.PathLike[str], format: CorpusFormat = "auto") -> list[Sentence]:
-    """Read any supported corpus; ``auto`` picks the format from the file extension."""
+def read_corpus(path: str | os.PathLike[str], format: CorpusFormat = "auto", labelled: bool = True) -> list[Sentence]:
+    """Read any supported corpus; ``auto`` picks the format from the file extension.
+
+    ``labelled=False`` is for text to tag: JSONL lines may then carry ``origin`` alone.
+    """
     fmt = resolve_format(path, format)
-    reader = {"klue": read_klue_tsv, "jsonl": read_jsonl, "text": read_text}[fmt]
+    if fmt == "jsonl":
+        return read_jsonl(path, labelled)
+    reader = {"klue": read_klue_tsv, "text": read_text}[fmt]
     return reader(path)
 
 

@@ -69,7 +69,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     Indices are shuffled, cut into mega-batches of ``50 * batch_size``, each sorted by
     length and cut into batches, and the batches shuffled again. Every rank draws the same
     permutation (same seed and epoch) and takes every ``world_size``-th batch; the batch
-    count is cut to a multiple of ``world_size`` so all ranks step together.
+    count is cut to a multiple of ``world_size`` so all ranks step together (with fewer
+    batches than ranks, batches are repeated so that every rank has one).
     """
 
     def __init__(self, lengths: list[int], batch_size: int, shuffle: bool, group_by_length: bool,
@@ -98,15 +99,16 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         batches = [order[lo:lo + self.batch_size] for lo in range(0, len(order), self.batch_size)]
         if self.shuffle and self.group_by_length:
             rng.shuffle(batches)
-        usable = len(batches) - len(batches) % self.world_size if len(batches) >= self.world_size else len(batches)
-        return batches[:usable]
+        if 0 < len(batches) < self.world_size:
+            return (batches * self.world_size)[: self.world_size]
+        return batches[: len(batches) - len(batches) % self.world_size]
 
     def __iter__(self) -> Iterator[list[int]]:
         yield from self._batches()[self.rank::self.world_size]
 
     def __len__(self) -> int:
         n = math.ceil(len(self.lengths) / self.batch_size)
-        usable = n - n % self.world_size if n >= self.world_size else n
+        usable = n - n % self.world_size if n >= self.world_size else (self.world_size if n else 0)
         return len(range(self.rank, usable, self.world_size))
 
 
@@ -252,7 +254,9 @@ class NERDataModule(pl.LightningDataModule):
             raise DataError(f"no --data.{option} is set, and `{stage}` needs one")
         if not path.is_file():
             raise DataError(f"{path}: no such file (--data.{option}, --data.data_dir)")
-        return read_corpus(path, "auto" if stage == "predict" else self.format)
+        if stage == "predict":
+            return read_corpus(path, "auto", labelled=False)
+        return read_corpus(path, self.format)
 
     def _setup_tokenizer(self, train: Optional[list[Sentence]]) -> None:
         from transformers import AutoTokenizer

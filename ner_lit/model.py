@@ -51,7 +51,7 @@ class NERModel(pl.LightningModule):
             dropout: Scratch BERT: hidden and attention dropout.
             learning_rate: AdamW peak learning rate.
             weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
-            warmup_ratio: Fraction of the training steps with a linear warmup from 0.
+            warmup_ratio: Fraction of the training steps with a linear warmup (step k of w runs at (k+1)/(w+1) of the peak).
             schedule: ``linear`` decays to 0 after the warmup; ``constant`` keeps the peak rate.
             adam_epsilon: AdamW epsilon.
         """
@@ -173,10 +173,11 @@ class NERModel(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         report = self.test_F1e.report()
         report["F1c (macro over characters)"] = {"f1": float(self.test_F1c.compute())}
+        log_dir = Path(self.trainer.log_dir or ".")  # a broadcast under DDP: every rank must ask
         if self.trainer.is_global_zero:
             from ner_lit.report import write_report
 
-            write_report(report, Path(self.trainer.log_dir or "."), echo=True)
+            write_report(report, log_dir, echo=True)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         out = self(batch["input_ids"], batch["attention_mask"])

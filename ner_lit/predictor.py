@@ -65,7 +65,10 @@ class Predictor:
         self.labels = list(labels)
         limit = getattr(model.config, "max_position_embeddings", max_length) or max_length
         self.max_length = min(max_length, limit)
-        self.aligner = Aligner(tokenizer, self.labels, max_length=self.max_length, stride=min(stride, self.max_length // 2))
+        if self.max_length < max_length:  # windows shortened to fit the model: shorten their overlap too
+            stride = min(stride, self.max_length // 2)
+        # Otherwise the windows are those asked for (a checkpoint's: those of training and `predict`).
+        self.aligner = Aligner(tokenizer, self.labels, max_length=self.max_length, stride=stride)
         self.source = source
         self.name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
         self.scores = dict(scores or {})

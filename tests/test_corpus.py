@@ -324,3 +324,17 @@ def test_writer_failing_midway_keeps_the_old_file_and_leaves_no_temp_file(
     assert sorted(os.listdir(tmp_path)) == ["c.tsv"]
     assert path.read_text() == "old"
 
+
+
+def test_jsonl_text_to_tag_may_carry_origin_alone(tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"id": "a", "origin": "서울에 갔다"}\n', encoding="utf-8")
+    (s,) = read_corpus(path, labelled=False)
+    assert (s.id, s.text, set(s.tags)) == ("a", "서울에 갔다", {"O"})
+
+
+def test_labelled_jsonl_without_either_list_is_still_an_error(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"id": "a", "origin": "서울에 갔다"}\n', encoding="utf-8")
+    with pytest.raises(CorpusError, match="train.jsonl:1.*neither"):
+        read_corpus(path)

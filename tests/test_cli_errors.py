@@ -1,0 +1,71 @@
+"""Every bad input ends with one clear message on stderr and exit status 2, never a traceback.
+
+Each case runs ``python -m ner_lit`` in a new process, offline (HF_HUB_OFFLINE=1). The
+processes are started together by one module fixture and each test checks one of them.
+"""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from ner_lit.corpus import Sentence, read_klue_tsv, write_klue_tsv
+from pipeline_fixtures import TrainedRun, finish, start_cli_process, trained_run  # noqa: F401 - trained_run is a fixture
+
+
+def cases(run: TrainedRun, tmp: Path) -> dict[str, tuple[list[str], str]]:
+    """name -> (command line, a fragment the error message must contain)."""
+    (tmp / "empty.tsv").write_text("", encoding="utf-8")
+    (tmp / "foo.csv").write_text("전,O\n", encoding="utf-8")
+    (tmp / "notes.txt").write_text("this is not a checkpoint\n", encoding="utf-8")
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "epoch": 0}, tmp / "plain.ckpt")
+    dev = read_klue_tsv(run.data_dir / "dev.tsv")[:3]
+    odd = Sentence("odd-1", "화성에서 왔다", ["B-PL", "I-PL", "O", "O", "O", "O", "O"])
+    write_klue_tsv([*dev, odd], tmp / "dev-odd-label.tsv")
+
+    fit = ["fit", *run.args("--trainer.default_root_dir", str(tmp / "runs"))]
+    test = ["test", *run.args("--trainer.default_root_dir", str(tmp / "runs"))]
+    return {
+        "missing train file": (fit + ["--data.train_file", str(tmp / "missing.tsv")], f"{tmp / 'missing.tsv'}: no such file"),
+        "empty train file": (fit + ["--data.train_file", str(tmp / "empty.tsv")], f"{tmp / 'empty.tsv'}: no sentences"),
+        "unknown format": (fit + ["--data.train_file", str(tmp / "foo.csv")], "unknown extension '.csv'"),
+        "max_length too small": (fit + ["--data.max_length", "2"], "max_length=2 leaves no room for text"),
+        "missing pretrained model": (fit + ["--model.pretrained", "/nonexistent/dir"], "--model.pretrained '/nonexistent/dir'"),
+        "checkpoint is a text file": (test + ["--ckpt_path", str(tmp / "notes.txt")], "not a readable PyTorch checkpoint"),
+        "checkpoint is not ner_lit's": (test + ["--ckpt_path", str(tmp / "plain.ckpt")], "not a ner_lit checkpoint"),
+        "validation label unknown to training": (fit + ["--data.val_file", str(tmp / "dev-odd-label.tsv")], "tag 'B-PL' is not in the label set"),
+    }
+
+
+@pytest.fixture(scope="module")
+def results(trained_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[subprocess.CompletedProcess, str]]:
+    tmp = tmp_path_factory.mktemp("bad-inputs")
+    started = {name: (start_cli_process(args, trained_run.cache), expected)
+               for name, (args, expected) in cases(trained_run, tmp).items()}
+    return {name: (finish(proc), expected) for name, (proc, expected) in started.items()}
+
+
+CASES = [
+    "missing train file",
+    "empty train file",
+    "unknown format",
+    "max_length too small",
+    "missing pretrained model",
+    "checkpoint is a text file",
+    "checkpoint is not ner_lit's",
+    "validation label unknown to training",
+]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bad_input_exits_2_with_one_error_line_and_no_traceback(
+        name: str, results: dict[str, tuple[subprocess.CompletedProcess, str]]) -> None:
+    proc, expected = results[name]
+    assert proc.returncode == 2, proc.stderr[-4000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, proc.stderr[-4000:]
+    assert errors[0].startswith("ner_lit: error: ")
+    assert expected in errors[0]

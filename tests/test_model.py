@@ -1,0 +1,122 @@
+"""NERModel: the learning-rate schedule and what a saved checkpoint carries."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer, BertConfig
+
+from ner_lit.checkpoint import materialize_tokenizer
+from ner_lit.corpus import derive_labels, read_klue_tsv
+from ner_lit.model import NERModel
+from pipeline_fixtures import MAX_LENGTH, STRIDE, TrainedRun, last_value, trained_run  # noqa: F401 - trained_run is a fixture
+
+PEAK = 1e-3
+TOTAL = 100  # optimizer steps; warmup_ratio 0.1 makes the first 10 the warmup
+
+
+def learning_rates(schedule: str = "linear", total: int = TOTAL) -> list[float]:
+    """The learning rate of every step 0..total, through the model's own configure_optimizers."""
+    model = NERModel(learning_rate=PEAK, warmup_ratio=0.1, schedule=schedule)
+    config = BertConfig(vocab_size=20, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, num_labels=3)
+    model.model = AutoModelForTokenClassification.from_config(config)
+    model._trainer = SimpleNamespace(estimated_stepping_batches=total)
+    configured = model.configure_optimizers()
+    optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    assert configured["lr_scheduler"]["interval"] == "step"
+    rates = []
+    for _ in range(total + 1):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_linear_schedule_warms_up_linearly_to_the_peak() -> None:
+    rates = learning_rates()
+    assert rates[0] == pytest.approx(PEAK * 1 / 11)
+    assert rates[4] == pytest.approx(PEAK * 5 / 11)
+    assert rates[9] == pytest.approx(PEAK * 10 / 11)
+    assert rates[10] == pytest.approx(PEAK)
+    assert all(a < b for a, b in zip(rates[:10], rates[1:11]))
+
+
+def test_linear_schedule_decays_linearly_to_zero_at_the_last_step() -> None:
+    rates = learning_rates()
+    assert rates[55] == pytest.approx(PEAK * 45 / 90)
+    assert rates[99] == pytest.approx(PEAK * 1 / 90)
+    assert rates[100] == 0.0
+    assert all(a > b for a, b in zip(rates[10:100], rates[11:101]))
+
+
+def test_constant_schedule_keeps_the_peak_after_warmup() -> None:
+    rates = learning_rates("constant")
+    assert rates[5] == pytest.approx(PEAK * 6 / 11)
+    assert rates[10:] == [pytest.approx(PEAK)] * (TOTAL + 1 - 10)
+
+
+def test_biases_and_layernorm_weights_get_no_weight_decay() -> None:
+    model = NERModel(weight_decay=0.05)
+    model.model = AutoModelForTokenClassification.from_config(
+        BertConfig(vocab_size=20, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
+    model._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    groups = model.configure_optimizers()["optimizer"].param_groups
+    names = {id(p): n for n, p in model.model.named_parameters()}
+    decayed = {names[id(p)] for g in groups if g["weight_decay"] == 0.05 for p in g["params"]}
+    plain = {names[id(p)] for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    assert decayed | plain == set(names.values()) and not decayed & plain
+    assert all(n.endswith("bias") or "LayerNorm" in n for n in plain)
+    assert "classifier.weight" in decayed
+
+
+# --------------------------------------------------------------------------- the checkpoint
+@pytest.fixture(scope="module")
+def checkpoint(trained_run: TrainedRun) -> dict:
+    return torch.load(trained_run.best, map_location="cpu", weights_only=True)
+
+
+def test_checkpoint_loads_with_weights_only(trained_run: TrainedRun, checkpoint: dict) -> None:
+    assert "state_dict" in checkpoint and "ner_lit" in checkpoint
+    last = torch.load(trained_run.last, map_location="cpu", weights_only=True)
+    assert last["ner_lit"]["labels"] == checkpoint["ner_lit"]["labels"]
+
+
+def test_checkpoint_section_holds_the_labels_of_the_training_file(trained_run: TrainedRun, checkpoint: dict) -> None:
+    section = checkpoint["ner_lit"]
+    assert section["labels"] == derive_labels(read_klue_tsv(trained_run.data_dir / "train.tsv"))
+    assert section["format"] == 1 and section["name"] == "scratch-bert"
+
+
+def test_checkpoint_section_holds_the_window_settings(checkpoint: dict) -> None:
+    section = checkpoint["ner_lit"]
+    assert (section["max_length"], section["stride"], section["label_rule"]) == (MAX_LENGTH, STRIDE, "first_char")
+
+
+def test_checkpoint_model_config_rebuilds_the_network(checkpoint: dict) -> None:
+    section = checkpoint["ner_lit"]
+    config = AutoConfig.for_model(**section["model_config"])
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (64, 1, 2)
+    assert [config.id2label[i] for i in range(config.num_labels)] == section["labels"]
+    model = AutoModelForTokenClassification.from_config(config)
+    state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert [k for k in missing if not k.endswith("position_ids")] == [] and unexpected == []
+
+
+def test_checkpoint_tokenizer_files_rebuild_the_tokenizer(checkpoint: dict, tmp_path) -> None:
+    files = checkpoint["ner_lit"]["tokenizer_files"]
+    assert "tokenizer.json" in files
+    tokenizer = AutoTokenizer.from_pretrained(materialize_tokenizer(files, tmp_path))
+    assert tokenizer.is_fast
+    config = AutoConfig.for_model(**checkpoint["ner_lit"]["model_config"])
+    assert len(tokenizer) == config.vocab_size
+    ids = tokenizer("서울에서 왔다", add_special_tokens=False)["input_ids"]
+    assert len(ids) == 6  # syllables: one token each
+
+
+def test_checkpoint_scores_are_the_logged_validation_scores(trained_run: TrainedRun, checkpoint: dict) -> None:
+    scores = checkpoint["ner_lit"]["scores"]
+    for key in ("val_F1c", "val_F1e"):
+        assert scores[key] == pytest.approx(float(last_value(trained_run.run_dir, key)), abs=1e-9)

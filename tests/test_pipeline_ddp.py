@@ -1,0 +1,108 @@
+"""DDP on the CPU (gloo, 2 processes) scores exactly what one process scores.
+
+One checkpoint of the session's tiny run is evaluated in this process and under
+``--trainer.strategy ddp --trainer.devices 2`` in new processes (Lightning re-runs the
+command for rank 1). The 21 validation sentences (27 windows) in batches of at most 4
+windows make 7 batches: rank 0 gets 4 (11 sentences) and rank 1 gets 3 (10 sentences). ``validate`` must log
+the same scores; ``test`` must also report the same per-type supports (gold entity counts),
+which would grow if a sentence were scored twice. ``fit`` under DDP shares each epoch
+between the ranks and exports the best model from rank 0.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ner_lit.checkpoint import payload
+from ner_lit.data import NERDataModule, SortedSentenceBatchSampler
+from pipeline_fixtures import (  # noqa: F401 - trained_run is a fixture
+    EVAL_BATCH_SIZE,
+    TrainedRun,
+    cli,
+    cli_process,
+    last_value,
+    trained_run,
+    versions,
+)
+
+DDP = ["--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2"]
+
+
+def evaluate(run: TrainedRun, root: Path, subcommand: str, ddp: bool) -> Path:
+    """Run ``subcommand`` on the best checkpoint under ``root`` and return its run directory."""
+    args = [subcommand, *run.args("--trainer.default_root_dir", str(root), "--ckpt_path", str(run.best))]
+    if ddp:
+        proc = cli_process(args + DDP, run.cache)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+    else:
+        cli(args, run.cache)
+    # Under DDP, rank 1 re-runs the command: it must log into the directory rank 0 chose, not a second one.
+    assert versions(root) == [root / "version_0"]
+    return root / "version_0"
+
+
+@pytest.fixture(scope="module")
+def runs(trained_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, bool], Path]:
+    return {
+        (sub, ddp): evaluate(trained_run, tmp_path_factory.mktemp(f"{sub}-{'ddp' if ddp else 'single'}"), sub, ddp)
+        for sub in ("validate", "test")
+        for ddp in (False, True)
+    }
+
+
+def test_validation_split_is_uneven_across_two_ranks(trained_run: TrainedRun, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NER_LIT_CACHE", str(trained_run.cache))
+    dm = NERDataModule(data_dir=str(trained_run.data_dir), val_file="dev.tsv", eval_batch_size=EVAL_BATCH_SIZE)
+    dm.adopt_checkpoint(payload(trained_run.best))
+    dm.setup("validate")
+    items = dm.eval_items["validate"]
+    counts = [len(it.encoded.windows) for it in items]
+    lengths = [sum(len(w.input_ids) for w in it.encoded.windows) for it in items]
+    shares = [SortedSentenceBatchSampler(counts, lengths, EVAL_BATCH_SIZE, rank, 2) for rank in (0, 1)]
+    assert len(items) % 2 == 1
+    assert max(counts) > 1  # some sentences span several windows
+    assert len(shares[0]) != len(shares[1])
+    assert sum(len(b) for b in shares[0]) != sum(len(b) for b in shares[1])
+
+
+@pytest.mark.parametrize("key", ["val_F1c", "val_F1e"])
+def test_ddp_validate_logs_the_single_process_scores_exactly(runs: dict[tuple[str, bool], Path], key: str) -> None:
+    assert last_value(runs["validate", True], key) == last_value(runs["validate", False], key)
+
+
+@pytest.mark.parametrize("key", ["val_loss", "val_acc"])
+def test_ddp_validate_logs_the_single_process_loss_and_accuracy(runs: dict[tuple[str, bool], Path], key: str) -> None:
+    # Means weighted by token counts: equal up to the order of the floating-point sums.
+    assert float(last_value(runs["validate", True], key)) == pytest.approx(float(last_value(runs["validate", False], key)), rel=1e-6)
+
+
+def test_ddp_test_counts_every_sentence_once(runs: dict[tuple[str, bool], Path]) -> None:
+    single = json.loads((runs["test", False] / "test_report.json").read_text(encoding="utf-8"))
+    ddp = json.loads((runs["test", True] / "test_report.json").read_text(encoding="utf-8"))
+    assert ddp == single
+    for key in ("test_F1c", "test_F1e"):
+        assert last_value(runs["test", True], key) == last_value(runs["test", False], key)
+
+
+@pytest.fixture(scope="module")
+def ddp_fit(trained_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fit-ddp")
+    proc = cli_process(["fit", *trained_run.args("--trainer.default_root_dir", str(root)), *DDP], trained_run.cache)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert versions(root) == [root / "version_0"]
+    return root / "version_0"
+
+
+def test_ddp_fit_splits_each_epoch_between_the_ranks(trained_run: TrainedRun, ddp_fit: Path) -> None:
+    single = torch.load(trained_run.last, map_location="cpu", weights_only=True)["global_step"]
+    ddp = torch.load(ddp_fit / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
+    assert ddp == single // 2  # batches cut to a multiple of the world size, then dealt to 2 ranks
+
+
+def test_ddp_fit_exports_the_best_model(ddp_fit: Path) -> None:
+    assert (ddp_fit / "hf_model" / "config.json").is_file()
+    assert (ddp_fit / "hf_model" / "tokenizer.json").is_file()

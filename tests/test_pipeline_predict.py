@@ -1,0 +1,191 @@
+"""`predict` (plain text, KLUE TSV, JSONL -> JSONL), its refusals, and the exported Hugging Face directory.
+
+The session's tiny model (tests/pipeline_fixtures.py) predicts the 21 dev sentences; after
+one epoch it already tags some characters as entities, which the comparisons below rely on
+(checked by ``test_tiny_model_predicts_entities``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import transformers
+from transformers import AutoModelForTokenClassification
+
+from ner_lit.corpus import read_klue_tsv, write_jsonl
+from ner_lit.predictor import Predictor
+from pipeline_fixtures import MAX_LENGTH, STRIDE, TrainedRun, cli, trained_run  # noqa: F401 - trained_run is a fixture
+
+FORMATS = ("txt", "tsv", "jsonl")
+
+
+def write_inputs(run: TrainedRun, directory: Path) -> dict[str, Path]:
+    """The dev sentences as plain text, KLUE TSV and JSONL."""
+    sentences = read_klue_tsv(run.data_dir / "dev.tsv")
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {"txt": directory / "dev.txt", "tsv": directory / "dev.tsv", "jsonl": directory / "dev.jsonl"}
+    paths["txt"].write_text("".join(s.text + "\n" for s in sentences), encoding="utf-8")
+    paths["tsv"].write_bytes((run.data_dir / "dev.tsv").read_bytes())
+    write_jsonl(sentences, paths["jsonl"])
+    return paths
+
+
+def predict(run: TrainedRun, source: Path, output: Path, root: Path, *extra: str) -> None:
+    cli(["predict", *run.args("--trainer.default_root_dir", str(root), "--ckpt_path", str(run.best),
+                              "--data.predict_file", str(source), "--prediction_writer.output", str(output), *extra)],
+        run.cache)
+
+
+def read_jsonl_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def inputs(trained_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_inputs(trained_run, tmp_path_factory.mktemp("inputs"))
+
+
+@pytest.fixture(scope="module")
+def predictions(trained_run: TrainedRun, inputs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
+    """The predict command's JSONL rows for each input format."""
+    out = tmp_path_factory.mktemp("predictions")
+    rows = {}
+    for fmt, source in inputs.items():
+        predict(trained_run, source, out / f"{fmt}.jsonl", out / "runs")
+        rows[fmt] = read_jsonl_rows(out / f"{fmt}.jsonl")
+    return rows
+
+
+@pytest.fixture(scope="module")
+def texts(trained_run: TrainedRun) -> list[str]:
+    return [s.text for s in read_klue_tsv(trained_run.data_dir / "dev.tsv")]
+
+
+def entity_key(e: dict) -> tuple:
+    return (e["label"], e["start"], e["end"], e["text"])
+
+
+# --------------------------------------------------------------------------- the predict command
+def test_tiny_model_predicts_entities(predictions: dict[str, list[dict]]) -> None:
+    assert sum(len(row["entities"]) for row in predictions["tsv"]) >= 5
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_predict_writes_one_row_per_input_sentence_in_order(
+        fmt: str, predictions: dict[str, list[dict]], texts: list[str], trained_run: TrainedRun) -> None:
+    rows = predictions[fmt]
+    assert [row["text"] for row in rows] == texts
+    if fmt == "txt":
+        assert [row["id"] for row in rows] == [f"dev-{i}" for i in range(1, len(texts) + 1)]
+    else:
+        assert [row["id"] for row in rows] == [s.id for s in read_klue_tsv(trained_run.data_dir / "dev.tsv")]
+    for row in rows:
+        assert set(row) == {"id", "text", "entities"}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_predicted_entities_are_spans_of_the_input_text(fmt: str, predictions: dict[str, list[dict]]) -> None:
+    types = {"DT", "LC", "OG", "PS", "QT", "TI"}
+    for row in predictions[fmt]:
+        end = 0
+        for e in row["entities"]:
+            assert set(e) == {"label", "start", "end", "text", "score"}
+            assert e["label"] in types
+            assert end <= e["start"] < e["end"] <= len(row["text"])  # sorted, not overlapping
+            assert e["text"] == row["text"][e["start"]:e["end"]]
+            assert 0.0 < e["score"] <= 1.0
+            end = e["end"]
+
+
+def test_predict_gives_the_same_entities_for_every_input_format(predictions: dict[str, list[dict]]) -> None:
+    assert predictions["txt"] != []
+    for fmt in ("tsv", "jsonl"):
+        assert [row["entities"] for row in predictions[fmt]] == [row["entities"] for row in predictions["txt"]]
+
+
+def test_predict_refuses_to_overwrite_its_input(trained_run: TrainedRun, inputs: dict[str, Path], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "in.txt"
+    source.write_bytes(inputs["txt"].read_bytes())
+    with pytest.raises(SystemExit) as exit_:
+        predict(trained_run, source, source, tmp_path / "runs", "--prediction_writer.overwrite", "true")
+    assert exit_.value.code == 2
+    assert "would overwrite its input" in capsys.readouterr().err
+    assert source.read_bytes() == inputs["txt"].read_bytes()
+
+
+def test_predict_refuses_an_existing_output_without_overwrite(trained_run: TrainedRun, inputs: dict[str, Path],
+                                                             tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "out.jsonl"
+    output.write_text("keep me\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_:
+        predict(trained_run, inputs["txt"], output, tmp_path / "runs")
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{output} exists" in err and "--prediction_writer.overwrite true" in err
+    assert output.read_text(encoding="utf-8") == "keep me\n"
+
+
+def test_predict_replaces_an_existing_output_with_overwrite(trained_run: TrainedRun, inputs: dict[str, Path],
+                                                           predictions: dict[str, list[dict]], tmp_path: Path) -> None:
+    output = tmp_path / "out.jsonl"
+    output.write_text("old\n", encoding="utf-8")
+    predict(trained_run, inputs["txt"], output, tmp_path / "runs", "--prediction_writer.overwrite", "true")
+    assert read_jsonl_rows(output) == predictions["txt"]
+
+
+def test_predictor_from_checkpoint_windows_text_like_training(trained_run: TrainedRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NER_LIT_CACHE", str(trained_run.cache))
+    predictor = Predictor.from_checkpoint(trained_run.best)
+    assert (predictor.aligner.max_length, predictor.aligner.stride) == (MAX_LENGTH, STRIDE)
+
+
+def test_predictor_from_checkpoint_gives_the_predict_commands_entities(
+        trained_run: TrainedRun, predictions: dict[str, list[dict]], texts: list[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NER_LIT_CACHE", str(trained_run.cache))
+    predictor = Predictor.from_checkpoint(trained_run.best)
+    for row, pred in zip(predictions["txt"], predictor.predict(texts), strict=True):
+        assert [entity_key(e) for e in row["entities"]] == [entity_key(vars(e)) for e in pred.entities], row["text"]
+        assert [e["score"] for e in row["entities"]] == pytest.approx([e.score for e in pred.entities], abs=1e-5)
+
+
+# --------------------------------------------------------------------------- the exported Hugging Face directory
+@pytest.fixture(scope="module")
+def hf_dir(trained_run: TrainedRun) -> Path:
+    return trained_run.run_dir / "hf_model"
+
+
+def test_exported_dir_loads_with_automodel_and_carries_the_labels(trained_run: TrainedRun, hf_dir: Path) -> None:
+    import torch
+
+    model = AutoModelForTokenClassification.from_pretrained(hf_dir)
+    labels = torch.load(trained_run.best, map_location="cpu", weights_only=True)["ner_lit"]["labels"]
+    assert [model.config.id2label[i] for i in range(model.config.num_labels)] == labels
+
+
+def test_pipeline_without_aggregation_gives_the_predictor_token_labels(hf_dir: Path, texts: list[str]) -> None:
+    tagger = transformers.pipeline("token-classification", model=str(hf_dir), aggregation_strategy="none",
+                                   ignore_labels=[], device="cpu")
+    predictor = Predictor.from_pretrained(hf_dir)
+    non_o = 0
+    for text, tokens, pred in zip(texts, tagger(texts), predictor.predict(texts), strict=True):
+        assert [t["entity"] for t in tokens] == [t.label for t in pred.tokens], text
+        non_o += sum(t.label != "O" for t in pred.tokens)
+    assert non_o > 0
+
+
+def test_pipeline_with_simple_aggregation_groups_the_tagged_tokens(hf_dir: Path, texts: list[str]) -> None:
+    simple = transformers.pipeline("token-classification", model=str(hf_dir), aggregation_strategy="simple", device="cpu")
+    none = transformers.pipeline("token-classification", model=str(hf_dir), aggregation_strategy="none", device="cpu")
+    groups_seen = 0
+    for text, groups, tokens in zip(texts, simple(texts), none(texts), strict=True):
+        for g in groups:
+            assert 0 <= g["start"] < g["end"] <= len(text)
+        # Every token tagged B-X or I-X lies in a group of type X.
+        for t in tokens:
+            assert any(g["start"] <= t["start"] and t["end"] <= g["end"] and g["entity_group"] == t["entity"][2:]
+                       for g in groups), (text, t)
+        groups_seen += len(groups)
+    assert groups_seen > 0
