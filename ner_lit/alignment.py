@@ -17,6 +17,11 @@ Rules (each chosen for a reason stated in the README's "Alignment" section):
 * A sentence longer than ``max_length`` tokens becomes several overlapping windows
   (``stride`` tokens of overlap). At prediction time each token takes the logits of the
   window in which it sits farthest from an inner window edge; nothing is truncated.
+* Token tags: ``viterbi`` (default) takes, per sentence, the most probable tag sequence
+  that is valid IOB2 (``I-X`` only after ``B-X`` or ``I-X``), from the tokens' log
+  probabilities; ``argmax`` takes each token's most probable tag on its own. Strict
+  entity scoring discards an entity that starts with ``I-`` or switches type midway, so an
+  invalid sequence can only lose entities: on KLUE dev this is worth about +3 F1e.
 * Decoding: the first character of a token takes the token's tag, its following
   characters take ``I-<type>`` when the tag is an entity tag, else ``O``. Whitespace is
   not scored (as in KLUE) and always decodes to ``O``; characters no token covers decode to ``O``.
@@ -26,11 +31,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
+import numpy as np
 import torch
 
 from ner_lit.corpus import OUTSIDE, Entity, Sentence, spans_from_tags
 
 LabelRule = Literal["first_char", "first_entity"]
+Decoding = Literal["viterbi", "argmax"]
 IGNORE = -100
 
 
@@ -99,6 +106,7 @@ class Aligner:
         max_length: int = 128,
         stride: int = 32,
         label_rule: LabelRule = "first_char",
+        decoding: Decoding = "viterbi",
     ) -> None:
         if not getattr(tokenizer, "is_fast", False):
             raise AlignmentError(
@@ -114,6 +122,9 @@ class Aligner:
         self.label2id = {t: i for i, t in enumerate(self.labels)}
         self.outside_id = self.label2id[OUTSIDE]
         self.label_rule = label_rule
+        if decoding not in ("viterbi", "argmax"):
+            raise AlignmentError(f"decoding must be 'viterbi' or 'argmax', got {decoding!r}")
+        self.decoding = decoding
         self.prefix, self.suffix = special_layout(tokenizer)
         n_special = len(self.prefix) + len(self.suffix)
         if max_length <= n_special:
@@ -138,6 +149,16 @@ class Aligner:
                     raise AlignmentError(f"the label list has {tag!r} but not {i_tag!r}")
                 inside.append(self.label2id[i_tag])
         self.inside = torch.tensor(inside, dtype=torch.long)
+        self._inside_np = np.asarray(inside, dtype=np.int64)
+        # IOB2 validity: I-X may only follow B-X or I-X, and may not start a sentence.
+        n = len(self.labels)
+        self.allowed = torch.ones(n, n, dtype=torch.bool)  # [previous, current]
+        self.may_start = torch.ones(n, dtype=torch.bool)
+        for j, tag in enumerate(self.labels):
+            if tag.startswith("I-"):
+                self.may_start[j] = False
+                for i, prev in enumerate(self.labels):
+                    self.allowed[i, j] = prev != OUTSIDE and prev[2:] == tag[2:]
 
     # ------------------------------------------------------------------ encoding
     def encode(self, sentences: Sequence[Sentence], with_labels: bool = True, chunk: int = 2048) -> list[EncodedSentence]:
@@ -237,20 +258,34 @@ class Aligner:
         char_token: list[int] = []
         lengths: list[int] = []
         n_tokens: list[int] = []
+        empty: list[bool] = []
         base = 0
         for e, r0 in zip(encoded, first_row):
             rows.extend(r0 + w for w in e.token_window)
             pos.extend(e.token_pos)
+            empty.extend(a == b for a, b in e.offsets)
             char_token.extend(-1 if k < 0 else k + base for k in e.char_token)
             lengths.append(e.text_length)
             n_tokens.append(e.num_tokens)
             base += e.num_tokens
-        token_logits = logits[torch.tensor(rows, dtype=torch.long), torch.tensor(pos, dtype=torch.long)]
-        probs = torch.softmax(token_logits.float(), dim=-1)
-        top_prob, top = probs.max(dim=-1)
-        tags, char_prob = self._chars_from_tokens(torch.tensor(char_token, dtype=torch.long), top, top_prob)
+        # One gather on the logits' device, then NumPy: what follows is many operations on a
+        # few thousand numbers, where torch's intra-op threads only add synchronisation.
+        token_logits = logits.detach()[torch.tensor(rows, dtype=torch.long), torch.tensor(pos, dtype=torch.long)]
+        z = token_logits.float().cpu().numpy().astype(np.float64)
+        z = z - z.max(axis=-1, keepdims=True) if base else z
+        logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True)) if base else z
+        if self.decoding == "viterbi" and base:
+            # A token that owns no character was never trained: let it take whatever keeps the path valid.
+            masked = logp.copy()
+            masked[np.asarray(empty, dtype=bool)] = 0.0
+            top = viterbi(torch.from_numpy(masked), n_tokens, self.allowed, self.may_start).numpy()
+        else:
+            top = logp.argmax(axis=-1) if base else np.zeros(0, dtype=np.int64)
+        top_prob = np.exp(np.take_along_axis(logp, top[:, None], axis=1)[:, 0]) if base else np.zeros(0)
+        tags, char_prob = self._chars_from_tokens(np.asarray(char_token, dtype=np.int64), top, top_prob)
         return Decoded(
-            list(tags.split(lengths)), list(char_prob.split(lengths)), list(top.split(n_tokens)), list(top_prob.split(n_tokens))
+            _split(tags, lengths), _split(char_prob.astype(np.float32), lengths),
+            _split(top, n_tokens), _split(top_prob.astype(np.float32), n_tokens),
         )
 
     def decode_labels(self, encoded: Sequence[EncodedSentence], token_labels: Sequence[Sequence[int]]) -> list[torch.Tensor]:
@@ -263,24 +298,24 @@ class Aligner:
             flat.extend(self.outside_id if x == IGNORE else x for x in labels)
             char_token.extend(-1 if k < 0 else k + base for k in e.char_token)
             lengths.append(e.text_length)
-        top = torch.tensor(flat, dtype=torch.long)
-        tags, _ = self._chars_from_tokens(torch.tensor(char_token, dtype=torch.long), top, torch.ones(len(flat)))
-        return list(tags.split(lengths))
+        top = np.asarray(flat, dtype=np.int64)
+        tags, _ = self._chars_from_tokens(np.asarray(char_token, dtype=np.int64), top, np.ones(len(flat)))
+        return _split(tags, lengths)
 
-    def _chars_from_tokens(self, char_token: torch.Tensor, top: torch.Tensor, top_prob: torch.Tensor):
+    def _chars_from_tokens(self, char_token: np.ndarray, top: np.ndarray, top_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         covered = char_token >= 0
-        safe = char_token.clamp(min=0)
-        first = torch.ones_like(covered)
+        safe = np.maximum(char_token, 0)
+        first = np.ones(char_token.shape, dtype=bool)
         first[1:] = char_token[1:] != char_token[:-1]
-        if top.numel() == 0:
-            token_tag = torch.full_like(char_token, self.outside_id)
-            prob = torch.ones(char_token.shape, dtype=torch.float)
+        if top.size == 0:
+            token_tag = np.full(char_token.shape, self.outside_id, dtype=np.int64)
+            prob = np.ones(char_token.shape)
         else:
             token_tag = top[safe]
-            prob = top_prob[safe].float()
-        char_tag = torch.where(first, token_tag, self.inside[token_tag])
-        char_tag = torch.where(covered, char_tag, torch.full_like(char_tag, self.outside_id))
-        prob = torch.where(covered, prob, torch.ones_like(prob))
+            prob = top_prob[safe]
+        char_tag = np.where(first, token_tag, self._inside_np[token_tag])
+        char_tag = np.where(covered, char_tag, self.outside_id)
+        prob = np.where(covered, prob, 1.0)
         return char_tag, prob
 
     # ------------------------------------------------------------------ helpers
@@ -294,6 +329,56 @@ class Aligner:
 
     def tag_names(self, ids: torch.Tensor) -> list[str]:
         return [self.labels[i] for i in ids.tolist()]
+
+
+def _split(array: np.ndarray, lengths: Sequence[int]) -> list[torch.Tensor]:
+    """Per-sentence tensors (views of one array; torch.from_numpy shares the memory)."""
+    bounds = np.cumsum(lengths)[:-1] if len(lengths) else []
+    return [torch.from_numpy(part) for part in np.split(np.ascontiguousarray(array), bounds)]
+
+
+def viterbi(logp: torch.Tensor, lengths: Sequence[int], allowed: torch.Tensor, may_start: torch.Tensor) -> torch.Tensor:
+    """The best valid tag path of every sentence at once.
+
+    ``logp`` is ``[tokens, labels]`` for the sentences' tokens one after another
+    (``lengths`` tokens each). The recursion runs over positions, batched over sentences,
+    so its cost is the longest sentence's length in small array operations, not the
+    number of tokens. It runs in NumPy: these operations are a few hundred numbers each,
+    where torch's intra-op thread pool only adds synchronisation (100x slower on a busy
+    2-core machine, measured).
+    """
+    n, c = logp.shape
+    lengths_np = np.asarray(lengths, dtype=np.int64)
+    s = len(lengths_np)
+    width = int(lengths_np.max()) if s else 0
+    if n == 0 or width == 0:
+        return torch.zeros(n, dtype=torch.long)
+    sentence = np.repeat(np.arange(s), lengths_np)
+    offset = np.cumsum(lengths_np) - lengths_np
+    position = np.arange(n) - offset[sentence]
+    grid = np.zeros((s, width, c), dtype=np.float64)
+    grid[sentence, position] = logp.detach().double().cpu().numpy()
+    neg = -1e30
+    transition = np.where(allowed.numpy(), 0.0, neg)
+    score = grid[:, 0] + np.where(may_start.numpy(), 0.0, neg)
+    back = np.zeros((s, width, c), dtype=np.int64)
+    for t in range(1, width):
+        candidates = score[:, :, None] + transition
+        arg = candidates.argmax(axis=1)
+        best = np.take_along_axis(candidates, arg[:, None, :], axis=1)[:, 0]
+        active = (t < lengths_np)[:, None]
+        score = np.where(active, best + grid[:, t], score)
+        back[:, t] = arg
+    rows = np.arange(s)
+    current = score.argmax(axis=-1)
+    path = np.zeros((s, width), dtype=np.int64)
+    path[rows, np.maximum(lengths_np - 1, 0)] = current
+    for t in range(width - 1, 0, -1):
+        active = t <= lengths_np - 1
+        previous = back[rows, t, current]
+        current = np.where(active, previous, current)
+        path[:, t - 1] = np.where(active, previous, path[:, t - 1])
+    return torch.from_numpy(path[sentence, position])
 
 
 def pad_windows(windows: Sequence[Window], pad_id: int) -> dict[str, torch.Tensor]:

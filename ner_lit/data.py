@@ -21,7 +21,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ner_lit.alignment import Aligner, EncodedSentence, LabelRule, Window, pad_windows
+from ner_lit.alignment import Aligner, Decoding, EncodedSentence, LabelRule, Window, pad_windows
 from ner_lit.checkpoint import default_cache_dir, materialize_tokenizer, tokenizer_files
 from ner_lit.corpus import (
     CorpusError,
@@ -160,6 +160,7 @@ class NERDataModule(pl.LightningDataModule):
         max_length: int = 128,
         stride: int = 32,
         label_rule: LabelRule = "first_char",
+        decoding: Decoding = "viterbi",
         batch_size: int = 32,
         eval_batch_size: int = 64,
         num_workers: int = 0,
@@ -185,6 +186,8 @@ class NERDataModule(pl.LightningDataModule):
             max_length: Tokens per window, special tokens included. Longer sentences become several windows.
             stride: Tokens of overlap between consecutive windows of one sentence.
             label_rule: How a token takes its label from its characters (``first_char`` or ``first_entity``).
+            decoding: Token tags at evaluation and prediction: ``viterbi``, the most probable valid IOB2
+                sequence, or ``argmax``, each token's most probable tag on its own.
             batch_size: Training windows per batch (per device).
             eval_batch_size: Evaluation windows per batch (per device); whole sentences only.
             num_workers: DataLoader worker processes.
@@ -205,6 +208,7 @@ class NERDataModule(pl.LightningDataModule):
         self.max_length = max_length
         self.stride = stride
         self.label_rule = label_rule
+        self.decoding = decoding
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -227,6 +231,7 @@ class NERDataModule(pl.LightningDataModule):
         self.max_length = int(payload["max_length"])
         self.stride = int(payload["stride"])
         self.label_rule = payload["label_rule"]
+        self.decoding = payload.get("decoding", "viterbi")
 
     def path(self, stage: str) -> Optional[Path]:
         name = self.files[stage]
@@ -293,7 +298,7 @@ class NERDataModule(pl.LightningDataModule):
             self.labels = derive_labels(train)
         self._setup_tokenizer(train)
         if self.aligner is None:
-            self.aligner = Aligner(self.tokenizer, self.labels, self.max_length, self.stride, self.label_rule)
+            self.aligner = Aligner(self.tokenizer, self.labels, self.max_length, self.stride, self.label_rule, self.decoding)
         if stage == "fit":
             check_labels(train, self.labels, str(self.path("fit")))
             self.train_windows = [w for e in self._encode(train, self.path("fit")) for w in e.windows]

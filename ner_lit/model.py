@@ -209,6 +209,7 @@ class NERModel(pl.LightningModule):
             "max_length": int(self.aligner.max_length),
             "stride": int(self.aligner.stride),
             "label_rule": self.aligner.label_rule,
+            "decoding": self.aligner.decoding,
             "name": self.hparams.pretrained or "scratch-bert",
             "scores": {k: float(v) for k, v in metrics.items() if k.startswith("val_")},
         }

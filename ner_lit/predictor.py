@@ -58,6 +58,7 @@ class Predictor:
         scores: dict[str, float] | None = None,
         device: str = "cpu",
         batch_size: int = 64,
+        decoding: str = "viterbi",
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -68,7 +69,7 @@ class Predictor:
         if self.max_length < max_length:  # windows shortened to fit the model: shorten their overlap too
             stride = min(stride, self.max_length // 2)
         # Otherwise the windows are those asked for (a checkpoint's: those of training and `predict`).
-        self.aligner = Aligner(tokenizer, self.labels, max_length=self.max_length, stride=stride)
+        self.aligner = Aligner(tokenizer, self.labels, max_length=self.max_length, stride=stride, decoding=decoding)
         self.source = source
         self.name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
         self.scores = dict(scores or {})
@@ -97,17 +98,21 @@ class Predictor:
             name=info.get("name", ""),
             scores=info.get("scores", {}),
             device=device,
+            decoding=info.get("decoding", "viterbi"),
         )
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, device: str = "cpu", max_length: int = 512, stride: int = 64) -> "Predictor":
+    def from_pretrained(
+        cls, model_dir: str | Path, device: str = "cpu", max_length: int = 512, stride: int = 64, decoding: str = "viterbi"
+    ) -> "Predictor":
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
             raise CheckpointError(f"{model_dir}: not a Hugging Face model directory (no config.json)")
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForTokenClassification.from_pretrained(model_dir)
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        return cls(model, tokenizer, labels, max_length=max_length, stride=stride, source=str(model_dir), device=device)
+        return cls(model, tokenizer, labels, max_length=max_length, stride=stride, source=str(model_dir), device=device,
+                   decoding=decoding)
 
     @torch.inference_mode()
     def predict(self, texts: Sequence[str]) -> list[Prediction]:

@@ -170,3 +170,48 @@ def test_alignment_ceiling_on_klue_dev_does_not_fall(tokenizer, klue_dir):
     f1e.update(preds, golds)
     assert float(f1c.compute()) >= 98.1088
     assert float(f1e.compute()) >= 81.6954
+
+
+def _valid_iob2(tags: list[str]) -> bool:
+    prev = "O"
+    for t in tags:
+        if t.startswith("I-") and prev[2:] != t[2:]:
+            return False
+        prev = t
+    return True
+
+
+def test_viterbi_finds_the_most_probable_valid_iob2_sequence():
+    import itertools
+
+    from ner_lit.alignment import viterbi
+
+    labels = ["O", "B-A", "I-A", "B-B", "I-B"]
+    allowed = torch.tensor([[not (j in (2, 4)) or (j == 2 and i in (1, 2)) or (j == 4 and i in (3, 4))
+                             for j in range(5)] for i in range(5)])
+    may_start = torch.tensor([True, True, False, True, False])
+    gen = torch.Generator().manual_seed(3)
+    lengths = [1, 4, 0, 3, 5]
+    logp = torch.log_softmax(torch.randn(sum(lengths), 5, generator=gen) * 3, -1)
+    paths = viterbi(logp, lengths, allowed, may_start).split(lengths)
+    start = 0
+    for n, path in zip(lengths, paths):
+        sentence = logp[start : start + n]
+        start += n
+        best = max(
+            (seq for seq in itertools.product(range(5), repeat=n) if _valid_iob2([labels[i] for i in seq])),
+            key=lambda seq: sum(float(sentence[t, k]) for t, k in enumerate(seq)),
+        ) if n else ()
+        assert tuple(path.tolist()) == tuple(best)
+
+
+def test_viterbi_decoding_never_yields_an_entity_that_starts_inside(tokenizer):
+    al = Aligner(tokenizer, KLUE_LABELS)
+    (e,) = al.encode([Sentence("s", "서울 경찰 부산")])
+    logits = torch.zeros(1, len(e.windows[0].input_ids), len(KLUE_LABELS))
+    logits[0, 1:-1, al.label2id["I-LC"]] = 2.0  # every token's own best tag is I-LC
+    logits[0, 1:-1, al.label2id["B-LC"]] = 1.5
+    viterbi_tags = al.tag_names(al.decode([e], logits).char_tags[0])
+    argmax_tags = Aligner(tokenizer, KLUE_LABELS, decoding="argmax").decode([e], logits).char_tags[0]
+    assert al.tag_names(argmax_tags)[0] == "I-LC"  # each token alone: an invalid start
+    assert viterbi_tags[0] == "B-LC" and _valid_iob2([t for t, c in zip(viterbi_tags, "서울 경찰 부산") if c != " "])
