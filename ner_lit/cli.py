@@ -41,6 +41,23 @@ warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists 
 warnings.filterwarnings("ignore", message=r"You are using a custom batch sampler")
 
 
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU runs bf16 matrix work natively (AVX512-BF16 or AMX), through oneDNN."""
+    import torch
+
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def runs_on_cpu(accelerator: Any) -> bool:
+    import torch
+
+    name = str(accelerator or "auto")
+    return name == "cpu" or (name == "auto" and not torch.cuda.is_available())
+
+
 def next_version(root: str | Path) -> int:
     runs = run_dirs(root)
     return int(runs[-1].name.split("_")[1]) + 1 if runs else 0
@@ -90,6 +107,11 @@ class NERCLI(LightningCLI):
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
         config["use_distributed_sampler"] = False  # NERDataModule shards by rank itself
+        precision = str(config.get("precision") or "")
+        if precision.startswith("bf16") and runs_on_cpu(config.get("accelerator")) and not cpu_supports_bf16():
+            # Emulated bf16 is slower than fp32: a recipe that asks for bf16 for speed falls back.
+            print(f"ner_lit: this CPU has no native bf16 support: precision {precision} -> 32-true", file=sys.stderr)
+            config["precision"] = "32-true"
         if config.get("default_root_dir") is None:
             config["default_root_dir"] = DEFAULT_ROOT
         if config.get("logger") in (None, True):
