@@ -105,22 +105,23 @@ def _concat(preds: Sequence[Tensor], target: Sequence[Tensor], num_labels: int) 
     if not pred_parts:
         empty = torch.zeros(0, dtype=torch.long)
         return empty, empty, torch.zeros(0, dtype=torch.bool)
-    pred = torch.cat(pred_parts)
-    gold = torch.cat(gold_parts)
-    for name, ids in (("preds", pred), ("target", gold)):
-        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-            bad = next(i for i, x in enumerate(preds if name == "preds" else target)
-                       if x.numel() and (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool))
-            raise ValueError(f"sentence {bad}: {name} label ids must be integers, got dtype {ids.dtype}")
-    pred, gold = pred.long(), gold.long()
-    lo = torch.minimum(pred.min(), gold.min()).item()
-    hi = torch.maximum(pred.max(), gold.max()).item()
+    # One tensor holding the predictions then the gold ids: one concatenation, one range
+    # check, and (for entities) one extraction pass serve both sides.
+    both = torch.cat(pred_parts + gold_parts)
+    if both.is_floating_point() or both.is_complex() or both.dtype == torch.bool:
+        for name, parts in (("preds", preds), ("target", target)):
+            for i, x in enumerate(parts):
+                if x.numel() and (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool):
+                    raise ValueError(f"sentence {i}: {name} label ids must be integers, got dtype {x.dtype}")
+    both = both.long()
+    lo, hi = (int(v) for v in torch.aminmax(both))
     if lo < 0 or hi >= num_labels:
         raise ValueError(f"label ids must lie in [0, {num_labels}); found values in [{lo}, {hi}]")
-    offsets = torch.tensor([0] + lengths[:-1], device=gold.device).cumsum(0)
-    starts = torch.zeros(gold.numel(), dtype=torch.bool, device=gold.device)
-    starts[offsets[offsets < gold.numel()]] = True
-    return pred, gold, starts
+    n = both.numel() // 2
+    offsets = torch.tensor([0] + lengths[:-1], device=both.device).cumsum(0)
+    starts = torch.zeros(n, dtype=torch.bool, device=both.device)
+    starts[offsets[offsets < n]] = True
+    return both[:n], both[n:], starts
 
 
 def extract_entities(ids: Tensor, sentence_start: Tensor, prefix: Tensor, type_of: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -222,8 +223,14 @@ class EntityMacroF1(Metric):
     def _update(self, preds: Sequence[Tensor], target: Sequence[Tensor]) -> None:
         pred, gold, first = _concat(preds, target, len(self.labels))
         prefix, type_of = self._prefix.to(gold.device), self._type_of.to(gold.device)
-        p_start, p_end, p_type = extract_entities(pred, first, prefix, type_of)
-        g_start, g_end, g_type = extract_entities(gold, first, prefix, type_of)
+        n = gold.numel()
+        # Predictions and gold in one pass: the gold half starts with a sentence start, so no
+        # entity runs from one half into the other. (pred and gold are views of one tensor.)
+        both = pred.view(-1) if n == 0 else torch.cat([pred, gold])
+        start, end, typ = extract_entities(both, first.repeat(2), prefix, type_of)
+        is_pred = start < n
+        p_start, p_end, p_type = start[is_pred], end[is_pred], typ[is_pred]
+        g_start, g_end, g_type = start[~is_pred] - n, end[~is_pred] - n, typ[~is_pred]
         # At most one gold entity starts at a character, so a predicted entity is correct
         # exactly when a gold one starts where it starts, with the same end and type.
         gold_end_at = torch.full((gold.numel() + 1,), -1, dtype=torch.long, device=gold.device)
