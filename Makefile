@@ -3,11 +3,14 @@ PYTHON ?= python
 SHARED ?= ../shared
 KLUE ?= $(SHARED)/data/klue-ner
 
-.PHONY: install test lint tiny tiny-test tiny-serve klue bench clean
+.PHONY: install install-bench test lint tiny tiny-test tiny-serve klue clean
 
 install:            ## torch's CPU build first (an unpinned torch pulls CUDA), then the project with test deps
 	$(PYTHON) -m pip install torch==2.13.0
 	$(PYTHON) -m pip install -e ".[dev]"
+
+install-bench:      ## the bench-only extras (accelerate for the Hugging Face Trainer side by side)
+	$(PYTHON) -m pip install -e ".[bench]"
 
 test:               ## the test suite (what CI runs)
 	$(PYTHON) -m pytest -q
@@ -30,3 +33,31 @@ klue:               ## the published recipe (klue/roberta-base; needs the hub or
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache test-artifacts
+
+# --- benchmarks (issue 5): every README figure comes from these targets -------------------------
+# Real measurements on this machine (about 30-35 minutes on an idle 2-core CPU, estimated); SHARED is the
+# workplace's shared folder (KLUE-NER data, the reference-model tool).
+BENCH_SCRIPTS := metric_speed train_throughput accuracy eval_speed profile_step precision
+
+.PHONY: bench bench-quick bench-report bench-budget $(addprefix bench-,$(BENCH_SCRIPTS))
+
+bench: $(addprefix bench-,$(BENCH_SCRIPTS)) bench-serve
+	$(PYTHON) bench/report.py
+
+# accuracy before eval_speed (which scores accuracy's trained weights) and precision (which reuses its fp32 run)
+$(addprefix bench-,$(BENCH_SCRIPTS)): bench-%:
+	$(PYTHON) bench/$*.py --shared $(SHARED)
+
+bench-report:
+	$(PYTHON) bench/report.py
+
+bench-quick:
+	$(PYTHON) -m pytest -q tests/test_bench_smoke.py
+
+# optional (item 6, ~30 min: 10 min of ner_lit training + HF Trainer 16 epochs), not part of `make bench`
+bench-budget:
+	$(PYTHON) bench/budget.py --shared $(SHARED)
+	$(PYTHON) bench/report.py
+
+bench-serve:        ## serving latency and throughput vs the naive path (issue 4)
+	$(PYTHON) bench/serve_bench.py --shared $(SHARED)

@@ -1,0 +1,99 @@
+"""Best dev F1e within 10 minutes of training: ner_lit (configs/budget10.yaml) vs HF Trainer 16 epochs.
+
+ner_lit: ``python -m ner_lit fit --config configs/budget10.yaml`` (the reference WordPiece model,
+lr 1e-3, linear decay) with ``--trainer.max_time 00:00:10:00`` as a hard cap (validation
+included in the 10 minutes); the number of epochs is chosen so that the linear schedule ends
+inside the budget, from this machine's measured throughput (bench/results/train_throughput.json
+and eval_speed.json; ``--epochs`` overrides). The best epoch's dev F1e counts.
+
+HF Trainer: the usual recipe (DataCollatorForTokenClassification, linear decay, lr 5e-4,
+batch 32) for 16 epochs (however long that takes; its time is reported), then scored on dev
+with the same character decoding and sklearn + seqeval.
+
+    python bench/budget.py [--epochs N] [--budget-min 10] [--skip-hf] [--quick]
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import common  # noqa: E402
+
+
+def choose_epochs(args) -> int:
+    if args.epochs:
+        return args.epochs
+    res = common.results_dir(args)
+    try:
+        sps = json.loads((res / "train_throughput.json").read_text())["sentences_per_s"]["ner_lit"]
+        ev = json.loads((res / "eval_speed.json").read_text())["seconds"]["ner_lit"]
+    except (OSError, KeyError, ValueError):
+        return 12
+    per_epoch = 5000 / sps + ev + 3  # + a little Lightning overhead per epoch
+    return max(1, int(args.budget_min * 60 * 0.9 // per_epoch))
+
+
+def main() -> None:
+    ap = common.parser(__doc__)
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--budget-min", type=float, default=10.0)
+    ap.add_argument("--hf-epochs", type=int, default=16)
+    ap.add_argument("--skip-hf", action="store_true")
+    args = ap.parse_args()
+    common.quiet()
+    from bench.accuracy import cli_args, per_epoch
+
+    record = common.start_record("budget", args)
+    model_dir = common.reference_model(args)
+    epochs = 1 if args.quick else choose_epochs(args)
+    root = common.WORK / ("quick-budget" if args.quick else "budget") / "ner_lit"
+    if root.exists():
+        import shutil
+
+        shutil.rmtree(root)
+    cmd = [sys.executable, "-m", "ner_lit", "fit"] + cli_args(args, model_dir, root)
+    cmd[cmd.index("--config") + 1] = str(common.REPO / "configs" / "budget10.yaml")
+    cmd += ["--trainer.max_time", f"00:00:{int(args.budget_min):02d}:00"]
+    if not args.quick:
+        cmd += ["--trainer.max_epochs", str(epochs)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=common.REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"budget fit failed:\n{proc.stderr[-3000:]}")
+    ep = per_epoch(sorted(root.glob("version_*"))[0])
+    best = max(ep, key=lambda e: e["F1e"])
+    runs = {"ner_lit (configs/budget10.yaml)": {"train_s": wall, "epochs": len(ep), "planned_epochs": epochs,
+                                                "F1c": best["F1c"], "F1e": best["F1e"], "per_epoch": ep}}
+    record["runs"] = runs
+    common.write_record(record, args)
+    if not args.skip_hf:
+        from bench import eval_speed, systems
+        from ner_lit.corpus import read_klue_tsv
+
+        dm = systems.prepared_data(args, model_dir)
+        t0 = time.perf_counter()
+        hf_epochs = 1 if args.quick else args.hf_epochs
+        trainer, model = systems.hf_train(args, model_dir, steps=2 if args.quick else -1, dm=dm, epochs=hf_epochs)
+        hf_s = time.perf_counter() - t0
+        out = common.WORK / "budget" / "hf_model"
+        model.save_pretrained(out)
+        dm.tokenizer.save_pretrained(out)
+        sentences = read_klue_tsv(common.data_dir(args) / "dev.tsv")
+        score = eval_speed.run_hf(args, out, model_dir, list(dm.labels), sentences)
+        runs[f"HF Trainer {hf_epochs} epochs"] = {"train_s": hf_s, "epochs": hf_epochs, "F1c": score["F1c"], "F1e": score["F1e"]}
+    best_ner = runs["ner_lit (configs/budget10.yaml)"]["F1e"]
+    hf = [v["F1e"] for k, v in runs.items() if k.startswith("HF")]
+    if hf:
+        record["targets"] = {"vs_hf_16_epochs": {"target": "ner_lit in 10 min >= HF Trainer 16 epochs (dev F1e)",
+                                                 "value": best_ner - hf[0], "met": best_ner >= hf[0]}}
+    common.write_record(record, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""bf16-mixed vs 32-true on this CPU: training throughput (same run, interleaved) and dev F1 after training.
+
+* CPU facts: oneDNN (mkldnn) availability, the ISA torch dispatches to, bf16 support as
+  oneDNN reports it, AMX / AVX512-BF16 flags, and the dense matmul rate of fp32 vs bf16
+  (2048x2048) measured here.
+* Throughput: ``lightning.Trainer(precision=...)`` on the reference setting, rounds interleaved
+  (32-true, bf16-mixed, 32-true, ...), median sentences/s (same clock as train_throughput.py).
+* Accuracy: ``python -m ner_lit fit --config configs/reference.yaml --trainer.precision P`` for
+  ``--epochs`` epochs (3 = the reference; the 32-true figure is then taken from
+  bench/results/accuracy.json when that has the main run, which is the same command).
+
+    python bench/precision.py [--epochs 3] [--rounds 3] [--no-fit] [--quick]
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import common  # noqa: E402
+
+PRECISIONS = ("32-true", "bf16-mixed")
+
+
+def cpu_facts() -> dict:
+    import torch
+
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    facts = {
+        "mkldnn_available": torch.backends.mkldnn.is_available(),
+        "mkldnn_enabled": torch.backends.mkldnn.enabled,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "amx_flags": sorted(f for f in flags if f.startswith("amx")),
+        "avx512_bf16": "avx512_bf16" in flags,
+        "avx512_fp16": "avx512_fp16" in flags,
+    }
+    for name in ("_is_mkldnn_bf16_supported", "_is_mkldnn_fp16_supported", "_is_mkldnn_acl_supported"):
+        try:
+            facts[name.strip("_")] = bool(getattr(torch.ops.mkldnn, name)())
+        except Exception as exc:  # not every build has every probe
+            facts[name.strip("_")] = f"n/a ({type(exc).__name__})"
+    return facts
+
+
+def matmul_rates(n: int = 2048, repeats: int = 8) -> dict:
+    import torch
+
+    out = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        for _ in range(2):
+            a @ b
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            a @ b
+            ts.append(time.perf_counter() - t)
+        out[str(dtype).replace("torch.", "")] = 2 * n ** 3 / common.median(ts) / 1e9
+    return out
+
+
+def fit(args, precision: str, model_dir: Path) -> dict:
+    from bench.accuracy import cli_args, per_epoch
+
+    root = common.WORK / ("quick-precision" if args.quick else "precision") / precision
+    if root.exists():
+        import shutil
+
+        shutil.rmtree(root)
+    cmd = [sys.executable, "-m", "ner_lit", "fit"] + cli_args(args, model_dir, root) + ["--trainer.precision", precision]
+    if not args.quick:
+        cmd += ["--trainer.max_epochs", str(args.epochs)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=common.REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"fit {precision} failed:\n{proc.stderr[-3000:]}")
+    epochs = per_epoch(sorted(root.glob("version_*"))[0])
+    return {"fit_wall_s": wall, "per_epoch": epochs, "final": epochs[-1], "source": "this run"}
+
+
+def main() -> None:
+    ap = common.parser(__doc__)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=8)
+    ap.add_argument("--window", type=int, default=60)
+    ap.add_argument("--no-fit", action="store_true", help="throughput and CPU facts only")
+    ap.add_argument("--fit-only", action="store_true",
+                    help="the training runs only (kept with an earlier run's throughput figures in precision.json)")
+    args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.warmup, args.window, args.no_fit = 1, 1, 2, True
+    common.quiet()
+    from bench import systems
+
+    record = common.start_record("precision", args)
+    model_dir = common.reference_model(args)
+    previous = common.results_dir(args) / "precision.json"
+    if args.fit_only:
+        if previous.is_file():
+            old = json.loads(previous.read_text())
+            record.update({k: v for k, v in old.items() if k not in ("accuracy", "bf16_minus_fp32", "machine", "date", "command")})
+            record["throughput_measured"] = {"date": old.get("date"), "command": old.get("command"), "machine": old.get("machine")}
+        fit_all(args, record, model_dir)
+        return
+    if previous.is_file():  # keep an earlier --fit-only's training runs
+        old = json.loads(previous.read_text())
+        for k in ("accuracy", "bf16_minus_fp32"):
+            if k in old:
+                record[k] = old[k]
+    record["cpu"] = cpu_facts()
+    record["matmul_gflops_2048"] = matmul_rates()
+    rounds: dict[str, list[dict]] = {p: [] for p in PRECISIONS}
+    for r in range(args.rounds):
+        for p in PRECISIONS:
+            clock = systems.Clock()
+            systems.ner_lit_train(args, model_dir, args.warmup + args.window, clock, precision=p, seed=common.SEED + r)
+            rounds[p].append(clock.window(args.warmup))
+        print(f"round {r}: " + ", ".join(f"{p} {v[-1]['sentences_per_s']:.1f}/s" for p, v in rounds.items()), flush=True)
+    med = {p: common.median([x["sentences_per_s"] for x in v]) for p, v in rounds.items()}
+    record.update({"setting": {"rounds": args.rounds, "warmup_steps": args.warmup, "timed_steps": args.window,
+                               "epochs": 1 if args.quick else args.epochs},
+                   "sentences_per_s": med, "rounds": rounds, "bf16_speedup": med["bf16-mixed"] / med["32-true"]})
+    common.write_record(record, args)
+    if args.no_fit:
+        return
+    fit_all(args, record, model_dir)
+
+
+def fit_all(args, record: dict, model_dir: Path) -> None:
+    accuracy = dict(record.get("accuracy") or {})
+    acc_json = common.results_dir(args) / "accuracy.json"
+    for p in ("bf16-mixed", "32-true"):  # fp32 last: by then accuracy.py's main run (the same command) may exist
+        if p == "32-true" and args.epochs == 3 and not args.quick and acc_json.is_file():
+            main_run = json.loads(acc_json.read_text()).get("runs", {}).get("main")
+            if main_run:
+                accuracy[p] = {"fit_wall_s": main_run["fit_wall_s"], "per_epoch": main_run["per_epoch"],
+                               "final": main_run["final"], "source": "bench/results/accuracy.json (main run, same command)"}
+                continue
+        if p in accuracy and accuracy[p].get("source") == "this run" and not args.quick:
+            continue  # done by an earlier invocation
+        print(f"fit {p} ...", flush=True)
+        accuracy[p] = fit(args, p, model_dir)
+        record["accuracy"] = accuracy
+        common.write_record(record, args)
+    record["accuracy"] = accuracy
+    if "bf16-mixed" not in accuracy or "32-true" not in accuracy:
+        return
+    d = {m: accuracy["bf16-mixed"]["final"][m] - accuracy["32-true"]["final"][m] for m in ("F1c", "F1e")}
+    record["bf16_minus_fp32"] = d
+    common.write_record(record, args)
+
+
+if __name__ == "__main__":
+    main()
