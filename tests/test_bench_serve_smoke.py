@@ -49,8 +49,10 @@ def test_quick_serve_bench_writes_every_figure(klue_dir: Path, tmp_path: Path):
     assert {"ratio", "met", "aim_met", "clients"} <= set(targets["throughput"]) and targets["throughput"]["clients"] == 2
     assert {"ratio", "met", "ner_lit_ms", "naive_ms"} <= set(targets["p50"])
     assert "noop_waitress_requests_per_s" in targets["ceiling"]
-    # the same weights behind both servers: the same token labels
-    assert record["sanity"]["1"]["token_label_agreement"] > 0.99
+    # the same weights and tokenizer behind both servers: every sentence tokenized alike (token labels
+    # may differ: ner_lit decodes the best valid IOB2 path, the naive server each token's argmax)
+    sanity = record["sanity"]["1"]
+    assert sanity["sentences"] > 0 and sanity["sentences_same_tokens"] == sanity["sentences"]
     md = (results / "serve.md").read_text(encoding="utf-8")
     assert "| server | clients | req/s |" in md and "ner_lit-t1" in md
     # the servers were stopped
