@@ -85,7 +85,8 @@ def cache_dir() -> Path:
     return d
 
 
-def machine() -> dict[str, Any]:
+def cpu_info() -> tuple[str, list[str]]:
+    """The CPU model and the vector/matrix instruction sets that decide fp32/bf16 speed (no torch import)."""
     cpu = "unknown"
     flags: set[str] = set()
     try:
@@ -96,6 +97,11 @@ def machine() -> dict[str, Any]:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
+    return cpu, sorted(f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "fma"))
+
+
+def machine() -> dict[str, Any]:
+    cpu, isa = cpu_info()
     import lightning
     import torch
     import transformers
@@ -104,7 +110,7 @@ def machine() -> dict[str, Any]:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "isa": sorted(f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "fma")),
+        "isa": isa,
         "load_average_at_start": list(os.getloadavg()),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -70,6 +70,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from bench import common  # noqa: E402
+
 WORK = REPO / "bench" / "work"
 RESULTS = REPO / "bench" / "results"
 
@@ -497,15 +500,7 @@ def quiet_gate(until: Optional[str], max_wait_s: float = 90.0) -> float:
 
 
 def machine() -> dict[str, Any]:
-    cpu, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu == "unknown":
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    cpu, isa = common.cpu_info()
 
     def version(pkg: str) -> Optional[str]:
         try:
@@ -516,7 +511,7 @@ def machine() -> dict[str, Any]:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "isa": sorted(f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "fma")),
+        "isa": isa,
         "load_average_at_start": list(os.getloadavg()),
         "python": platform.python_version(),
         "versions": {p: version(p) for p in ("torch", "transformers", "tokenizers", "lightning", "flask", "werkzeug",
