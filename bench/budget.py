@@ -10,7 +10,11 @@ HF Trainer: the usual recipe (DataCollatorForTokenClassification, linear decay, 
 batch 32) for 16 epochs (however long that takes; its time is reported), then scored on dev
 with the same character decoding and sklearn + seqeval.
 
-    python bench/budget.py [--epochs N] [--budget-min 10] [--skip-hf] [--quick]
+    python bench/budget.py [--epochs N] [--budget-min 10] [--skip-hf | --skip-ner-lit] [--quick]
+
+The two sides can run apart (the HF side takes about 10-20 minutes and its F1e does not depend
+on the machine's load): ``--skip-ner-lit`` keeps the ner_lit run already in budget.json (with
+the date and command that produced it) and adds the HF side; ``--skip-hf`` the other way round.
 """
 from __future__ import annotations
 
@@ -38,18 +42,19 @@ def choose_epochs(args) -> int:
     return max(1, int(args.budget_min * 60 * 0.9 // per_epoch))
 
 
-def main() -> None:
-    ap = common.parser(__doc__)
-    ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--budget-min", type=float, default=10.0)
-    ap.add_argument("--hf-epochs", type=int, default=16)
-    ap.add_argument("--skip-hf", action="store_true")
-    args = ap.parse_args()
-    common.quiet()
+def _previous_runs(args) -> dict:
+    """Runs of an earlier budget.json, each stamped with the date and command that produced it."""
+    try:
+        old = json.loads((common.results_dir(args) / "budget.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: {**v, "measured": v.get("measured") or {"date": old["date"], "command": old["command"]}}
+            for k, v in old.get("runs", {}).items()}
+
+
+def _ner_lit_run(args, model_dir) -> dict:
     from bench.accuracy import cli_args, per_epoch
 
-    record = common.start_record("budget", args)
-    model_dir = common.reference_model(args)
     epochs = 1 if args.quick else choose_epochs(args)
     root = common.WORK / ("quick-budget" if args.quick else "budget") / "ner_lit"
     if root.exists():
@@ -68,8 +73,31 @@ def main() -> None:
         raise SystemExit(f"budget fit failed:\n{proc.stderr[-3000:]}")
     ep = per_epoch(sorted(root.glob("version_*"))[0])
     best = max(ep, key=lambda e: e["F1e"])
-    runs = {"ner_lit (configs/budget10.yaml)": {"train_s": wall, "epochs": len(ep), "planned_epochs": epochs,
-                                                "F1c": best["F1c"], "F1e": best["F1e"], "per_epoch": ep}}
+    return {"train_s": wall, "epochs": len(ep), "planned_epochs": epochs,
+            "F1c": best["F1c"], "F1e": best["F1e"], "per_epoch": ep}
+
+
+def main() -> None:
+    ap = common.parser(__doc__)
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--budget-min", type=float, default=10.0)
+    ap.add_argument("--hf-epochs", type=int, default=16)
+    ap.add_argument("--skip-hf", action="store_true", help="keep the HF run already in budget.json, if any")
+    ap.add_argument("--skip-ner-lit", action="store_true", help="keep the ner_lit run already in budget.json")
+    args = ap.parse_args()
+    common.quiet()
+    record = common.start_record("budget", args)
+    model_dir = common.reference_model(args)
+    previous = _previous_runs(args)
+    if args.skip_ner_lit:
+        key = "ner_lit (configs/budget10.yaml)"
+        if key not in previous:
+            raise SystemExit("--skip-ner-lit: no ner_lit run in budget.json yet; run without it first")
+        runs = {key: previous[key]}
+    else:
+        runs = {"ner_lit (configs/budget10.yaml)": _ner_lit_run(args, model_dir)}
+    if args.skip_hf:
+        runs.update({k: v for k, v in previous.items() if k.startswith("HF")})
     record["runs"] = runs
     common.write_record(record, args)
     if not args.skip_hf:
