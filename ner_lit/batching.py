@@ -3,8 +3,9 @@
 A token-classification forward pass over 16 padded sentences costs little more than one
 over a single sentence, so a server that answers each request with its own forward pass
 wastes the model while requests queue behind it. The :class:`MicroBatcher` lets request
-threads hand in one text each and block; a single worker thread runs the model on
-whatever has piled up and gives every caller its own answer.
+threads hand in one item each (the server hands in tokenized texts) and block; a single
+worker thread runs the model on whatever has piled up and gives every caller its own
+answer.
 
 The worker never delays a request it could run at once: when it is idle, the first
 request that arrives is run immediately (with whatever arrived alongside it), so a lone

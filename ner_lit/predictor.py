@@ -5,6 +5,7 @@ window is predicted through the same overlapping windows, never truncated.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,7 +13,7 @@ from typing import Any, Sequence
 import torch
 from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
 
-from ner_lit.alignment import Aligner, entities_from_tags, pad_windows
+from ner_lit.alignment import Aligner, EncodedSentence, Window, entities_from_tags, pad_windows
 from ner_lit.checkpoint import CheckpointError, SECTION, load_checkpoint, materialize_tokenizer
 from ner_lit.corpus import Sentence
 
@@ -74,6 +75,7 @@ class Predictor:
         self.name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
         self.scores = dict(scores or {})
         self.batch_size = batch_size
+        self._tokenizer_lock = threading.Lock()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "Predictor":
@@ -114,25 +116,71 @@ class Predictor:
         return cls(model, tokenizer, labels, max_length=max_length, stride=stride, source=str(model_dir), device=device,
                    decoding=decoding)
 
-    @torch.inference_mode()
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+    # The three stages of a prediction. ``serve`` runs them apart: each request thread
+    # prepares and finishes its own text, and only ``forward`` goes through the single
+    # micro-batching thread, so tokenizing and decoding one request overlaps the model
+    # running another's.
+    def prepare(self, texts: Sequence[str]) -> list[EncodedSentence]:
+        """Tokenize and window texts (no model). Safe to call from many threads."""
         sentences = [Sentence(str(i), t) for i, t in enumerate(texts)]
-        encoded = self.aligner.encode(sentences, with_labels=False)
+        # A fast tokenizer refuses concurrent use ("Already borrowed") while its padding or
+        # truncation state is being set; one lock keeps any version of it safe.
+        with self._tokenizer_lock:
+            return self.aligner.encode(sentences, with_labels=False)
+
+    @torch.inference_mode()
+    def forward(self, encoded: Sequence[EncodedSentence]) -> list[torch.Tensor]:
+        """The model over every window of ``encoded``; each sentence's logits rows.
+
+        Each result is ``[windows, positions, labels]`` (float32, CPU), ready for
+        :meth:`finish`. Windows are length-sorted into batches of at most ``batch_size``,
+        so a long text does not pad a batch of short ones.
+        """
+        logits = self._logits([w for e in encoded for w in e.windows])
+        out, row = [], 0
+        for e in encoded:
+            out.append(logits[row : row + len(e.windows)])
+            row += len(e.windows)
+        return out
+
+    def finish(self, text: str, encoded: EncodedSentence, logits: torch.Tensor) -> Prediction:
+        """Decode one sentence's logits rows (from :meth:`forward`) into its prediction."""
+        return self._prediction(text, encoded, self.aligner.decode([encoded], logits), 0)
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        """All three stages in this thread, decoding many sentences per call."""
+        encoded = self.prepare(texts)
         order = sorted(range(len(encoded)), key=lambda i: -sum(len(w.input_ids) for w in encoded[i].windows))
         results: list[Prediction | None] = [None] * len(texts)
-        pad = self.tokenizer.pad_token_id or 0
         for lo in range(0, len(order), self.batch_size):
             chunk = [encoded[i] for i in order[lo : lo + self.batch_size]]
             windows = [w for e in chunk for w in e.windows]
             if not windows:
                 continue
-            batch = pad_windows(windows, pad)
-            ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
-            logits = self.model(input_ids=ids, attention_mask=mask).logits.float().cpu()
-            decoded = self.aligner.decode(chunk, logits)
+            decoded = self.aligner.decode(chunk, self._logits(windows))
             for j, e in enumerate(chunk):
                 results[e.index] = self._prediction(texts[e.index], e, decoded, j)
         return [r if r is not None else Prediction(t, [], []) for r, t in zip(results, texts)]
+
+    @torch.inference_mode()
+    def _logits(self, windows: Sequence[Window]) -> torch.Tensor:
+        """``[windows, longest, labels]`` logits (float32, CPU) in the order given.
+
+        Run in length-sorted batches of at most ``batch_size`` windows; rows shorter than the
+        longest window are zero-padded, which decoding never reads.
+        """
+        n_labels = len(self.labels)
+        longest = max((len(w.input_ids) for w in windows), default=0)
+        out = torch.zeros(len(windows), longest, n_labels)
+        order = sorted(range(len(windows)), key=lambda i: -len(windows[i].input_ids))
+        pad = self.tokenizer.pad_token_id or 0
+        for lo in range(0, len(order), self.batch_size):
+            rows = order[lo : lo + self.batch_size]
+            batch = pad_windows([windows[i] for i in rows], pad)
+            ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+            logits = self.model(input_ids=ids, attention_mask=mask).logits.float().cpu()
+            out[torch.tensor(rows), : logits.shape[1]] = logits
+        return out
 
     def _prediction(self, text: str, e, decoded, j: int) -> Prediction:
         tags = self.aligner.tag_names(decoded.char_tags[j])

@@ -60,14 +60,23 @@ class ServeError(ValueError):
 
 
 class PredictorLike(Protocol):
-    """What the server needs of a predictor (``ner_lit.predictor.Predictor`` has it)."""
+    """What the server needs of a predictor (``ner_lit.predictor.Predictor`` has it).
+
+    A prediction runs in three stages so that only the model call is serialised:
+    ``prepare`` (tokenize) and ``finish`` (decode, build the answer) run in each request's
+    own thread, ``forward`` in the batcher's single worker thread over many requests' items.
+    """
 
     labels: list[str]
     source: str
     name: str
     scores: dict[str, float]
 
-    def predict(self, texts: list[str]) -> Sequence[Any]: ...
+    def prepare(self, texts: list[str]) -> Sequence[Any]: ...
+
+    def forward(self, items: list[Any]) -> Sequence[Any]: ...
+
+    def finish(self, text: str, item: Any, output: Any) -> Any: ...
 
 
 class _BadRequest(Exception):
@@ -160,9 +169,11 @@ class NERView(FlaskView):
         out: list[dict[str, Any] | None] = [None if t.strip() else _empty_json(t) for t in texts]
         todo = [i for i, o in enumerate(out) if o is None]
         if todo:
-            preds = self.state.batcher.submit_many([texts[i] for i in todo])
-            for i, pred in zip(todo, preds):
-                out[i] = prediction_to_json(pred)
+            predictor = self.state.predictor
+            items = predictor.prepare([texts[i] for i in todo])
+            outputs = self.state.batcher.submit_many(items)
+            for i, item, output in zip(todo, items, outputs):
+                out[i] = prediction_to_json(predictor.finish(texts[i], item, output))
         return [o for o in out if o is not None]
 
     # -- routes
@@ -247,14 +258,15 @@ def create_app(
     """Build the Flask app around a loaded predictor.
 
     Args:
-        predictor: answers ``predict(texts)``; only the batcher's worker thread calls it.
+        predictor: prepares and finishes each request's texts in its thread; its
+            ``forward`` is only ever called by the batcher's worker thread.
         template: the HTML page served at ``/``. Read once here, so a missing file fails at
             start-up, not on the first visitor.
         max_text_length: longer texts are refused with 413.
         max_batch_size: the most texts ``/api/batch`` accepts; also the batch size of the
             batcher built when none is given.
         batcher: the micro-batcher to run inference through; by default one over
-            ``predictor.predict`` (the app owns it: ``app.extensions["ner_lit"].batcher``).
+            ``predictor.forward`` (the app owns it: ``app.extensions["ner_lit"].batcher``).
     """
     if max_text_length < 1:
         raise ServeError(f"max_text_length must be at least 1, got {max_text_length}")
@@ -266,7 +278,7 @@ def create_app(
     except (OSError, UnicodeDecodeError) as exc:
         raise ServeError(f"cannot read the page template {template}: {exc}") from None
     if batcher is None:
-        batcher = MicroBatcher(predictor.predict, max_batch_size=max_batch_size)
+        batcher = MicroBatcher(predictor.forward, max_batch_size=max_batch_size)
 
     app = flask.Flask(__name__)
     app.json.sort_keys = False  # keep {"text", "entities", "result"} in the documented order
@@ -385,19 +397,20 @@ def load_predictor(ckpt_path: str | None, model_dir: str | None, device: str = "
         raise ServeError(f"cannot load model directory {path}: {type(exc).__name__}: {exc}") from exc
 
 
-def describe(predictor: PredictorLike, url: str) -> str:
-    """The start-up banner: where to connect and what model answers there."""
+def describe(predictor: PredictorLike, url: str, torch_threads: int | None = None) -> str:
+    """The start-up banner: where to connect, what model answers there and on what."""
     scores = getattr(predictor, "scores", None) or {}
     score_text = ", ".join(f"{k}={v:.2f}" for k, v in scores.items()) if scores else "none recorded"
-    return "\n".join(
-        [
-            f"ner_lit serve: {url}",
-            f"  model:       {predictor.name}",
-            f"  checkpoint:  {predictor.source}",
-            f"  labels:      {' '.join(predictor.labels)}",
-            f"  validation:  {score_text}",
-        ]
-    )
+    lines = [
+        f"ner_lit serve: {url}",
+        f"  model:       {predictor.name}",
+        f"  checkpoint:  {predictor.source}",
+        f"  labels:      {' '.join(predictor.labels)}",
+        f"  validation:  {score_text}",
+    ]
+    if torch_threads is not None:
+        lines.append(f"  device:      {getattr(predictor, 'device', 'cpu')}, {torch_threads} torch thread(s)")
+    return "\n".join(lines)
 
 
 def serve(
@@ -412,6 +425,7 @@ def serve(
     max_wait_ms: float = 2.0,
     server: Literal["waitress", "flask"] = "waitress",
     threads: int = 8,
+    torch_threads: int | None = None,
 ) -> None:
     """Serve a trained model over HTTP: a JSON API (POST /api, POST /api/batch, GET /health)
     and a demo page at /.
@@ -429,9 +443,18 @@ def serve(
             to fill a batch; a request arriving while the model is idle never waits.
         server: waitress (multi-threaded, for production) or flask (the development server).
         threads: the number of request threads of the waitress server.
+        torch_threads: torch's intra-op threads for the model (default: torch's own choice,
+            one per core). The request threads tokenize and decode beside the model, so on
+            a machine with few cores 1 can answer faster; bench/serve_bench.py measures both.
     """
+    if torch_threads is not None and torch_threads < 1:
+        raise ServeError(f"torch_threads must be at least 1, got {torch_threads}")
+    import torch
+
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
     predictor = load_predictor(ckpt_path, model_dir, device=device)
-    batcher: MicroBatcher[Any] = MicroBatcher(predictor.predict, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+    batcher: MicroBatcher[Any] = MicroBatcher(predictor.forward, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
     try:
         app = create_app(
             predictor,
@@ -440,7 +463,7 @@ def serve(
             max_batch_size=max_batch_size,
             batcher=batcher,
         )
-        print(describe(predictor, _url(host, port)), flush=True)
+        print(describe(predictor, _url(host, port), torch.get_num_threads()), flush=True)
         try:
             run_server(app, host=host, port=port, server=server, threads=threads)
         except KeyboardInterrupt:

@@ -132,6 +132,17 @@ class FakePredictor:
     batches: list[list[str]] = field(default_factory=list)
     threads: set[str] = field(default_factory=set)
 
+    # The server's three stages: only ``forward`` is the "model" (recorded, slow, failing).
+    def prepare(self, texts: list[str]) -> list[str]:
+        return list(texts)
+
+    def forward(self, texts: list[str]) -> list[FakePrediction]:
+        return self.predict(texts)
+
+    def finish(self, text: str, item: str, output: FakePrediction) -> FakePrediction:
+        assert item == text == output.text, "finish got another request's item or output"
+        return output
+
     def predict(self, texts: list[str]) -> list[FakePrediction]:
         self.batches.append(list(texts))
         self.threads.add(threading.current_thread().name)

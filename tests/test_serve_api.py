@@ -441,6 +441,11 @@ def test_serve_refuses_a_directory_that_is_no_model(tmp_path):
         serve(model_dir=str(tmp_path))
 
 
+def test_serve_refuses_fewer_than_one_torch_thread():
+    with pytest.raises(ServeError, match="torch_threads must be at least 1, got 0"):
+        serve(model_dir="m", torch_threads=0)
+
+
 def test_serve_error_is_a_value_error_for_the_cli():
     assert issubclass(ServeError, ValueError)
 

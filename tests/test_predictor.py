@@ -1,0 +1,81 @@
+"""The Predictor's three stages (prepare -> forward -> finish), which ``serve`` runs apart,
+give the same answers as ``predict``, whatever else shares the forward pass."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+
+import pytest
+from serve_fixtures import SENTENCES, tiny_model_dir, tiny_predictor  # noqa: F401 - fixtures
+
+# Longer than the tiny model's 64 positions: predicted through several windows.
+LONG = " ".join(SENTENCES)
+
+
+def same(a, b, where: str = "") -> None:
+    """Equal labels, spans and tokens; probabilities equal up to padding noise."""
+    a, b = asdict(a), asdict(b)
+    for side in (a, b):
+        for item in side["entities"] + side["tokens"]:
+            item["score" if "score" in item else "prob"] = round(item.get("score", item.get("prob")), 4)
+    assert a == b, where
+
+
+def staged(predictor, texts: list[str]) -> list:
+    items = predictor.prepare(texts)
+    outputs = predictor.forward(items)
+    return [predictor.finish(t, i, o) for t, i, o in zip(texts, items, outputs)]
+
+
+def test_a_long_text_is_predicted_through_several_windows_to_its_last_character(tiny_predictor):
+    (item,) = tiny_predictor.prepare([LONG])
+    assert len(item.windows) > 1
+    (pred,) = tiny_predictor.predict([LONG])
+    last = max(i for i, ch in enumerate(LONG) if not ch.isspace())
+    assert pred.tokens[-1].token.removeprefix("##") == LONG[last]  # no truncation
+
+
+def test_staged_prediction_equals_predict(tiny_predictor):
+    texts = SENTENCES + [LONG, "서울"]
+    for got, want, text in zip(staged(tiny_predictor, texts), tiny_predictor.predict(texts), texts):
+        same(got, want, repr(text[:20]))
+
+
+def test_forward_gives_each_text_its_answer_alone_whatever_shares_the_batch(tiny_predictor):
+    texts = [LONG, "서울", *SENTENCES[:5]]
+    together = staged(tiny_predictor, texts)
+    for got, text in zip(together, texts):
+        same(got, staged(tiny_predictor, [text])[0], repr(text[:20]))
+
+
+def test_forward_splits_many_windows_into_batches_without_changing_answers(tiny_predictor, monkeypatch):
+    texts = SENTENCES + [LONG]
+    one_batch = staged(tiny_predictor, texts)
+    monkeypatch.setattr(tiny_predictor, "batch_size", 2)
+    calls: list[int] = []
+    model = tiny_predictor.model
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape[0])
+        return model(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_predictor, "model", counting)
+    for got, want in zip(staged(tiny_predictor, texts), one_batch):
+        same(got, want)
+    assert max(calls) == 2 and sum(calls) == sum(len(i.windows) for i in tiny_predictor.prepare(texts))
+
+
+def test_prepare_is_safe_from_many_threads(tiny_predictor):
+    texts = [SENTENCES[i % len(SENTENCES)] for i in range(64)]
+    alone = {t: tiny_predictor.prepare([t])[0] for t in set(texts)}
+    with ThreadPoolExecutor(8) as pool:
+        items = list(pool.map(lambda t: tiny_predictor.prepare([t])[0], texts))
+    for t, item in zip(texts, items):
+        assert [w.input_ids for w in item.windows] == [w.input_ids for w in alone[t].windows]
+        assert item.offsets == alone[t].offsets
+
+
+@pytest.mark.parametrize("text", ["", "   "])
+def test_blank_text_predicts_no_entities_and_no_tokens(tiny_predictor, text):
+    (pred,) = tiny_predictor.predict([text])
+    assert pred.entities == [] and pred.tokens == []
