@@ -25,9 +25,9 @@ This module imports nothing else of ner_lit.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -60,32 +60,15 @@ def parse_labels(labels: Sequence[str]) -> tuple[list[str], Tensor, Tensor]:
     return types, prefix, type_of
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run a block on torch's calling thread alone.
-
-    An update is a few dozen operations on vectors of a few hundred thousand small
-    integers: torch's intra-op thread pool makes them slower, not faster (measured on the
-    5,000 dev sentences, 2 cores: 29 ms on one thread, 570 ms on two when another process
-    keeps one core busy, about 50 ms on two when the machine is idle). The thread count is
-    process-wide, so it is restored right after.
-    """
-    n = torch.get_num_threads()
-    if n == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
-def _concat(preds: Sequence[Tensor], target: Sequence[Tensor], num_labels: int) -> tuple[Tensor, Tensor, Tensor]:
+def _concat(preds: Sequence[Tensor], target: Sequence[Tensor], num_labels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Concatenate a batch of sentences into (pred ids, gold ids, sentence-start mask).
 
     The start mask is what lets the entity extraction run over the whole batch at once while
-    still ending every entity at its sentence's end.
+    still ending every entity at its sentence's end. The counting that follows is a few dozen
+    operations on vectors of a few thousand small integers, so it runs in NumPy on the CPU:
+    a NumPy call costs about a microsecond, a torch call several (its dispatcher, and an
+    intra-op thread pool that only adds synchronisation at this size), and that per-call
+    cost, not arithmetic, is what an update spends its time on.
     """
     if len(preds) != len(target):
         raise ValueError(f"{len(preds)} predicted sentences for {len(target)} gold sentences")
@@ -103,29 +86,31 @@ def _concat(preds: Sequence[Tensor], target: Sequence[Tensor], num_labels: int) 
     pred_parts = [p for p, n in zip(preds, lengths) if n]
     gold_parts = [t for t, n in zip(target, lengths) if n]
     if not pred_parts:
-        empty = torch.zeros(0, dtype=torch.long)
-        return empty, empty, torch.zeros(0, dtype=torch.bool)
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=bool)
     # One tensor holding the predictions then the gold ids: one concatenation, one range
     # check, and (for entities) one extraction pass serve both sides.
-    both = torch.cat(pred_parts + gold_parts)
-    if both.is_floating_point() or both.is_complex() or both.dtype == torch.bool:
+    both_t = torch.cat(pred_parts + gold_parts)
+    if both_t.is_floating_point() or both_t.is_complex() or both_t.dtype == torch.bool:
         for name, parts in (("preds", preds), ("target", target)):
             for i, x in enumerate(parts):
                 if x.numel() and (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool):
                     raise ValueError(f"sentence {i}: {name} label ids must be integers, got dtype {x.dtype}")
-    both = both.long()
-    lo, hi = (int(v) for v in torch.aminmax(both))
+    both = both_t.detach().cpu().numpy().astype(np.int64, copy=False)
+    lo, hi = int(both.min()), int(both.max())
     if lo < 0 or hi >= num_labels:
         raise ValueError(f"label ids must lie in [0, {num_labels}); found values in [{lo}, {hi}]")
-    n = both.numel() // 2
-    offsets = torch.tensor([0] + lengths[:-1], device=both.device).cumsum(0)
-    starts = torch.zeros(n, dtype=torch.bool, device=both.device)
+    n = both.size // 2
+    offsets = np.cumsum([0] + lengths[:-1])
+    starts = np.zeros(n, dtype=bool)
     starts[offsets[offsets < n]] = True
     return both[:n], both[n:], starts
 
 
-def extract_entities(ids: Tensor, sentence_start: Tensor, prefix: Tensor, type_of: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Strict IOB2 entities of concatenated sentences as (start, end, type) tensors, end exclusive.
+def extract_entities(
+    ids: np.ndarray, sentence_start: np.ndarray, prefix: np.ndarray, type_of: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Strict IOB2 entities of concatenated sentences as (start, end, type) arrays, end exclusive.
 
     An entity starts at each ``B-X`` and runs over the following ``I-X`` that continue it.
     An ``I-X`` continues only when the previous character is ``B-X`` or ``I-X`` of the same
@@ -133,17 +118,21 @@ def extract_entities(ids: Tensor, sentence_start: Tensor, prefix: Tensor, type_o
     ``B``. A stray ``I-X`` chain (not opened by ``B-X``) contains no ``B`` and so yields no
     entity, which is exactly seqeval's strict mode.
     """
-    n = ids.numel()
+    n = ids.size
     pre = prefix[ids]
     typ = type_of[ids]
-    cont = torch.zeros(n, dtype=torch.bool, device=ids.device)
+    cont = np.zeros(n, dtype=bool)
     if n > 1:
         # typ >= 0 for I-, so equal types also rule out a preceding O
         cont[1:] = (pre[1:] == _I) & (typ[1:] == typ[:-1]) & ~sentence_start[1:]
-    breaks = torch.cat([torch.nonzero(~cont).squeeze(1), torch.tensor([n], device=ids.device)])
-    starts = torch.nonzero(pre == _B).squeeze(1)
-    ends = breaks[torch.searchsorted(breaks, starts, right=True)]
+    breaks = np.append(np.flatnonzero(~cont), n)
+    starts = np.flatnonzero(pre == _B)
+    ends = breaks[np.searchsorted(breaks, starts, side="right")]
     return starts, ends, typ[starts]
+
+
+def _add(state: Tensor, counts: np.ndarray) -> None:
+    state += torch.from_numpy(counts).to(state.device)
 
 
 class CharMacroF1(Metric):
@@ -171,17 +160,12 @@ class CharMacroF1(Metric):
             self.add_state(name, default=torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: Sequence[Tensor], target: Sequence[Tensor]) -> None:
-        with _one_thread():
-            self._update(preds, target)
-
-    def _update(self, preds: Sequence[Tensor], target: Sequence[Tensor]) -> None:
         pred, gold, _ = _concat(preds, target, len(self.labels))
         n = len(self.labels)
-        tp = torch.bincount(gold[pred == gold], minlength=n)
-        dev = self.tp.device
-        self.tp += tp.to(dev)
-        self.fp += (torch.bincount(pred, minlength=n) - tp).to(dev)
-        self.fn += (torch.bincount(gold, minlength=n) - tp).to(dev)
+        tp = np.bincount(gold[pred == gold], minlength=n)
+        _add(self.tp, tp)
+        _add(self.fp, np.bincount(pred, minlength=n) - tp)
+        _add(self.fn, np.bincount(gold, minlength=n) - tp)
 
     def compute(self) -> Tensor:
         tp, fp, fn = self.tp.double(), self.fp.double(), self.fn.double()
@@ -212,35 +196,31 @@ class EntityMacroF1(Metric):
     def __init__(self, labels: Sequence[str], **kwargs) -> None:
         super().__init__(**kwargs)
         self.labels = list(labels)
-        self.types, self._prefix, self._type_of = parse_labels(self.labels)
+        self.types, prefix, type_of = parse_labels(self.labels)
+        self._prefix, self._type_of = prefix.numpy(), type_of.numpy()
         for name in ("tp", "n_pred", "n_true"):
             self.add_state(name, default=torch.zeros(len(self.types), dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: Sequence[Tensor], target: Sequence[Tensor]) -> None:
-        with _one_thread():
-            self._update(preds, target)
-
-    def _update(self, preds: Sequence[Tensor], target: Sequence[Tensor]) -> None:
         pred, gold, first = _concat(preds, target, len(self.labels))
-        prefix, type_of = self._prefix.to(gold.device), self._type_of.to(gold.device)
-        n = gold.numel()
+        prefix, type_of = self._prefix, self._type_of
+        n = gold.size
         # Predictions and gold in one pass: the gold half starts with a sentence start, so no
-        # entity runs from one half into the other. (pred and gold are views of one tensor.)
-        both = pred.view(-1) if n == 0 else torch.cat([pred, gold])
-        start, end, typ = extract_entities(both, first.repeat(2), prefix, type_of)
+        # entity runs from one half into the other.
+        both = np.concatenate([pred, gold])
+        start, end, typ = extract_entities(both, np.tile(first, 2), prefix, type_of)
         is_pred = start < n
         p_start, p_end, p_type = start[is_pred], end[is_pred], typ[is_pred]
         g_start, g_end, g_type = start[~is_pred] - n, end[~is_pred] - n, typ[~is_pred]
         # At most one gold entity starts at a character, so a predicted entity is correct
         # exactly when a gold one starts where it starts, with the same end and type.
-        gold_end_at = torch.full((gold.numel() + 1,), -1, dtype=torch.long, device=gold.device)
+        gold_end_at = np.full(n + 1, -1, dtype=np.int64)
         gold_end_at[g_start] = g_end
         hit = (gold_end_at[p_start] == p_end) & (type_of[gold[p_start]] == p_type)
         k = len(self.types)
-        dev = self.tp.device
-        self.tp += torch.bincount(p_type[hit], minlength=k).to(dev)
-        self.n_pred += torch.bincount(p_type, minlength=k).to(dev)
-        self.n_true += torch.bincount(g_type, minlength=k).to(dev)
+        _add(self.tp, np.bincount(p_type[hit], minlength=k))
+        _add(self.n_pred, np.bincount(p_type, minlength=k))
+        _add(self.n_true, np.bincount(g_type, minlength=k))
 
     def _per_type(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(precision, recall, f1, present) per type, as fractions, in seqeval's arithmetic."""
