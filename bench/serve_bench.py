@@ -4,7 +4,8 @@ Two real server processes answer ``POST /api`` on 127.0.0.1 with the same weight
 
 * ``ner_lit``: ``python -m ner_lit serve --ckpt_path <ckpt> --port 0`` (waitress, 8 request
   threads, micro-batching: concurrent requests share a forward pass, padded only to the
-  longest text in the batch);
+  longest text in the batch; the model runs as a TorchScript trace, ``--jit``, the default;
+  request threads tokenize and decode, only the forward pass is serialised);
 * ``naive``: the original system's way, a small Flask app in this file run by the Flask
   development server with ``threaded=False`` (one request at a time, every request a new
   TCP connection since that server speaks HTTP/1.0), every text padded (and truncated) to
@@ -723,7 +724,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     systems += ["noop-waitress", "noop-flask"]
     record["servers"] = {
         "ner_lit": {"command": " ".join(shlex.quote(a) for a in ["python"] + argvs["ner_lit" + _suffix(thread_settings[0])][0][1:]),
-                    "how": "waitress, 8 threads, MicroBatcher (max_batch_size 32, max_wait_ms 2), dynamic padding, "
+                    "how": "waitress, 8 threads, MicroBatcher (max_batch_size 32, max_wait_ms 2), dynamic padding, TorchScript trace (--jit), "
                            "entities + per-token result"},
         "naive": {"how": f"Flask development server threaded=False (HTTP/1.0: a new connection per request), "
                          f"padding='max_length' {NAIVE_MAX_LENGTH} + truncation, one forward per request under torch.no_grad, "

@@ -365,7 +365,7 @@ def viterbi(logp: torch.Tensor, lengths: Sequence[int], allowed: torch.Tensor, m
     for t in range(1, width):
         candidates = score[:, :, None] + transition
         arg = candidates.argmax(axis=1)
-        best = np.take_along_axis(candidates, arg[:, None, :], axis=1)[:, 0]
+        best = candidates.max(axis=1)  # the value at arg, without take_along_axis's index building
         active = (t < lengths_np)[:, None]
         score = np.where(active, best + grid[:, t], score)
         back[:, t] = arg

@@ -44,6 +44,17 @@ class Prediction:
         return asdict(self)
 
 
+class _LogitsOnly(torch.nn.Module):
+    """The model as ``(input_ids, attention_mask) -> logits``: the signature a trace records."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
 class Predictor:
     """A token-classification model, its tokenizer and labels, ready to tag raw text."""
 
@@ -76,6 +87,8 @@ class Predictor:
         self.scores = dict(scores or {})
         self.batch_size = batch_size
         self._tokenizer_lock = threading.Lock()
+        self._traced: torch.jit.ScriptModule | None = None
+        self.runtime = "eager"  # how the model runs: "eager", or "TorchScript" after trace()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "Predictor":
@@ -115,6 +128,48 @@ class Predictor:
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         return cls(model, tokenizer, labels, max_length=max_length, stride=stride, source=str(model_dir), device=device,
                    decoding=decoding)
+
+    def trace(self) -> bool:
+        """Run the model from now on as a frozen TorchScript trace, if it gives the same logits.
+
+        A trace runs the whole forward pass in C++: no Python per layer, and the GIL released
+        for all of it, so request threads of a server can tokenize and decode meanwhile
+        (measured on the reference model, 2 cores: about 1.3x the requests/s). A trace records
+        one path through the model's Python code, so it is checked against the eager model on
+        other shapes, padded and unpadded; where it differs (or fails), the eager model stays
+        and ``runtime`` says why. Returns whether the trace is in use.
+        """
+        import warnings
+
+        vocab = int(getattr(self.model.config, "vocab_size", 0) or 100)
+        limit = min(self.max_length, 64)
+
+        def example(rows: int, width: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+            g = torch.Generator().manual_seed(seed)
+            ids = torch.randint(0, vocab, (rows, width), generator=g)
+            mask = torch.ones(rows, width, dtype=torch.long)
+            for r in range(1, rows):  # every row but the first padded, each to another length
+                mask[r, max(1, width - 3 * r) :] = 0
+            ids[mask == 0] = self.tokenizer.pad_token_id or 0
+            return ids.to(self.device), mask.to(self.device)
+
+        try:
+            with torch.inference_mode(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TracerWarnings about Python values: the check below decides
+                traced = torch.jit.freeze(torch.jit.trace(_LogitsOnly(self.model).eval(), example(3, limit, 0), check_trace=False))
+                for rows, width in ((1, max(2, limit // 3)), (4, limit)):
+                    ids, mask = example(rows, width, rows)
+                    eager = self.model(input_ids=ids, attention_mask=mask).logits
+                    diff = float((traced(ids, mask) - eager).abs().max())
+                    if not diff <= 1e-4:
+                        self.runtime = f"eager (its TorchScript trace differs by {diff:.2g} on a {rows}x{width} batch)"
+                        return False
+        except Exception as exc:  # noqa: BLE001 - any model the tracer can not follow stays eager
+            self.runtime = f"eager (TorchScript trace failed: {type(exc).__name__})"
+            return False
+        self._traced = traced
+        self.runtime = "TorchScript"
+        return True
 
     # The three stages of a prediction. ``serve`` runs them apart: each request thread
     # prepares and finishes its own text, and only ``forward`` goes through the single
@@ -178,7 +233,10 @@ class Predictor:
             rows = order[lo : lo + self.batch_size]
             batch = pad_windows([windows[i] for i in rows], pad)
             ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
-            logits = self.model(input_ids=ids, attention_mask=mask).logits.float().cpu()
+            if self._traced is not None:
+                logits = self._traced(ids, mask).float().cpu()
+            else:
+                logits = self.model(input_ids=ids, attention_mask=mask).logits.float().cpu()
             out[torch.tensor(rows), : logits.shape[1]] = logits
         return out
 

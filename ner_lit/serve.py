@@ -409,7 +409,8 @@ def describe(predictor: PredictorLike, url: str, torch_threads: int | None = Non
         f"  validation:  {score_text}",
     ]
     if torch_threads is not None:
-        lines.append(f"  device:      {getattr(predictor, 'device', 'cpu')}, {torch_threads} torch thread(s)")
+        runtime = getattr(predictor, "runtime", "eager")
+        lines.append(f"  device:      {getattr(predictor, 'device', 'cpu')}, {torch_threads} torch thread(s), {runtime}")
     return "\n".join(lines)
 
 
@@ -426,6 +427,7 @@ def serve(
     server: Literal["waitress", "flask"] = "waitress",
     threads: int = 8,
     torch_threads: int | None = None,
+    jit: bool = True,
 ) -> None:
     """Serve a trained model over HTTP: a JSON API (POST /api, POST /api/batch, GET /health)
     and a demo page at /.
@@ -446,6 +448,9 @@ def serve(
         torch_threads: torch's intra-op threads for the model (default: torch's own choice,
             one per core). The request threads tokenize and decode beside the model, so on
             a machine with few cores 1 can answer faster; bench/serve_bench.py measures both.
+        jit: run the model as a TorchScript trace (no Python per layer, the GIL free while it
+            runs), after checking at start-up that it gives the eager model's logits; the
+            banner says which one runs. false keeps the eager model.
     """
     if torch_threads is not None and torch_threads < 1:
         raise ServeError(f"torch_threads must be at least 1, got {torch_threads}")
@@ -454,6 +459,8 @@ def serve(
     if torch_threads is not None:
         torch.set_num_threads(torch_threads)
     predictor = load_predictor(ckpt_path, model_dir, device=device)
+    if jit:
+        predictor.trace()
     batcher: MicroBatcher[Any] = MicroBatcher(predictor.forward, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
     try:
         app = create_app(

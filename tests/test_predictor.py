@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from types import SimpleNamespace
 
 import pytest
+import torch
 from serve_fixtures import SENTENCES, tiny_model_dir, tiny_predictor  # noqa: F401 - fixtures
 
 # Longer than the tiny model's 64 positions: predicted through several windows.
@@ -79,3 +81,51 @@ def test_prepare_is_safe_from_many_threads(tiny_predictor):
 def test_blank_text_predicts_no_entities_and_no_tokens(tiny_predictor, text):
     (pred,) = tiny_predictor.predict([text])
     assert pred.entities == [] and pred.tokens == []
+
+
+# --------------------------------------------------------------------------- TorchScript
+def test_a_traced_predictor_answers_exactly_as_the_eager_one(tiny_model_dir):
+    from ner_lit.predictor import Predictor
+
+    texts = SENTENCES + [LONG, "서울"]
+    eager = Predictor.from_pretrained(tiny_model_dir)
+    traced = Predictor.from_pretrained(tiny_model_dir)
+    assert traced.trace() and traced.runtime == "TorchScript"
+    assert [p.to_dict() for p in traced.predict(texts)] == [p.to_dict() for p in eager.predict(texts)]
+    for got, want in zip(staged(traced, texts), eager.predict(texts)):
+        same(got, want)
+
+
+class _ShapeDependent(torch.nn.Module):
+    """A model with a Python branch on the batch size: a trace would freeze one branch."""
+
+    config = SimpleNamespace(vocab_size=50, max_position_embeddings=64, _name_or_path="shape-dependent")
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
+        logits = torch.nn.functional.one_hot(input_ids % 13, 13).float()
+        if input_ids.shape[0] > 2:
+            logits = logits.flip(-1)
+        return SimpleNamespace(logits=logits)
+
+
+def test_a_model_whose_trace_differs_stays_eager_and_says_why(tiny_predictor):
+    from ner_lit.predictor import Predictor
+
+    p = Predictor(_ShapeDependent(), tiny_predictor.tokenizer, tiny_predictor.labels)
+    assert p.trace() is False
+    assert p.runtime.startswith("eager (its TorchScript trace differs by")
+    assert p._traced is None  # noqa: SLF001 - the eager model still answers
+
+
+def test_a_model_the_tracer_can_not_follow_stays_eager(tiny_model_dir, monkeypatch):
+    from ner_lit.predictor import Predictor
+
+    p = Predictor.from_pretrained(tiny_model_dir)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("unsupported op")
+
+    monkeypatch.setattr(torch.jit, "trace", refuse)
+    assert p.trace() is False
+    assert p.runtime == "eager (TorchScript trace failed: RuntimeError)"
+    assert p.predict(["서울"])[0].text == "서울"
