@@ -112,7 +112,7 @@ def main() -> None:
             record["throughput_measured"] = {"date": old.get("date"), "command": old.get("command"), "machine": old.get("machine")}
         fit_all(args, record, model_dir)
         return
-    if previous.is_file():  # keep an earlier --fit-only's training runs
+    if args.no_fit and previous.is_file():  # throughput only: keep the earlier training runs
         old = json.loads(previous.read_text())
         for k in ("accuracy", "bf16_minus_fp32"):
             if k in old:
@@ -146,8 +146,6 @@ def fit_all(args, record: dict, model_dir: Path) -> None:
                 accuracy[p] = {"fit_wall_s": main_run["fit_wall_s"], "per_epoch": main_run["per_epoch"],
                                "final": main_run["final"], "source": "bench/results/accuracy.json (main run, same command)"}
                 continue
-        if p in accuracy and accuracy[p].get("source") == "this run" and not args.quick:
-            continue  # done by an earlier invocation
         print(f"fit {p} ...", flush=True)
         accuracy[p] = fit(args, p, model_dir)
         record["accuracy"] = accuracy

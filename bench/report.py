@@ -160,8 +160,11 @@ def sec_precision(d: dict) -> str:
 
 def sec_budget(d: dict) -> str:
     out = ["## 6. Best dev F1e within a 10-minute training budget\n\n", machine_line(d), "\n"]
-    rows = [[k, v.get("train_s"), v.get("epochs"), v.get("F1c"), v.get("F1e")] for k, v in d.get("runs", {}).items()]
-    out.append(table(["recipe", "training s", "epochs", "dev F1c", "dev F1e"], rows))
+    rows = [[k, v.get("train_s"), v.get("epochs"), v.get("F1c"), v.get("F1e"),
+             # a run kept from an earlier invocation (--skip-hf / --skip-ner-lit) says when and how it ran
+             f"{v['measured']['date']} `{v['measured']['command']}`" if v.get("measured") else "this run"]
+            for k, v in d.get("runs", {}).items()]
+    out.append(table(["recipe", "training s", "epochs", "dev F1c", "dev F1e", "measured"], rows))
     return "".join(out) + "\n" + targets(d)
 
 
