@@ -1,10 +1,10 @@
 """Best dev F1e within 10 minutes of training: ner_lit (configs/budget10.yaml) vs HF Trainer 16 epochs.
 
 ner_lit: ``python -m ner_lit fit --config configs/budget10.yaml`` (the reference WordPiece model,
-lr 1e-3, linear decay) with ``--trainer.max_time 00:00:10:00`` as a hard cap (validation
+lr 1e-3, linear decay, bf16-mixed) with ``--trainer.max_time 00:00:10:00`` as a hard cap (validation
 included in the 10 minutes); the number of epochs is chosen so that the linear schedule ends
-inside the budget, from this machine's measured throughput (bench/results/train_throughput.json
-and eval_speed.json; ``--epochs`` overrides). The best epoch's dev F1e counts.
+inside the budget, from this machine's measured throughput (bench/results/train_throughput.json,
+precision.json's bf16 speed-up and eval_speed.json; ``--epochs`` overrides). The best epoch's dev F1e counts.
 
 HF Trainer: the usual recipe (DataCollatorForTokenClassification, linear decay, lr 5e-4,
 batch 32) for 16 epochs (however long that takes; its time is reported), then scored on dev
@@ -38,6 +38,15 @@ def choose_epochs(args) -> int:
         ev = json.loads((res / "eval_speed.json").read_text())["seconds"]["ner_lit"]
     except (OSError, KeyError, ValueError):
         return 12
+    import yaml
+
+    recipe = yaml.safe_load((common.REPO / "configs" / "budget10.yaml").read_text())
+    if recipe["trainer"].get("precision") == "bf16-mixed":
+        try:  # the recipe trains and validates in bf16: scale by what precision.py / eval_speed.py measured
+            sps *= json.loads((res / "precision.json").read_text())["bf16_speedup"]
+            ev = json.loads((res / "eval_speed.json").read_text())["seconds"]["ner_lit_bf16"]
+        except (OSError, KeyError, ValueError):
+            pass
     per_epoch = 5000 / sps + ev + 3  # + a little Lightning overhead per epoch
     return max(1, int(args.budget_min * 60 * 0.9 // per_epoch))
 
