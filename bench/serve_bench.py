@@ -6,6 +6,8 @@ Two real server processes answer ``POST /api`` on 127.0.0.1 with the same weight
   threads, micro-batching: concurrent requests share a forward pass, padded only to the
   longest text in the batch; the model runs as a TorchScript trace, ``--jit``, the default;
   request threads tokenize and decode, only the forward pass is serialised);
+* ``ner_lit-t1-w2`` (with a 1-thread setting): ``--model_workers 2`` and one torch thread,
+  two forward passes at once (information; the targets compare the pairs above);
 * ``naive``: the original system's way, a small Flask app in this file run by the Flask
   development server with ``threaded=False`` (one request at a time, every request a new
   TCP connection since that server speaks HTTP/1.0), every text padded (and truncated) to
@@ -719,6 +721,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         argvs["naive" + sfx] = ([*role, "--_role", "naive", *naive_args], setting)
         argvs["ner_lit" + sfx] = ([sys.executable, "-m", "ner_lit", "serve", *model_args, "--host", "127.0.0.1", "--port", "0"], setting)
         systems += ["naive" + sfx, "ner_lit" + sfx]
+    if 1 in thread_settings:  # the throughput setting the README suggests on 2 cores: two model workers
+        argvs["ner_lit-t1-w2"] = ([sys.executable, "-m", "ner_lit", "serve", *model_args, "--host", "127.0.0.1",
+                                   "--port", "0", "--model_workers", "2"], 1)
+        systems.append("ner_lit-t1-w2")
     argvs["noop-waitress"] = ([*role, "--_role", "noop-waitress"], None)
     argvs["noop-flask"] = ([*role, "--_role", "noop-flask"], None)
     systems += ["noop-waitress", "noop-flask"]
@@ -729,6 +735,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         "naive": {"how": f"Flask development server threaded=False (HTTP/1.0: a new connection per request), "
                          f"padding='max_length' {NAIVE_MAX_LENGTH} + truncation, one forward per request under torch.no_grad, "
                          "per-token top-1 label/prob (no entities)"},
+        "ner_lit-t1-w2": {"how": "ner_lit with --model_workers 2 and one torch thread (OMP_NUM_THREADS=1): two forward "
+                                 "passes at once, each on its own core (information, no target)"},
         "noop-waitress": {"how": "waitress 8 threads + Flask, fixed JSON answer, no model: the ceiling of client + HTTP stack"},
         "noop-flask": {"how": "Flask development server threaded=False, fixed JSON answer, no model"},
         "torch_threads": {("ner_lit/naive" + _suffix(t)): (f"OMP_NUM_THREADS={t}" if t else "torch default (= cores)")

@@ -14,7 +14,10 @@ requests waiting, which means the model is the bottleneck, does it wait up to
 ``max_wait_ms`` for stragglers to fill the batch. Requests that arrive while the model is
 busy are thus padded together, and nothing waits while the model is idle.
 
-Because only the worker thread ever calls ``fn``, ``fn`` need not be thread-safe.
+With one worker (the default) only the worker thread ever calls ``fn``, so ``fn`` need not
+be thread-safe. With ``workers=N`` (N > 1), N workers take batches from the same queue and
+may call ``fn`` at the same time: worth it where ``fn`` releases the GIL for its work (a
+TorchScript model does) and the machine has cores to spare, and only for a thread-safe ``fn``.
 """
 from __future__ import annotations
 
@@ -43,7 +46,9 @@ class MicroBatcher(Generic[R]):
         max_batch_size: the most texts ``fn`` is given at once.
         max_wait_ms: how long the worker, having found requests queued when it finished a
             batch, waits for more to fill the next one. It never waits when it was idle.
-        name: the worker thread's name (shows in thread dumps and logs).
+        name: the worker thread's name (shows in thread dumps and logs); with several
+            workers, suffixed ``-1``, ``-2``, ...
+        workers: how many worker threads take batches from the queue (see the module doc).
     """
 
     def __init__(
@@ -53,7 +58,10 @@ class MicroBatcher(Generic[R]):
         max_wait_ms: float = 2.0,
         *,
         name: str = "ner-lit-batcher",
+        workers: int = 1,
     ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
         if max_wait_ms < 0:
@@ -64,9 +72,11 @@ class MicroBatcher(Generic[R]):
         self._queue: deque[tuple[str, Future[R]]] = deque()
         self._cond = threading.Condition()
         self._closed = False
-        # Daemon, so a batcher nobody closed can not keep the interpreter alive.
-        self._worker = threading.Thread(target=self._run, name=name, daemon=True)
-        self._worker.start()
+        # Daemons, so a batcher nobody closed can not keep the interpreter alive.
+        names = [name] if workers == 1 else [f"{name}-{k}" for k in range(1, workers + 1)]
+        self._workers = [threading.Thread(target=self._run, name=n, daemon=True) for n in names]
+        for worker in self._workers:
+            worker.start()
 
     # ------------------------------------------------------------------ callers
     def submit(self, text: str, timeout: float | None = None) -> R:
@@ -109,8 +119,9 @@ class MicroBatcher(Generic[R]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        if threading.current_thread() is not self._worker:
-            self._worker.join(timeout)
+        for worker in self._workers:
+            if threading.current_thread() is not worker:
+                worker.join(timeout)
 
     def __enter__(self) -> "MicroBatcher[R]":
         return self
@@ -140,7 +151,10 @@ class MicroBatcher(Generic[R]):
                         break
                     self._cond.wait(remaining)
             n = min(len(self._queue), self.max_batch_size)
-            return [self._queue.popleft() for _ in range(n)]
+            batch = [self._queue.popleft() for _ in range(n)]
+            if self._queue:  # more than one batch was waiting: an idle worker can take the next
+                self._cond.notify()
+            return batch
 
     def _run(self) -> None:
         backlog = False

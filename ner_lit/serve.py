@@ -14,7 +14,8 @@ Endpoints (all answers are JSON except the page):
 The server must survive whatever a client sends: malformed input is a 400 that says what
 was expected, oversized input a 413, and an unexpected failure a logged 500 whose body
 carries no traceback. All inference goes through one :class:`MicroBatcher`, so the model
-is only ever called from one thread and concurrent requests share forward passes.
+is only called from the batcher's worker thread(s) (one unless ``--model_workers``) and
+concurrent requests share forward passes.
 """
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ class PredictorLike(Protocol):
 
     A prediction runs in three stages so that only the model call is serialised:
     ``prepare`` (tokenize) and ``finish`` (decode, build the answer) run in each request's
-    own thread, ``forward`` in the batcher's single worker thread over many requests' items.
+    own thread, ``forward`` in the batcher's worker thread(s) over many requests' items.
     """
 
     labels: list[str]
@@ -259,7 +260,7 @@ def create_app(
 
     Args:
         predictor: prepares and finishes each request's texts in its thread; its
-            ``forward`` is only ever called by the batcher's worker thread.
+            ``forward`` is only called by the batcher's worker thread(s).
         template: the HTML page served at ``/``. Read once here, so a missing file fails at
             start-up, not on the first visitor.
         max_text_length: longer texts are refused with 413.
@@ -397,7 +398,7 @@ def load_predictor(ckpt_path: str | None, model_dir: str | None, device: str = "
         raise ServeError(f"cannot load model directory {path}: {type(exc).__name__}: {exc}") from exc
 
 
-def describe(predictor: PredictorLike, url: str, torch_threads: int | None = None) -> str:
+def describe(predictor: PredictorLike, url: str, torch_threads: int | None = None, model_workers: int = 1) -> str:
     """The start-up banner: where to connect, what model answers there and on what."""
     scores = getattr(predictor, "scores", None) or {}
     score_text = ", ".join(f"{k}={v:.2f}" for k, v in scores.items()) if scores else "none recorded"
@@ -410,7 +411,10 @@ def describe(predictor: PredictorLike, url: str, torch_threads: int | None = Non
     ]
     if torch_threads is not None:
         runtime = getattr(predictor, "runtime", "eager")
-        lines.append(f"  device:      {getattr(predictor, 'device', 'cpu')}, {torch_threads} torch thread(s), {runtime}")
+        lines.append(
+            f"  device:      {getattr(predictor, 'device', 'cpu')}, {torch_threads} torch thread(s), {runtime}, "
+            f"{model_workers} model worker(s)"
+        )
     return "\n".join(lines)
 
 
@@ -428,6 +432,7 @@ def serve(
     threads: int = 8,
     torch_threads: int | None = None,
     jit: bool = True,
+    model_workers: int = 1,
 ) -> None:
     """Serve a trained model over HTTP: a JSON API (POST /api, POST /api/batch, GET /health)
     and a demo page at /.
@@ -451,9 +456,14 @@ def serve(
         jit: run the model as a TorchScript trace (no Python per layer, the GIL free while it
             runs), after checking at start-up that it gives the eager model's logits; the
             banner says which one runs. false keeps the eager model.
+        model_workers: threads that run forward passes, each on its own batch. More than 1
+            pays where the model releases the GIL (--jit) and cores are spare: on 2 cores,
+            2 workers with --torch_threads 1 (see the README's serving figures).
     """
     if torch_threads is not None and torch_threads < 1:
         raise ServeError(f"torch_threads must be at least 1, got {torch_threads}")
+    if model_workers < 1:
+        raise ServeError(f"model_workers must be at least 1, got {model_workers}")
     import torch
 
     if torch_threads is not None:
@@ -461,7 +471,9 @@ def serve(
     predictor = load_predictor(ckpt_path, model_dir, device=device)
     if jit:
         predictor.trace()
-    batcher: MicroBatcher[Any] = MicroBatcher(predictor.forward, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+    batcher: MicroBatcher[Any] = MicroBatcher(
+        predictor.forward, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, workers=model_workers
+    )
     try:
         app = create_app(
             predictor,
@@ -470,7 +482,7 @@ def serve(
             max_batch_size=max_batch_size,
             batcher=batcher,
         )
-        print(describe(predictor, _url(host, port), torch.get_num_threads()), flush=True)
+        print(describe(predictor, _url(host, port), torch.get_num_threads(), model_workers), flush=True)
         try:
             run_server(app, host=host, port=port, server=server, threads=threads)
         except KeyboardInterrupt:

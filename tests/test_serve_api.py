@@ -446,6 +446,11 @@ def test_serve_refuses_fewer_than_one_torch_thread():
         serve(model_dir="m", torch_threads=0)
 
 
+def test_serve_refuses_fewer_than_one_model_worker():
+    with pytest.raises(ServeError, match="model_workers must be at least 1, got 0"):
+        serve(model_dir="m", model_workers=0)
+
+
 def test_serve_error_is_a_value_error_for_the_cli():
     assert issubclass(ServeError, ValueError)
 

@@ -164,7 +164,7 @@ def test_close_stops_the_worker_thread_and_is_idempotent():
     batcher.close()
     batcher.close()
     assert batcher.closed
-    assert not batcher._worker.is_alive()  # noqa: SLF001
+    assert not any(w.is_alive() for w in batcher._workers)  # noqa: SLF001
 
 
 def test_submit_after_close_raises_batcher_closed():
@@ -191,3 +191,36 @@ def test_fn_is_only_ever_called_from_the_worker_thread():
 def test_nonsense_settings_are_refused(kwargs):
     with pytest.raises(ValueError):
         MicroBatcher(shout, **kwargs)
+
+
+# --------------------------------------------------------------------------- several workers
+def test_two_workers_run_two_batches_at_once_and_every_caller_gets_its_answer():
+    both_in = threading.Barrier(2, timeout=5)
+    threads: set[str] = set()
+
+    def meet(texts: list[str]) -> list[str]:
+        threads.add(threading.current_thread().name)
+        if texts[0] in ("a", "b"):
+            both_in.wait()  # only returns once a second call runs at the same time
+        return shout(texts)
+
+    with MicroBatcher(meet, max_batch_size=1, workers=2) as batcher:
+        futures = batcher.submit_async(["a", "b"])
+        assert [f.result(5) for f in futures] == ["A!", "B!"]
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(batcher.submit, [f"t{i}" for i in range(40)]))
+    assert answers == [f"T{i}!" for i in range(40)]
+    assert threads == {"ner-lit-batcher-1", "ner-lit-batcher-2"}
+
+
+def test_close_joins_every_worker():
+    batcher = MicroBatcher(shout, workers=3)
+    assert batcher.submit_many(["x", "y"]) == ["X!", "Y!"]
+    batcher.close()
+    assert len(batcher._workers) == 3  # noqa: SLF001
+    assert not any(w.is_alive() for w in batcher._workers)  # noqa: SLF001
+
+
+def test_fewer_than_one_worker_is_refused():
+    with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
+        MicroBatcher(shout, workers=0)

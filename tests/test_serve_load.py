@@ -53,13 +53,13 @@ def test_eight_concurrent_clients_get_exactly_their_sequential_answers(tmp_path:
 
 
 def test_serve_prints_the_checkpoint_its_labels_and_scores_at_startup(tmp_path: Path, tiny_model_dir: Path):
-    with start_server_process(tmp_path, kind="model_dir", arg=str(tiny_model_dir), torch_threads=1) as server:
+    with start_server_process(tmp_path, kind="model_dir", arg=str(tiny_model_dir), torch_threads=1, model_workers=2) as server:
         banner = "\n".join(server.banner)
         status, health = get_json(server.url + "/health")
     assert f"checkpoint:  {tiny_model_dir}" in banner
     assert " ".join(KLUE_LABELS) in banner
     assert "validation:  none recorded" in banner
-    assert "device:      cpu, 1 torch thread(s), TorchScript" in banner  # --torch_threads 1, --jit (default)
+    assert "device:      cpu, 1 torch thread(s), TorchScript, 2 model worker(s)" in banner  # the options took effect
     assert status == 200 and health["checkpoint"] == str(tiny_model_dir)
 
 
