@@ -148,12 +148,11 @@ class Aligner:
                 if i_tag not in self.label2id:
                     raise AlignmentError(f"the label list has {tag!r} but not {i_tag!r}")
                 inside.append(self.label2id[i_tag])
-        self.inside = torch.tensor(inside, dtype=torch.long)
-        self._inside_np = np.asarray(inside, dtype=np.int64)
+        self.inside = np.asarray(inside, dtype=np.int64)
         # IOB2 validity: I-X may only follow B-X or I-X, and may not start a sentence.
         n = len(self.labels)
-        self.allowed = torch.ones(n, n, dtype=torch.bool)  # [previous, current]
-        self.may_start = torch.ones(n, dtype=torch.bool)
+        self.allowed = np.ones((n, n), dtype=bool)  # [previous, current]
+        self.may_start = np.ones(n, dtype=bool)
         for j, tag in enumerate(self.labels):
             if tag.startswith("I-"):
                 self.may_start[j] = False
@@ -278,7 +277,7 @@ class Aligner:
             # A token that owns no character was never trained: let it take whatever keeps the path valid.
             masked = logp.copy()
             masked[np.asarray(empty, dtype=bool)] = 0.0
-            top = viterbi(torch.from_numpy(masked), n_tokens, self.allowed, self.may_start).numpy()
+            top = viterbi(masked, n_tokens, self.allowed, self.may_start)
         else:
             top = logp.argmax(axis=-1) if base else np.zeros(0, dtype=np.int64)
         top_prob = np.exp(np.take_along_axis(logp, top[:, None], axis=1)[:, 0]) if base else np.zeros(0)
@@ -313,7 +312,7 @@ class Aligner:
         else:
             token_tag = top[safe]
             prob = top_prob[safe]
-        char_tag = np.where(first, token_tag, self._inside_np[token_tag])
+        char_tag = np.where(first, token_tag, self.inside[token_tag])
         char_tag = np.where(covered, char_tag, self.outside_id)
         prob = np.where(covered, prob, 1.0)
         return char_tag, prob
@@ -337,11 +336,12 @@ def _split(array: np.ndarray, lengths: Sequence[int]) -> list[torch.Tensor]:
     return [torch.from_numpy(part) for part in np.split(np.ascontiguousarray(array), bounds)]
 
 
-def viterbi(logp: torch.Tensor, lengths: Sequence[int], allowed: torch.Tensor, may_start: torch.Tensor) -> torch.Tensor:
-    """The best valid tag path of every sentence at once.
+def viterbi(logp: np.ndarray, lengths: Sequence[int], allowed: np.ndarray, may_start: np.ndarray) -> np.ndarray:
+    """The best valid tag path of every sentence at once (label ids, one per token).
 
     ``logp`` is ``[tokens, labels]`` for the sentences' tokens one after another
-    (``lengths`` tokens each). The recursion runs over positions, batched over sentences,
+    (``lengths`` tokens each); ``allowed[i, j]``: tag j may follow tag i; ``may_start[j]``:
+    tag j may open a sentence. The recursion runs over positions, batched over sentences,
     so its cost is the longest sentence's length in small array operations, not the
     number of tokens. It runs in NumPy: these operations are a few hundred numbers each,
     where torch's intra-op thread pool only adds synchronisation (100x slower on a busy
@@ -352,15 +352,15 @@ def viterbi(logp: torch.Tensor, lengths: Sequence[int], allowed: torch.Tensor, m
     s = len(lengths_np)
     width = int(lengths_np.max()) if s else 0
     if n == 0 or width == 0:
-        return torch.zeros(n, dtype=torch.long)
+        return np.zeros(n, dtype=np.int64)
     sentence = np.repeat(np.arange(s), lengths_np)
     offset = np.cumsum(lengths_np) - lengths_np
     position = np.arange(n) - offset[sentence]
     grid = np.zeros((s, width, c), dtype=np.float64)
-    grid[sentence, position] = logp.detach().double().cpu().numpy()
+    grid[sentence, position] = logp
     neg = -1e30
-    transition = np.where(allowed.numpy(), 0.0, neg)
-    score = grid[:, 0] + np.where(may_start.numpy(), 0.0, neg)
+    transition = np.where(allowed, 0.0, neg)
+    score = grid[:, 0] + np.where(may_start, 0.0, neg)
     back = np.zeros((s, width, c), dtype=np.int64)
     for t in range(1, width):
         candidates = score[:, :, None] + transition
@@ -378,7 +378,7 @@ def viterbi(logp: torch.Tensor, lengths: Sequence[int], allowed: torch.Tensor, m
         previous = back[rows, t, current]
         current = np.where(active, previous, current)
         path[:, t - 1] = np.where(active, previous, path[:, t - 1])
-    return torch.from_numpy(path[sentence, position])
+    return path[sentence, position]
 
 
 def pad_windows(windows: Sequence[Window], pad_id: int) -> dict[str, torch.Tensor]:

@@ -27,7 +27,8 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Callable, Generic, Sequence, TypeVar
 
-R = TypeVar("R")
+T = TypeVar("T")  # what callers hand in (the server: tokenized texts)
+R = TypeVar("R")  # what fn gives back for each
 
 __all__ = ["BatcherClosed", "MicroBatcher"]
 
@@ -36,14 +37,14 @@ class BatcherClosed(RuntimeError):
     """Raised to callers that submit after :meth:`MicroBatcher.close`."""
 
 
-class MicroBatcher(Generic[R]):
-    """Run ``fn`` over batches of texts submitted one at a time from many threads.
+class MicroBatcher(Generic[T, R]):
+    """Run ``fn`` over batches of items submitted one at a time from many threads.
 
     Args:
-        fn: called by the worker thread with up to ``max_batch_size`` texts; must return
-            one result per text, in order. An exception it raises is re-raised in every
+        fn: called by a worker thread with up to ``max_batch_size`` items; must return
+            one result per item, in order. An exception it raises is re-raised in every
             caller of that batch; the worker carries on with the next batch.
-        max_batch_size: the most texts ``fn`` is given at once.
+        max_batch_size: the most items ``fn`` is given at once.
         max_wait_ms: how long the worker, having found requests queued when it finished a
             batch, waits for more to fill the next one. It never waits when it was idle.
         name: the worker thread's name (shows in thread dumps and logs); with several
@@ -53,7 +54,7 @@ class MicroBatcher(Generic[R]):
 
     def __init__(
         self,
-        fn: Callable[[list[str]], Sequence[R]],
+        fn: Callable[[list[T]], Sequence[R]],
         max_batch_size: int = 32,
         max_wait_ms: float = 2.0,
         *,
@@ -69,7 +70,7 @@ class MicroBatcher(Generic[R]):
         self.fn = fn
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
-        self._queue: deque[tuple[str, Future[R]]] = deque()
+        self._queue: deque[tuple[T, Future[R]]] = deque()
         self._cond = threading.Condition()
         self._closed = False
         # Daemons, so a batcher nobody closed can not keep the interpreter alive.
@@ -79,29 +80,29 @@ class MicroBatcher(Generic[R]):
             worker.start()
 
     # ------------------------------------------------------------------ callers
-    def submit(self, text: str, timeout: float | None = None) -> R:
-        """Queue one text and block until its result is ready (or re-raise fn's error)."""
-        return self.submit_many([text], timeout=timeout)[0]
+    def submit(self, item: T, timeout: float | None = None) -> R:
+        """Queue one item and block until its result is ready (or re-raise fn's error)."""
+        return self.submit_many([item], timeout=timeout)[0]
 
-    def submit_many(self, texts: Sequence[str], timeout: float | None = None) -> list[R]:
-        """Queue several texts together and block until all their results are ready.
+    def submit_many(self, items: Sequence[T], timeout: float | None = None) -> list[R]:
+        """Queue several items together and block until all their results are ready.
 
-        The texts are queued in one step, so an idle worker takes them as one batch (split
+        The items are queued in one step, so an idle worker takes them as one batch (split
         only at ``max_batch_size``) rather than racing the caller and running the first
-        text alone.
+        item alone.
         """
-        futures = self.submit_async(texts)
+        futures = self.submit_async(items)
         return [f.result(timeout=timeout) for f in futures]
 
-    def submit_async(self, texts: Sequence[str]) -> list[Future[R]]:
-        """Queue texts and return one future per text without blocking."""
-        futures: list[Future[R]] = [Future() for _ in texts]
+    def submit_async(self, items: Sequence[T]) -> list[Future[R]]:
+        """Queue items and return one future per item without blocking."""
+        futures: list[Future[R]] = [Future() for _ in items]
         if not futures:
             return futures
         with self._cond:
             if self._closed:
                 raise BatcherClosed("the batcher is closed")
-            self._queue.extend(zip(texts, futures))
+            self._queue.extend(zip(items, futures))
             self._cond.notify()
         return futures
 
@@ -123,14 +124,14 @@ class MicroBatcher(Generic[R]):
             if threading.current_thread() is not worker:
                 worker.join(timeout)
 
-    def __enter__(self) -> "MicroBatcher[R]":
+    def __enter__(self) -> "MicroBatcher[T, R]":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     # ------------------------------------------------------------------ worker
-    def _take_batch(self, backlog: bool) -> list[tuple[str, Future[R]]] | None:
+    def _take_batch(self, backlog: bool) -> list[tuple[T, Future[R]]] | None:
         """Block for the next batch; None once closed and drained.
 
         ``backlog`` says requests queued while the model ran the previous batch: only then
@@ -166,17 +167,17 @@ class MicroBatcher(Generic[R]):
             batch = [(t, f) for t, f in batch if f.set_running_or_notify_cancel()]
             backlog = self._run_batch(batch) if batch else False
 
-    def _run_batch(self, batch: list[tuple[str, Future[R]]]) -> bool:
+    def _run_batch(self, batch: list[tuple[T, Future[R]]]) -> bool:
         """Run one batch and resolve its futures; True if requests queued up meanwhile.
 
         The backlog is read before the callers are woken: a lone client's next request,
         sent as soon as it has its answer, must not count as having waited on the model.
         """
-        texts = [t for t, _ in batch]
+        items = [t for t, _ in batch]
         try:
-            results = list(self.fn(texts))
-            if len(results) != len(texts):
-                raise RuntimeError(f"batch function returned {len(results)} results for {len(texts)} texts")
+            results = list(self.fn(items))
+            if len(results) != len(items):
+                raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} items")
         except BaseException as exc:  # noqa: BLE001 - every caller must be told, whatever it is
             backlog = self._has_backlog()
             for _, fut in batch:

@@ -172,9 +172,9 @@ class Predictor:
         return True
 
     # The three stages of a prediction. ``serve`` runs them apart: each request thread
-    # prepares and finishes its own text, and only ``forward`` goes through the single
-    # micro-batching thread, so tokenizing and decoding one request overlaps the model
-    # running another's.
+    # prepares and finishes its own text, and only ``forward`` goes through the
+    # micro-batcher, so tokenizing and decoding one request overlaps the model running
+    # another's.
     def prepare(self, texts: Sequence[str]) -> list[EncodedSentence]:
         """Tokenize and window texts (no model). Safe to call from many threads."""
         sentences = [Sentence(str(i), t) for i, t in enumerate(texts)]
@@ -183,7 +183,6 @@ class Predictor:
         with self._tokenizer_lock:
             return self.aligner.encode(sentences, with_labels=False)
 
-    @torch.inference_mode()
     def forward(self, encoded: Sequence[EncodedSentence]) -> list[torch.Tensor]:
         """The model over every window of ``encoded``; each sentence's logits rows.
 

@@ -116,7 +116,7 @@ def _empty_json(text: str) -> dict[str, Any]:
 @dataclass
 class _ServerState:
     predictor: PredictorLike
-    batcher: MicroBatcher[Any]
+    batcher: MicroBatcher[Any, Any]
     page: str
     max_text_length: int
     max_batch_size: int
@@ -254,7 +254,7 @@ def create_app(
     template: str | Path = DEFAULT_TEMPLATE,
     max_text_length: int = 10_000,
     max_batch_size: int = 32,
-    batcher: MicroBatcher[Any] | None = None,
+    batcher: MicroBatcher[Any, Any] | None = None,
 ) -> flask.Flask:
     """Build the Flask app around a loaded predictor.
 
@@ -471,7 +471,7 @@ def serve(
     predictor = load_predictor(ckpt_path, model_dir, device=device)
     if jit:
         predictor.trace()
-    batcher: MicroBatcher[Any] = MicroBatcher(
+    batcher: MicroBatcher[Any, Any] = MicroBatcher(
         predictor.forward, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, workers=model_workers
     )
     try:

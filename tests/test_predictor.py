@@ -91,6 +91,11 @@ def test_a_traced_predictor_answers_exactly_as_the_eager_one(tiny_model_dir):
     eager = Predictor.from_pretrained(tiny_model_dir)
     traced = Predictor.from_pretrained(tiny_model_dir)
     assert traced.trace() and traced.runtime == "TorchScript"
+
+    def no_eager_calls(*args, **kwargs):
+        raise AssertionError("the eager model ran although the trace is in use")
+
+    traced.model = no_eager_calls  # from here on only the trace can answer
     assert [p.to_dict() for p in traced.predict(texts)] == [p.to_dict() for p in eager.predict(texts)]
     for got, want in zip(staged(traced, texts), eager.predict(texts)):
         same(got, want)

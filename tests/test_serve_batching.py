@@ -140,7 +140,7 @@ def test_the_worker_keeps_serving_after_fn_raised():
 
 def test_fn_returning_the_wrong_number_of_results_is_an_error_for_its_callers():
     with MicroBatcher(lambda texts: ["only one"]) as batcher:
-        with pytest.raises(RuntimeError, match="1 results for 2 texts"):
+        with pytest.raises(RuntimeError, match="1 results for 2 items"):
             batcher.submit_many(["a", "b"])
 
 
