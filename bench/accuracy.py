@@ -48,6 +48,20 @@ def cli_args(args, model_dir: Path, root: Path) -> list[str]:
     return out
 
 
+def run_fit(cmd: list[str], root: Path, what: str, env: dict | None = None) -> tuple[float, Path]:
+    """Run a ``fit`` command into a fresh ``root``: its wall time and run (version) directory."""
+    if root.exists():
+        import shutil
+
+        shutil.rmtree(root)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=common.REPO, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"{what}: fit failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return wall, sorted(root.glob("version_*"))[0]
+
+
 def per_epoch(version_dir: Path) -> list[dict]:
     rows = list(csv.DictReader((version_dir / "metrics.csv").open()))
     out = []
@@ -73,20 +87,11 @@ def fit(args, name: str, model_dir: Path) -> dict:
         else:  # a run whose bench process was stopped: its files' times
             wall = (version / "metrics.csv").stat().st_mtime - (version / "hparams.yaml").stat().st_mtime
     else:
-        if root.exists():
-            import shutil
-
-            shutil.rmtree(root)
         env = dict(os.environ)
         if args.threads:
             env["OMP_NUM_THREADS"] = str(args.threads)
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=common.REPO, capture_output=True, text=True, env=env)
-        wall = time.perf_counter() - t0
-        if proc.returncode:
-            raise SystemExit(f"{name}: fit failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        wall, version = run_fit(cmd, root, name, env)
         done.write_text(json.dumps({"fit_wall_s": wall, "command": shown, "threads": args.threads}))
-        version = sorted(root.glob("version_*"))[0]
     epochs = per_epoch(version)
     res = {"command": shown, "fit_wall_s": wall, "per_epoch": epochs, "final": epochs[-1] if epochs else None,
            "run_dir": str(version.relative_to(common.REPO))}

@@ -19,7 +19,6 @@ the date and command that produced it) and adds the HF side; ``--skip-hf`` the o
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -62,25 +61,17 @@ def _previous_runs(args) -> dict:
 
 
 def _ner_lit_run(args, model_dir) -> dict:
-    from bench.accuracy import cli_args, per_epoch
+    from bench.accuracy import cli_args, per_epoch, run_fit
 
     epochs = 1 if args.quick else choose_epochs(args)
     root = common.WORK / ("quick-budget" if args.quick else "budget") / "ner_lit"
-    if root.exists():
-        import shutil
-
-        shutil.rmtree(root)
     cmd = [sys.executable, "-m", "ner_lit", "fit"] + cli_args(args, model_dir, root)
     cmd[cmd.index("--config") + 1] = str(common.REPO / "configs" / "budget10.yaml")
     cmd += ["--trainer.max_time", f"00:00:{int(args.budget_min):02d}:00"]
     if not args.quick:
         cmd += ["--trainer.max_epochs", str(epochs)]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=common.REPO, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode:
-        raise SystemExit(f"budget fit failed:\n{proc.stderr[-3000:]}")
-    ep = per_epoch(sorted(root.glob("version_*"))[0])
+    wall, version = run_fit(cmd, root, "budget")
+    ep = per_epoch(version)
     best = max(ep, key=lambda e: e["F1e"])
     return {"train_s": wall, "epochs": len(ep), "planned_epochs": epochs,
             "F1c": best["F1c"], "F1e": best["F1e"], "per_epoch": ep}

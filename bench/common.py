@@ -220,3 +220,20 @@ def trained_weights(args) -> Optional[Path]:
     base = WORK / ("quick-accuracy" if args.quick else "accuracy") / "main"
     found = sorted(base.glob("version_*/hf_model/config.json"))
     return found[-1].parent if found else None
+
+
+def matmul_gflops(m: int = 2048, k: int = 2048, n: int = 2048, dtype: str = "float32", repeats: int = 10) -> float:
+    """This machine's dense matmul rate (GFLOP/s, median of ``repeats`` after a warm-up) for
+    ``[m, k] @ [k, n]`` in ``dtype``: the yardstick of the FLOP-rate and precision figures."""
+    import torch
+
+    a = torch.randn(m, k, dtype=getattr(torch, dtype))
+    b = torch.randn(k, n, dtype=getattr(torch, dtype))
+    for _ in range(3):
+        a @ b
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        rates.append(2 * m * n * k / (time.perf_counter() - t) / 1e9)
+    return median(rates)

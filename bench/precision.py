@@ -14,9 +14,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -50,40 +48,15 @@ def cpu_facts() -> dict:
     return facts
 
 
-def matmul_rates(n: int = 2048, repeats: int = 8) -> dict:
-    import torch
-
-    out = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        for _ in range(2):
-            a @ b
-        ts = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            a @ b
-            ts.append(time.perf_counter() - t)
-        out[str(dtype).replace("torch.", "")] = 2 * n ** 3 / common.median(ts) / 1e9
-    return out
-
-
 def fit(args, precision: str, model_dir: Path) -> dict:
-    from bench.accuracy import cli_args, per_epoch
+    from bench.accuracy import cli_args, per_epoch, run_fit
 
     root = common.WORK / ("quick-precision" if args.quick else "precision") / precision
-    if root.exists():
-        import shutil
-
-        shutil.rmtree(root)
     cmd = [sys.executable, "-m", "ner_lit", "fit"] + cli_args(args, model_dir, root) + ["--trainer.precision", precision]
     if not args.quick:
         cmd += ["--trainer.max_epochs", str(args.epochs)]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=common.REPO, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode:
-        raise SystemExit(f"fit {precision} failed:\n{proc.stderr[-3000:]}")
-    epochs = per_epoch(sorted(root.glob("version_*"))[0])
+    wall, version = run_fit(cmd, root, f"precision {precision}")
+    epochs = per_epoch(version)
     return {"fit_wall_s": wall, "per_epoch": epochs, "final": epochs[-1], "source": "this run"}
 
 
@@ -118,7 +91,7 @@ def main() -> None:
             if k in old:
                 record[k] = old[k]
     record["cpu"] = cpu_facts()
-    record["matmul_gflops_2048"] = matmul_rates()
+    record["matmul_gflops_2048"] = {dt: common.matmul_gflops(dtype=dt, repeats=8) for dt in ("float32", "bfloat16")}
     rounds: dict[str, list[dict]] = {p: [] for p in PRECISIONS}
     for r in range(args.rounds):
         for p in PRECISIONS:

@@ -25,22 +25,6 @@ MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::lin
               "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_flash_attention_for_cpu_backward")
 
 
-def matmul_rate(n: int = 2048, m: int = None, k: int = None, repeats: int = 10) -> float:
-    import torch
-
-    m = m or n
-    k = k or n
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    for _ in range(3):
-        a @ b
-    rates = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        rates.append(2 * m * n * k / (time.perf_counter() - t))
-    return common.median(rates)
-
-
 def top_ops(prof, n: int = 10) -> tuple[list[dict], str, float]:
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
@@ -61,7 +45,6 @@ def main() -> None:
     if args.quick:
         args.warmup, args.steps, args.profile_steps = 1, 2, 1
     common.quiet()
-    import torch
     from lightning.pytorch.callbacks import Callback
     from torch.profiler import ProfilerActivity, profile
     from torch.utils.flop_counter import FlopCounterMode
@@ -70,8 +53,8 @@ def main() -> None:
 
     record = common.start_record("profile_step", args)
     model_dir = common.reference_model(args)
-    peak_before = matmul_rate()
-    ffn_before = matmul_rate(n=1024, m=32 * 40, k=256)
+    peak_before = common.matmul_gflops() * 1e9
+    ffn_before = common.matmul_gflops(m=32 * 40, k=256, n=1024) * 1e9
 
     first_prof = args.warmup + args.steps
 
@@ -131,8 +114,8 @@ def main() -> None:
     common.pl_trainer(callbacks=[ep]).validate(model, datamodule=dm, verbose=False)
     eval_ops, eval_table, eval_matmul = top_ops(ep.prof)
 
-    peak_after = matmul_rate()
-    ffn_after = matmul_rate(n=1024, m=32 * 40, k=256)
+    peak_after = common.matmul_gflops() * 1e9
+    ffn_after = common.matmul_gflops(m=32 * 40, k=256, n=1024) * 1e9
     peak = common.median([peak_before, peak_after])
     ffn = common.median([ffn_before, ffn_after])
     frac = achieved / peak
