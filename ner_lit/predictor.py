@@ -13,7 +13,16 @@ from typing import Any, Sequence
 import torch
 from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
 
-from ner_lit.alignment import Aligner, EncodedSentence, Window, entities_from_tags, pad_windows
+from ner_lit.alignment import (
+    Aligner,
+    Decoded,
+    EncodedSentence,
+    PackedBatch,
+    Window,
+    entities_from_tags,
+    pack_windows,
+    pad_windows,
+)
 from ner_lit.checkpoint import CheckpointError, SECTION, load_checkpoint, materialize_tokenizer
 from ner_lit.corpus import Sentence
 
@@ -44,6 +53,15 @@ class Prediction:
         return asdict(self)
 
 
+#: Tokens per packed row (a longer window gets a row of its own): long enough for efficient
+#: matrix products over few rows, short enough that attention, quadratic in a row's length,
+#: stays small next to the linear layers.
+PACK_WIDTH = 128
+
+#: How far a trace's or a packed forward's logits may be from the eager padded ones.
+_SAME_LOGITS = 1e-4
+
+
 class _LogitsOnly(torch.nn.Module):
     """The model as ``(input_ids, attention_mask) -> logits``: the signature a trace records."""
 
@@ -53,6 +71,17 @@ class _LogitsOnly(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+class _PackedLogits(torch.nn.Module):
+    """The model over packed rows: ``(input_ids, 4D additive mask, position_ids) -> logits``."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
 
 
 class Predictor:
@@ -89,6 +118,10 @@ class Predictor:
         self._tokenizer_lock = threading.Lock()
         self._traced: torch.jit.ScriptModule | None = None
         self.runtime = "eager"  # how the model runs: "eager", or "TorchScript" after trace()
+        self._packed: torch.nn.Module | None = None  # the model over packed rows, after pack()
+        self._first_position = 0  # the position id a packed window starts from
+        self._pack_width = PACK_WIDTH
+        self.packing = "padded"  # how windows share a forward pass: "padded", or "packed ..." after pack()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "Predictor":
@@ -161,7 +194,7 @@ class Predictor:
                     ids, mask = example(rows, width, rows)
                     eager = self.model(input_ids=ids, attention_mask=mask).logits
                     diff = float((traced(ids, mask) - eager).abs().max())
-                    if not diff <= 1e-4:
+                    if not diff <= _SAME_LOGITS:
                         self.runtime = f"eager (its TorchScript trace differs by {diff:.2g} on a {rows}x{width} batch)"
                         return False
         except Exception as exc:  # noqa: BLE001 - any model the tracer can not follow stays eager
@@ -171,9 +204,88 @@ class Predictor:
         self.runtime = "TorchScript"
         return True
 
+    def pack(self, width: int = PACK_WIDTH) -> bool:
+        """Put several windows in one model row from now on, if the model gives the same logits.
+
+        Padded, a batch of short sentences runs every one of them as long as its longest,
+        and the linear layers, most of the model's time, work on the padding. Packed, each
+        window attends only to itself (a 4D additive mask) and gets the position ids it has
+        alone. Model families count positions differently (BERT from 0, RoBERTa from the
+        pad id + 1), and some may not take a 4D mask or position ids at all, so both
+        counts are checked here against the padded forward on example windows, with the
+        runtime in use (call :meth:`trace` first to pack the trace too). Where neither
+        agrees, or anything fails, windows stay padded and ``packing`` says why. Returns
+        whether packing is in use.
+        """
+        import warnings
+
+        width = max(2, min(width, self.max_length))
+        pad = self.tokenizer.pad_token_id or 0
+        windows = self._example_windows(width)
+        worst = float("inf")
+        try:
+            with torch.inference_mode(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TracerWarnings about Python values: the checks decide
+                want = self._logits(windows, packed=False)
+                eager = _PackedLogits(self.model).eval()
+                config_pad = getattr(self.model.config, "pad_token_id", None)
+                for first in dict.fromkeys(n for n in (0, pad + 1, None if config_pad is None else config_pad + 1) if n is not None):
+                    batch = pack_windows(windows, pad, width, first)
+                    diff = self._packed_diff(eager, windows, batch, want)
+                    worst = min(worst, diff)
+                    if diff <= _SAME_LOGITS:
+                        break
+                else:
+                    self.packing = f"padded (packed logits differ by {worst:.2g})"
+                    return False
+                runner: torch.nn.Module = eager
+                if self._traced is not None:
+                    runner = torch.jit.freeze(
+                        torch.jit.trace(eager, (batch.input_ids, batch.attention_mask, batch.position_ids), check_trace=False)
+                    )
+                    # Other shapes than the traced one: more rows, narrower.
+                    for check in (batch, pack_windows(windows, pad, max(2, width // 2), first)):
+                        diff = self._packed_diff(runner, windows, check, want)
+                        if not diff <= _SAME_LOGITS:
+                            self.packing = f"padded (the packed trace differs by {diff:.2g})"
+                            return False
+        except Exception as exc:  # noqa: BLE001 - a model that can not take packed rows stays padded
+            self.packing = f"padded (packing failed: {type(exc).__name__})"
+            return False
+        self._packed, self._first_position, self._pack_width = runner, first, width
+        self.packing = f"packed ({width} tokens a row)"
+        return True
+
+    def _example_windows(self, width: int) -> list[Window]:
+        """Windows of several lengths, some short enough to share a row of ``width`` tokens."""
+        vocab = int(getattr(self.model.config, "vocab_size", 0) or 100)
+        # No pad id inside a window: RoBERTa-style models number a pad token's position apart.
+        pads = {self.tokenizer.pad_token_id, getattr(self.model.config, "pad_token_id", None)} - {None}
+        g = torch.Generator().manual_seed(0)
+        lengths = sorted({max(2, n) for n in (width, width // 2, width // 3, 7, 5, 3, 2)}, reverse=True)
+        windows = []
+        for n in lengths:
+            ids = [i if i not in pads else (i + 1) % vocab for i in torch.randint(0, vocab, (n,), generator=g).tolist()]
+            windows.append(Window(0, ids, None))
+        return windows
+
+    def _packed_diff(self, runner, windows: Sequence[Window], batch: PackedBatch, want: torch.Tensor) -> float:
+        logits = runner(*(t.to(self.device) for t in (batch.input_ids, batch.attention_mask, batch.position_ids)))
+        got = torch.zeros_like(want)
+        self._unpack(windows, batch, logits.float().cpu(), got, range(len(windows)))
+        # Only each window's own positions: beyond them ``want`` holds the padding's logits.
+        return max(float((got[k, : len(w.input_ids)] - want[k, : len(w.input_ids)]).abs().max()) for k, w in enumerate(windows))
+
+    @staticmethod
+    def _unpack(windows: Sequence[Window], batch: PackedBatch, logits: torch.Tensor, out: torch.Tensor, rows: Sequence[int]) -> None:
+        """Each window's logits from its packed row into ``out[rows[k]]`` (window k of the batch)."""
+        for k, w in enumerate(windows):
+            n, a = len(w.input_ids), batch.start[k]
+            out[rows[k], :n] = logits[batch.row[k], a : a + n]
+
     # The three stages of a prediction. ``serve`` runs them apart: each request thread
     # prepares and finishes its own text, and only ``forward`` goes through the
-    # micro-batcher, so tokenizing and decoding one request overlaps the model running
+    # micro-batcher, so tokenizing and answering one request overlaps the model running
     # another's.
     def prepare(self, texts: Sequence[str]) -> list[EncodedSentence]:
         """Tokenize and window texts (no model). Safe to call from many threads."""
@@ -183,23 +295,24 @@ class Predictor:
         with self._tokenizer_lock:
             return self.aligner.encode(sentences, with_labels=False)
 
-    def forward(self, encoded: Sequence[EncodedSentence]) -> list[torch.Tensor]:
-        """The model over every window of ``encoded``; each sentence's logits rows.
+    def forward(self, encoded: Sequence[EncodedSentence]) -> list[Decoded]:
+        """The model over every window of ``encoded``, decoded: each sentence's tags.
 
-        Each result is ``[windows, positions, labels]`` (float32, CPU), ready for
-        :meth:`finish`. Windows are length-sorted into batches of at most ``batch_size``,
-        so a long text does not pad a batch of short ones.
+        Decoding (softmax, the Viterbi path) runs here over the whole batch at once: its
+        cost grows with the longest sentence, not with their number, so a batch of 8 costs
+        about what one sentence would in each request's own thread. Windows are packed or
+        length-sorted into batches (see :meth:`_logits`). Each result is one sentence's
+        :class:`Decoded`, ready for :meth:`finish`.
         """
-        logits = self._logits([w for e in encoded for w in e.windows])
-        out, row = [], 0
-        for e in encoded:
-            out.append(logits[row : row + len(e.windows)])
-            row += len(e.windows)
-        return out
+        decoded = self.aligner.decode(encoded, self._logits([w for e in encoded for w in e.windows]))
+        return [
+            Decoded([decoded.char_tags[j]], [decoded.char_probs[j]], [decoded.token_tags[j]], [decoded.token_probs[j]])
+            for j in range(len(encoded))
+        ]
 
-    def finish(self, text: str, encoded: EncodedSentence, logits: torch.Tensor) -> Prediction:
-        """Decode one sentence's logits rows (from :meth:`forward`) into its prediction."""
-        return self._prediction(text, encoded, self.aligner.decode([encoded], logits), 0)
+    def finish(self, text: str, encoded: EncodedSentence, decoded: Decoded) -> Prediction:
+        """One sentence's prediction from its tags (from :meth:`forward`)."""
+        return self._prediction(text, encoded, decoded, 0)
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         """All three stages in this thread, decoding many sentences per call."""
@@ -217,26 +330,34 @@ class Predictor:
         return [r if r is not None else Prediction(t, [], []) for r, t in zip(results, texts)]
 
     @torch.inference_mode()
-    def _logits(self, windows: Sequence[Window]) -> torch.Tensor:
+    def _logits(self, windows: Sequence[Window], packed: bool = True) -> torch.Tensor:
         """``[windows, longest, labels]`` logits (float32, CPU) in the order given.
 
-        Run in length-sorted batches of at most ``batch_size`` windows; rows shorter than the
-        longest window are zero-padded, which decoding never reads.
+        Run over at most ``batch_size`` windows at a time, taken longest first: after
+        :meth:`pack` (and unless ``packed`` is false) several to a row where two or more
+        fit in one, else each its own row, padded to the longest of its batch. Rows shorter
+        than the longest window are zero-padded, which decoding never reads.
         """
-        n_labels = len(self.labels)
         longest = max((len(w.input_ids) for w in windows), default=0)
-        out = torch.zeros(len(windows), longest, n_labels)
+        out = torch.zeros(len(windows), longest, len(self.labels))
         order = sorted(range(len(windows)), key=lambda i: -len(windows[i].input_ids))
         pad = self.tokenizer.pad_token_id or 0
         for lo in range(0, len(order), self.batch_size):
             rows = order[lo : lo + self.batch_size]
-            batch = pad_windows([windows[i] for i in rows], pad)
-            ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+            chunk = [windows[i] for i in rows]
+            if packed and self._packed is not None and len(chunk) > 1:
+                batch = pack_windows(chunk, pad, self._pack_width, self._first_position)
+                if len(batch.input_ids) < len(chunk):  # some windows share a row: worth the 4D mask
+                    logits = self._packed(*(t.to(self.device) for t in (batch.input_ids, batch.attention_mask, batch.position_ids)))
+                    self._unpack(chunk, batch, logits.float().cpu(), out, rows)
+                    continue
+            padded = pad_windows(chunk, pad)
+            ids, mask = padded["input_ids"].to(self.device), padded["attention_mask"].to(self.device)
             if self._traced is not None:
-                logits = self._traced(ids, mask).float().cpu()
+                logits = self._traced(ids, mask)
             else:
-                logits = self.model(input_ids=ids, attention_mask=mask).logits.float().cpu()
-            out[torch.tensor(rows), : logits.shape[1]] = logits
+                logits = self.model(input_ids=ids, attention_mask=mask).logits
+            out[torch.tensor(rows), : logits.shape[1]] = logits.float().cpu()
         return out
 
     def _prediction(self, text: str, e, decoded, j: int) -> Prediction:

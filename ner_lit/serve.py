@@ -411,9 +411,10 @@ def describe(predictor: PredictorLike, url: str, torch_threads: int | None = Non
     ]
     if torch_threads is not None:
         runtime = getattr(predictor, "runtime", "eager")
+        packing = getattr(predictor, "packing", "padded")
         lines.append(
             f"  device:      {getattr(predictor, 'device', 'cpu')}, {torch_threads} torch thread(s), {runtime}, "
-            f"{model_workers} model worker(s)"
+            f"{packing}, {model_workers} model worker(s)"
         )
     return "\n".join(lines)
 
@@ -432,6 +433,7 @@ def serve(
     threads: int = 8,
     torch_threads: int | None = None,
     jit: bool = True,
+    pack: bool = True,
     model_workers: int = 1,
 ) -> None:
     """Serve a trained model over HTTP: a JSON API (POST /api, POST /api/batch, GET /health)
@@ -456,6 +458,9 @@ def serve(
         jit: run the model as a TorchScript trace (no Python per layer, the GIL free while it
             runs), after checking at start-up that it gives the eager model's logits; the
             banner says which one runs. false keeps the eager model.
+        pack: put several short texts in one model row (each attending only to itself), so
+            a batch is not padded to its longest text; used only where the model gives the
+            same logits that way, checked at start-up (the banner says). false pads.
         model_workers: threads that run forward passes, each on its own batch. More than 1
             pays where the model releases the GIL (--jit) and cores are spare: on 2 cores,
             2 workers with --torch_threads 1 (see the README's serving figures).
@@ -471,6 +476,8 @@ def serve(
     predictor = load_predictor(ckpt_path, model_dir, device=device)
     if jit:
         predictor.trace()
+    if pack:
+        predictor.pack()
     batcher: MicroBatcher[Any, Any] = MicroBatcher(
         predictor.forward, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, workers=model_workers
     )

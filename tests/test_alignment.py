@@ -6,7 +6,16 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from ner_lit.alignment import IGNORE, Aligner, AlignmentError, entities_from_tags, special_layout
+from ner_lit.alignment import (
+    IGNORE,
+    PYTHON_VITERBI_MAX_SENTENCES,
+    Aligner,
+    AlignmentError,
+    Window,
+    entities_from_tags,
+    pack_windows,
+    special_layout,
+)
 from ner_lit.corpus import KLUE_LABELS, Sentence, read_klue_tsv
 
 
@@ -182,10 +191,13 @@ def _valid_iob2(tags: list[str]) -> bool:
     return True
 
 
-def test_viterbi_finds_the_most_probable_valid_iob2_sequence():
+@pytest.mark.parametrize("implementation", ["_viterbi_python", "_viterbi_numpy"])
+def test_viterbi_finds_the_most_probable_valid_iob2_sequence(implementation):
     import itertools
 
-    from ner_lit.alignment import viterbi
+    from ner_lit import alignment
+
+    viterbi = getattr(alignment, implementation)
 
     labels = ["O", "B-A", "I-A", "B-B", "I-B"]
     allowed = np.array([[not (j in (2, 4)) or (j == 2 and i in (1, 2)) or (j == 4 and i in (3, 4))
@@ -206,6 +218,32 @@ def test_viterbi_finds_the_most_probable_valid_iob2_sequence():
         assert tuple(path.tolist()) == tuple(best)
 
 
+def test_python_and_numpy_viterbi_give_the_same_paths_on_klue_labels(tokenizer):
+    from ner_lit.alignment import _viterbi_numpy, _viterbi_python
+
+    al = Aligner(tokenizer, KLUE_LABELS)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        lengths = rng.integers(0, 40, size=rng.integers(1, 6)).tolist()
+        z = rng.normal(size=(sum(lengths), len(KLUE_LABELS))) * rng.uniform(0.1, 5)
+        logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+        assert np.array_equal(
+            _viterbi_python(logp, lengths, al.allowed, al.may_start), _viterbi_numpy(logp, lengths, al.allowed, al.may_start)
+        ), lengths
+
+
+@pytest.mark.parametrize("sentences", [1, PYTHON_VITERBI_MAX_SENTENCES + 1])
+def test_viterbi_runs_in_python_for_few_sentences_and_numpy_for_many(monkeypatch, sentences):
+    from ner_lit import alignment
+
+    ran: list[str] = []
+    for name in ("_viterbi_python", "_viterbi_numpy"):
+        monkeypatch.setattr(alignment, name, lambda *a, _n=name, _f=getattr(alignment, name): ran.append(_n) or _f(*a))
+    al_allowed = np.ones((3, 3), dtype=bool)
+    alignment.viterbi(np.zeros((2 * sentences, 3)), [2] * sentences, al_allowed, np.ones(3, dtype=bool))
+    assert ran == ["_viterbi_python" if sentences <= PYTHON_VITERBI_MAX_SENTENCES else "_viterbi_numpy"]
+
+
 def test_viterbi_decoding_never_yields_an_entity_that_starts_inside(tokenizer):
     al = Aligner(tokenizer, KLUE_LABELS)
     (e,) = al.encode([Sentence("s", "서울 경찰 부산")])
@@ -216,3 +254,41 @@ def test_viterbi_decoding_never_yields_an_entity_that_starts_inside(tokenizer):
     argmax_tags = Aligner(tokenizer, KLUE_LABELS, decoding="argmax").decode([e], logits).char_tags[0]
     assert al.tag_names(argmax_tags)[0] == "I-LC"  # each token alone: an invalid start
     assert viterbi_tags[0] == "B-LC" and _valid_iob2([t for t, c in zip(viterbi_tags, "서울 경찰 부산") if c != " "])
+
+
+# --------------------------------------------------------------------------- packing
+def _windows(*lengths: int) -> list[Window]:
+    return [Window(0, list(range(10 * (k + 1), 10 * (k + 1) + n)), None) for k, n in enumerate(lengths)]
+
+
+def test_packing_puts_short_windows_in_one_row_and_keeps_their_ids():
+    windows = _windows(5, 3, 2)
+    batch = pack_windows(windows, pad_id=0, width=10)
+    assert batch.input_ids.shape == (1, 10) and batch.row == [0, 0, 0]
+    for w, a in zip(windows, batch.start):
+        assert batch.input_ids[0, a : a + len(w.input_ids)].tolist() == w.input_ids
+
+
+def test_packed_windows_count_their_positions_from_the_first_position_each():
+    windows = _windows(4, 3)
+    batch = pack_windows(windows, pad_id=0, width=8, first_position=2)  # RoBERTa counts from pad id + 1
+    for w, r, a in zip(windows, batch.row, batch.start):
+        assert batch.position_ids[r, a : a + len(w.input_ids)].tolist() == list(range(2, 2 + len(w.input_ids)))
+
+
+def test_a_packed_window_attends_only_to_itself_and_padding_only_to_padding():
+    batch = pack_windows(_windows(6, 4, 3), pad_id=0, width=8)  # rows: 6 + a pad | 4 + 3
+    assert batch.row == [0, 1, 1] and batch.input_ids.shape == (2, 7)
+    segments = [[0] * 6 + [-1], [1] * 4 + [2] * 3]
+    for r, segment in enumerate(segments):
+        allowed = (batch.attention_mask[r, 0] == 0).tolist()
+        assert allowed == [[segment[k] == segment[q] for k in range(7)] for q in range(7)]
+    assert batch.attention_mask.dtype == torch.float32 and float(batch.attention_mask.min()) == torch.finfo(torch.float32).min
+
+
+def test_packing_opens_a_row_where_a_window_does_not_fit_and_gives_a_too_long_one_its_own():
+    batch = pack_windows(_windows(6, 5, 12, 4), pad_id=0, width=10)
+    assert batch.row[2] != batch.row[0] and batch.input_ids.shape[1] == 12  # the 12-token window: a row as wide as it
+    rows = {r: sum(n for n, rr in zip((6, 5, 12, 4), batch.row) if rr == r) for r in set(batch.row)}
+    assert all(n <= 10 for r, n in rows.items() if r != batch.row[2])
+    assert len(rows) == 3  # 12 | 6 + 4 | 5: first fit, longest first

@@ -134,3 +134,96 @@ def test_a_model_the_tracer_can_not_follow_stays_eager(tiny_model_dir, monkeypat
     assert p.trace() is False
     assert p.runtime == "eager (TorchScript trace failed: RuntimeError)"
     assert p.predict(["서울"])[0].text == "서울"
+
+
+# --------------------------------------------------------------------------- packing
+def test_a_packed_predictor_answers_as_the_padded_one(tiny_model_dir):
+    from ner_lit.predictor import Predictor
+
+    texts = SENTENCES + [LONG, "서울"]
+    padded = Predictor.from_pretrained(tiny_model_dir)
+    packed = Predictor.from_pretrained(tiny_model_dir)
+    assert packed.pack() and packed.packing.startswith("packed")
+    for got, want, text in zip(staged(packed, texts), staged(padded, texts), texts):
+        same(got, want, repr(text[:20]))
+
+
+def test_packing_runs_short_texts_several_to_a_row(tiny_model_dir, monkeypatch):
+    from ner_lit.predictor import Predictor
+
+    p = Predictor.from_pretrained(tiny_model_dir)
+    assert p.pack()
+    rows: list[int] = []
+    runner = p._packed  # noqa: SLF001
+
+    def counting(ids, mask, positions):
+        rows.append(ids.shape[0])
+        return runner(ids, mask, positions)
+
+    monkeypatch.setattr(p, "_packed", counting)
+    items = p.prepare(SENTENCES[:6])
+    p.forward(items)
+    assert sum(rows) < sum(len(i.windows) for i in items)
+
+
+def test_packing_packs_the_trace_when_one_is_in_use(tiny_model_dir):
+    from ner_lit.predictor import Predictor
+
+    eager = Predictor.from_pretrained(tiny_model_dir)
+    p = Predictor.from_pretrained(tiny_model_dir)
+    assert p.trace() and p.pack()
+    assert isinstance(p._packed, torch.jit.ScriptModule)  # noqa: SLF001
+
+    def no_eager_calls(*args, **kwargs):
+        raise AssertionError("the eager model ran although the packed trace is in use")
+
+    p.model = no_eager_calls
+    texts = SENTENCES[:6]
+    for got, want in zip(staged(p, texts), staged(eager, texts)):
+        same(got, want)
+
+
+def test_a_roberta_style_model_is_packed_with_positions_counted_from_pad_plus_one(tiny_predictor):
+    from transformers import RobertaConfig, RobertaForTokenClassification
+
+    from ner_lit.predictor import Predictor
+
+    torch.manual_seed(0)
+    pad = tiny_predictor.tokenizer.pad_token_id
+    config = RobertaConfig(vocab_size=len(tiny_predictor.tokenizer), hidden_size=32, num_hidden_layers=2,
+                           num_attention_heads=2, intermediate_size=64, max_position_embeddings=pad + 66,
+                           pad_token_id=pad, num_labels=len(tiny_predictor.labels), initializer_range=0.5)
+    model = RobertaForTokenClassification(config).eval()
+    padded = Predictor(model, tiny_predictor.tokenizer, tiny_predictor.labels, max_length=64, stride=16)
+    packed = Predictor(model, tiny_predictor.tokenizer, tiny_predictor.labels, max_length=64, stride=16)
+    assert packed.pack() and packed._first_position == pad + 1  # noqa: SLF001
+    texts = SENTENCES[:7]
+    for got, want in zip(staged(packed, texts), staged(padded, texts)):
+        same(got, want)
+
+
+def test_a_model_that_can_not_take_packed_rows_stays_padded_and_says_why(tiny_predictor):
+    from ner_lit.predictor import Predictor
+
+    p = Predictor(_ShapeDependent(), tiny_predictor.tokenizer, tiny_predictor.labels)  # no position_ids argument
+    assert p.pack() is False
+    assert p.packing == "padded (packing failed: TypeError)"
+    assert p._packed is None  # noqa: SLF001
+
+
+class _IgnoresPositions(torch.nn.Module):
+    """Takes the packed arguments but lets windows see each other: packed logits differ."""
+
+    config = SimpleNamespace(vocab_size=50, max_position_embeddings=64, _name_or_path="leaky")
+
+    def forward(self, input_ids, attention_mask, position_ids=None) -> SimpleNamespace:
+        x = torch.nn.functional.one_hot(input_ids % 13, 13).float()
+        return SimpleNamespace(logits=x + x.mean(dim=1, keepdim=True))  # every token sees the whole row
+
+
+def test_a_model_whose_packed_logits_differ_stays_padded_and_says_by_how_much(tiny_predictor):
+    from ner_lit.predictor import Predictor
+
+    p = Predictor(_IgnoresPositions(), tiny_predictor.tokenizer, tiny_predictor.labels)
+    assert p.pack() is False
+    assert p.packing.startswith("padded (packed logits differ by")
