@@ -3,9 +3,12 @@
 Two real server processes answer ``POST /api`` on 127.0.0.1 with the same weights:
 
 * ``ner_lit``: ``python -m ner_lit serve --ckpt_path <ckpt> --port 0`` (waitress, 8 request
-  threads, micro-batching: concurrent requests share a forward pass, padded only to the
-  longest text in the batch; the model runs as a TorchScript trace, ``--jit``, the default;
-  request threads tokenize and decode, only the forward pass is serialised);
+  threads, micro-batching: concurrent requests share a forward pass, several short texts
+  packed into one 128-token row; the model runs under ONNX Runtime, ``--runtime
+  onnxruntime``, the default; request threads tokenize and build their answers, the batch
+  worker runs the model and decodes the whole batch);
+* ``ner_lit-torchscript``: the same with ``--runtime torchscript`` (a TorchScript trace, the
+  default before ONNX Runtime), for the runtime's share of the gain (information);
 * ``ner_lit-t1-w2`` (with a 1-thread setting): ``--model_workers 2`` and one torch thread,
   two forward passes at once (information; the targets compare the pairs above);
 * ``naive``: the original system's way, a small Flask app in this file run by the Flask
@@ -721,6 +724,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         argvs["naive" + sfx] = ([*role, "--_role", "naive", *naive_args], setting)
         argvs["ner_lit" + sfx] = ([sys.executable, "-m", "ner_lit", "serve", *model_args, "--host", "127.0.0.1", "--port", "0"], setting)
         systems += ["naive" + sfx, "ner_lit" + sfx]
+    # the previous default runtime, for the gain of ONNX Runtime in the same run (information, no target)
+    argvs["ner_lit-torchscript"] = ([sys.executable, "-m", "ner_lit", "serve", *model_args, "--host", "127.0.0.1",
+                                     "--port", "0", "--runtime", "torchscript"], thread_settings[0])
+    systems.append("ner_lit-torchscript")
     if 1 in thread_settings:  # the throughput setting the README suggests on 2 cores: two model workers
         argvs["ner_lit-t1-w2"] = ([sys.executable, "-m", "ner_lit", "serve", *model_args, "--host", "127.0.0.1",
                                    "--port", "0", "--model_workers", "2"], 1)
@@ -730,8 +737,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     systems += ["noop-waitress", "noop-flask"]
     record["servers"] = {
         "ner_lit": {"command": " ".join(shlex.quote(a) for a in ["python"] + argvs["ner_lit" + _suffix(thread_settings[0])][0][1:]),
-                    "how": "waitress, 8 threads, MicroBatcher (max_batch_size 32, max_wait_ms 2), dynamic padding, TorchScript trace (--jit), "
+                    "how": "waitress, 8 threads, MicroBatcher (max_batch_size 32, max_wait_ms 2), packed rows of 128 tokens "
+                           "(--pack), ONNX Runtime (--runtime onnxruntime), decoding in the batch worker, "
                            "entities + per-token result"},
+        "ner_lit-torchscript": {"how": "ner_lit with --runtime torchscript (a frozen TorchScript trace, the default before "
+                                       "2026-12-01), torch threads as ner_lit's (information, no target)"},
         "naive": {"how": f"Flask development server threaded=False (HTTP/1.0: a new connection per request), "
                          f"padding='max_length' {NAIVE_MAX_LENGTH} + truncation, one forward per request under torch.no_grad, "
                          "per-token top-1 label/prob (no entities)"},

@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_TEMPLATE",
     "NERView",
     "ServeError",
+    "choose_runtime",
     "create_app",
     "prediction_to_json",
     "run_server",
@@ -63,9 +64,10 @@ class ServeError(ValueError):
 class PredictorLike(Protocol):
     """What the server needs of a predictor (``ner_lit.predictor.Predictor`` has it).
 
-    A prediction runs in three stages so that only the model call is serialised:
-    ``prepare`` (tokenize) and ``finish`` (decode, build the answer) run in each request's
-    own thread, ``forward`` in the batcher's worker thread(s) over many requests' items.
+    A prediction runs in three stages so that only the batched work is serialised:
+    ``prepare`` (tokenize) and ``finish`` (build the answer) run in each request's own
+    thread, ``forward`` (the model, and decoding, both over many requests' items at once)
+    in the batcher's worker thread(s).
     """
 
     labels: list[str]
@@ -419,6 +421,25 @@ def describe(predictor: PredictorLike, url: str, torch_threads: int | None = Non
     return "\n".join(lines)
 
 
+def choose_runtime(predictor: Any, runtime: str) -> None:
+    """Put ``runtime`` in use, or the first one after it (onnxruntime, torchscript, eager) that
+    passes its start-up check; ``predictor.runtime`` says what runs and why the ones asked
+    for before it do not."""
+    order = ["onnxruntime", "torchscript", "eager"]
+    if runtime not in order:
+        raise ServeError(f"runtime must be one of {', '.join(order)}, got {runtime!r}")
+    refused: list[str] = []
+    chosen = "eager"
+    for name in order[order.index(runtime) :]:
+        if name == "eager":
+            break
+        if predictor.use_onnxruntime() if name == "onnxruntime" else predictor.trace():
+            chosen = predictor.runtime
+            break
+        refused.append(predictor.runtime.removeprefix("eager (").removesuffix(")"))
+    predictor.runtime = f"{chosen} ({'; '.join(refused)})" if refused else chosen
+
+
 def serve(
     ckpt_path: str | None = None,
     model_dir: str | None = None,
@@ -432,7 +453,7 @@ def serve(
     server: Literal["waitress", "flask"] = "waitress",
     threads: int = 8,
     torch_threads: int | None = None,
-    jit: bool = True,
+    runtime: Literal["onnxruntime", "torchscript", "eager"] = "onnxruntime",
     pack: bool = True,
     model_workers: int = 1,
 ) -> None:
@@ -452,17 +473,20 @@ def serve(
             to fill a batch; a request arriving while the model is idle never waits.
         server: waitress (multi-threaded, for production) or flask (the development server).
         threads: the number of request threads of the waitress server.
-        torch_threads: torch's intra-op threads for the model (default: torch's own choice,
-            one per core). The request threads tokenize and decode beside the model, so on
-            a machine with few cores 1 can answer faster; bench/serve_bench.py measures both.
-        jit: run the model as a TorchScript trace (no Python per layer, the GIL free while it
-            runs), after checking at start-up that it gives the eager model's logits; the
-            banner says which one runs. false keeps the eager model.
+        torch_threads: intra-op threads for the model, torch's and ONNX Runtime's (default:
+            torch's own choice, one per core). The request threads tokenize and answer
+            beside the model; bench/serve_bench.py measures the default against 1.
+        runtime: what runs the model: onnxruntime (an ONNX export under ONNX Runtime, CPU
+            only), torchscript (a frozen TorchScript trace) or eager (PyTorch as trained).
+            Each is used only after a start-up check that it gives the eager model's logits;
+            where it fails, the next one in that order is tried, and the banner says which
+            runs and why. Both compiled ones run without Python per layer and with the GIL
+            released, so request threads tokenize and decode meanwhile.
         pack: put several short texts in one model row (each attending only to itself), so
             a batch is not padded to its longest text; used only where the model gives the
             same logits that way, checked at start-up (the banner says). false pads.
         model_workers: threads that run forward passes, each on its own batch. More than 1
-            pays where the model releases the GIL (--jit) and cores are spare: on 2 cores,
+            pays where the model releases the GIL (not eager) and cores are spare: on 2 cores,
             2 workers with --torch_threads 1 (see the README's serving figures).
     """
     if torch_threads is not None and torch_threads < 1:
@@ -474,8 +498,7 @@ def serve(
     if torch_threads is not None:
         torch.set_num_threads(torch_threads)
     predictor = load_predictor(ckpt_path, model_dir, device=device)
-    if jit:
-        predictor.trace()
+    choose_runtime(predictor, runtime)
     if pack:
         predictor.pack()
     batcher: MicroBatcher[Any, Any] = MicroBatcher(

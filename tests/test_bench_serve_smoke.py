@@ -37,7 +37,7 @@ def test_quick_serve_bench_writes_every_figure(klue_dir: Path, tmp_path: Path):
         assert key in record, key
     assert {"cpu", "cores", "versions"} <= set(record["machine"])
     assert record["machine"]["versions"]["torch"]
-    assert record["systems"] == ["naive-t1", "ner_lit-t1", "ner_lit-t1-w2", "noop-waitress", "noop-flask"]
+    assert record["systems"] == ["naive-t1", "ner_lit-t1", "ner_lit-torchscript", "ner_lit-t1-w2", "noop-waitress", "noop-flask"]
     for name in record["systems"]:
         assert set(record["results"][name]) == {"1", "2"}, name
         for clients, figures in record["results"][name].items():

@@ -29,6 +29,15 @@ def staged(predictor, texts: list[str]) -> list:
     return [predictor.finish(t, i, o) for t, i, o in zip(texts, items, outputs)]
 
 
+def forbid_eager(predictor, runtime: str) -> None:
+    """From here on only the predictor's trace or export can answer."""
+
+    def no_eager_calls(*args, **kwargs):
+        raise AssertionError(f"the eager model ran although {runtime} is in use")
+
+    predictor.model = no_eager_calls
+
+
 def test_a_long_text_is_predicted_through_several_windows_to_its_last_character(tiny_predictor):
     (item,) = tiny_predictor.prepare([LONG])
     assert len(item.windows) > 1
@@ -84,21 +93,22 @@ def test_blank_text_predicts_no_entities_and_no_tokens(tiny_predictor, text):
 
 
 # --------------------------------------------------------------------------- TorchScript
-def test_a_traced_predictor_answers_exactly_as_the_eager_one(tiny_model_dir):
+@pytest.mark.parametrize("method, runtime", [("trace", "TorchScript"), ("use_onnxruntime", "ONNX Runtime")])
+def test_a_traced_or_exported_predictor_answers_as_the_eager_one(tiny_model_dir, method, runtime):
     from ner_lit.predictor import Predictor
 
     texts = SENTENCES + [LONG, "서울"]
     eager = Predictor.from_pretrained(tiny_model_dir)
-    traced = Predictor.from_pretrained(tiny_model_dir)
-    assert traced.trace() and traced.runtime == "TorchScript"
-
-    def no_eager_calls(*args, **kwargs):
-        raise AssertionError("the eager model ran although the trace is in use")
-
-    traced.model = no_eager_calls  # from here on only the trace can answer
-    assert [p.to_dict() for p in traced.predict(texts)] == [p.to_dict() for p in eager.predict(texts)]
-    for got, want in zip(staged(traced, texts), eager.predict(texts)):
-        same(got, want)
+    p = Predictor.from_pretrained(tiny_model_dir)
+    assert getattr(p, method)() and p.runtime == runtime
+    forbid_eager(p, runtime)
+    want = eager.predict(texts)
+    if method == "trace":  # the same kernels: the same numbers to the last digit
+        assert [x.to_dict() for x in p.predict(texts)] == [x.to_dict() for x in want]
+    for got, expected, text in zip(p.predict(texts), want, texts):
+        same(got, expected, repr(text[:20]))
+    for got, expected in zip(staged(p, texts), want):
+        same(got, expected)
 
 
 class _ShapeDependent(torch.nn.Module):
@@ -119,7 +129,7 @@ def test_a_model_whose_trace_differs_stays_eager_and_says_why(tiny_predictor):
     p = Predictor(_ShapeDependent(), tiny_predictor.tokenizer, tiny_predictor.labels)
     assert p.trace() is False
     assert p.runtime.startswith("eager (its TorchScript trace differs by")
-    assert p._traced is None  # noqa: SLF001 - the eager model still answers
+    assert p._compiled is None  # noqa: SLF001 - the eager model still answers
 
 
 def test_a_model_the_tracer_can_not_follow_stays_eager(tiny_model_dir, monkeypatch):
@@ -174,10 +184,7 @@ def test_packing_packs_the_trace_when_one_is_in_use(tiny_model_dir):
     assert p.trace() and p.pack()
     assert isinstance(p._packed, torch.jit.ScriptModule)  # noqa: SLF001
 
-    def no_eager_calls(*args, **kwargs):
-        raise AssertionError("the eager model ran although the packed trace is in use")
-
-    p.model = no_eager_calls
+    forbid_eager(p, "the packed trace")
     texts = SENTENCES[:6]
     for got, want in zip(staged(p, texts), staged(eager, texts)):
         same(got, want)
@@ -227,3 +234,37 @@ def test_a_model_whose_packed_logits_differ_stays_padded_and_says_by_how_much(ti
     p = Predictor(_IgnoresPositions(), tiny_predictor.tokenizer, tiny_predictor.labels)
     assert p.pack() is False
     assert p.packing.startswith("padded (packed logits differ by")
+
+
+# --------------------------------------------------------------------------- ONNX Runtime
+def test_onnxruntime_packs_too_and_answers_as_the_eager_padded_one(tiny_model_dir):
+    from ner_lit.predictor import Predictor
+
+    texts = SENTENCES[:7]
+    eager = Predictor.from_pretrained(tiny_model_dir)
+    p = Predictor.from_pretrained(tiny_model_dir)
+    assert p.use_onnxruntime() and p.pack()
+    assert not isinstance(p._packed, torch.nn.Module)  # noqa: SLF001 - the packed export, not the eager module
+    for got, want in zip(staged(p, texts), staged(eager, texts)):
+        same(got, want)
+
+
+def test_without_onnxruntime_the_predictor_stays_eager_and_says_why(tiny_predictor, monkeypatch):
+    import sys
+
+    from ner_lit.predictor import Predictor
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what an environment without the package shows
+    p = Predictor(tiny_predictor.model, tiny_predictor.tokenizer, tiny_predictor.labels, max_length=64, stride=16)
+    assert p.use_onnxruntime() is False
+    assert p.runtime == "eager (ONNX Runtime export failed: ModuleNotFoundError)"
+    assert p.predict(["서울"])[0].text == "서울"
+
+
+def test_a_new_runtime_drops_the_packing_made_for_the_previous_one(tiny_model_dir):
+    from ner_lit.predictor import Predictor
+
+    p = Predictor.from_pretrained(tiny_model_dir)
+    assert p.trace() and p.pack()
+    assert p.use_onnxruntime()
+    assert p._packed is None and p.packing == "padded"  # noqa: SLF001 - pack() again to pack this runtime

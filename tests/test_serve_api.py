@@ -482,3 +482,47 @@ def test_serving_threads_are_not_left_behind_by_closed_apps():
     app = make_app(FakePredictor())
     app.extensions["ner_lit"].batcher.close()
     assert {t.name for t in threading.enumerate()} - before == set()
+
+
+# --------------------------------------------------------------------------- runtime choice
+class _RuntimeStub:
+    """A predictor whose runtimes succeed or fail as told, recording what was tried."""
+
+    def __init__(self, onnx_ok: bool, trace_ok: bool) -> None:
+        self.onnx_ok, self.trace_ok, self.tried, self.runtime = onnx_ok, trace_ok, [], "eager"
+
+    def use_onnxruntime(self) -> bool:
+        self.tried.append("onnxruntime")
+        self.runtime = "ONNX Runtime" if self.onnx_ok else "eager (ONNX Runtime export failed: ImportError)"
+        return self.onnx_ok
+
+    def trace(self) -> bool:
+        self.tried.append("torchscript")
+        self.runtime = "TorchScript" if self.trace_ok else "eager (its TorchScript trace differs by 0.5 on a 4x64 batch)"
+        return self.trace_ok
+
+
+@pytest.mark.parametrize(
+    "asked, onnx_ok, trace_ok, tried, runtime",
+    [
+        ("onnxruntime", True, True, ["onnxruntime"], "ONNX Runtime"),
+        ("onnxruntime", False, True, ["onnxruntime", "torchscript"], "TorchScript (ONNX Runtime export failed: ImportError)"),
+        ("onnxruntime", False, False, ["onnxruntime", "torchscript"],
+         "eager (ONNX Runtime export failed: ImportError; its TorchScript trace differs by 0.5 on a 4x64 batch)"),
+        ("torchscript", True, True, ["torchscript"], "TorchScript"),
+        ("eager", True, True, [], "eager"),
+    ],
+)
+def test_serve_uses_the_runtime_asked_for_or_the_next_that_passes_its_check(asked, onnx_ok, trace_ok, tried, runtime):
+    from ner_lit.serve import choose_runtime
+
+    p = _RuntimeStub(onnx_ok, trace_ok)
+    choose_runtime(p, asked)
+    assert p.tried == tried and p.runtime == runtime
+
+
+def test_serve_refuses_an_unknown_runtime():
+    from ner_lit.serve import choose_runtime
+
+    with pytest.raises(ServeError, match="runtime must be one of onnxruntime, torchscript, eager, got 'tensorrt'"):
+        choose_runtime(_RuntimeStub(True, True), "tensorrt")
