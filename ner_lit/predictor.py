@@ -287,9 +287,9 @@ class Predictor:
         alone. Model families count positions differently (BERT from 0, RoBERTa from the
         pad id + 1), and some may not take a 4D mask or position ids at all, so both
         counts are checked here against the padded forward on example windows, with the
-        runtime in use (call :meth:`trace` first to pack the trace too). Where neither
-        agrees, or anything fails, windows stay padded and ``packing`` says why. Returns
-        whether packing is in use.
+        runtime in use (call :meth:`trace` or :meth:`use_onnxruntime` first to pack that
+        runtime too). Where neither agrees, or anything fails, windows stay padded and
+        ``packing`` says why. Returns whether packing is in use.
         """
         import warnings
 
