@@ -404,7 +404,6 @@ def _viterbi_python(logp: np.ndarray, lengths: Sequence[int], allowed: np.ndarra
     return np.asarray(out, dtype=np.int64)
 
 
-
 def _viterbi_numpy(logp: np.ndarray, lengths: Sequence[int], allowed: np.ndarray, may_start: np.ndarray) -> np.ndarray:
     """All sentences at once: the recursion runs over positions, batched over sentences,
     so its cost is the longest sentence's length in small array operations, not the

@@ -236,8 +236,8 @@ class Predictor:
             return False
         return self._compile_with("ONNX Runtime", "ONNX Runtime export", _onnxruntime)
 
-    def _compile_with(self, name: str, what: str, compile: "Compiler") -> bool:
-        """Run the model through ``compile`` from now on, if the result gives the eager logits.
+    def _compile_with(self, name: str, what: str, make: Compiler) -> bool:
+        """Run the model as ``make`` traces or exports it from now on, if that gives the eager logits.
 
         A trace or export records one path through the model's Python code, so the result
         is checked against the eager model on other shapes than the one it was made from,
@@ -261,7 +261,7 @@ class Predictor:
         try:
             with torch.inference_mode(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # TracerWarnings about Python values: the check below decides
-                compiled = compile(_LogitsOnly(self.model).eval(), example(3, limit, 0))
+                compiled = make(_LogitsOnly(self.model).eval(), example(3, limit, 0))
                 for rows, width in ((1, max(2, limit // 3)), (4, limit)):
                     ids, mask = example(rows, width, rows)
                     eager = self.model(input_ids=ids, attention_mask=mask).logits
@@ -272,7 +272,7 @@ class Predictor:
         except Exception as exc:  # noqa: BLE001 - any model the tracer or exporter can not follow stays eager
             self.runtime = f"eager ({what} failed: {type(exc).__name__})"
             return False
-        self._compiled, self._compiler, self._compiled_what = compiled, compile, what
+        self._compiled, self._compiler, self._compiled_what = compiled, make, what
         self._packed = None  # packed rows, if wanted, must be packed again with this runtime
         self.packing = "padded"
         self.runtime = name

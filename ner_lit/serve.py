@@ -481,7 +481,7 @@ def serve(
             Each is used only after a start-up check that it gives the eager model's logits;
             where it fails, the next one in that order is tried, and the banner says which
             runs and why. Both compiled ones run without Python per layer and with the GIL
-            released, so request threads tokenize and decode meanwhile.
+            released, so request threads tokenize and answer meanwhile.
         pack: put several short texts in one model row (each attending only to itself), so
             a batch is not padded to its longest text; used only where the model gives the
             same logits that way, checked at start-up (the banner says). false pads.
