@@ -794,7 +794,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                       "clients": list(client_counts), "requests_per_client": per_client, "max_seconds_per_measurement": max_s,
                       "body": "bare JSON string", "client": "threads of this process, http.client keep-alive"}
     record["systems"] = systems
-    record["results"] = {name: {str(c): summarize([x for x, _ in raw[name][c]], [l for _, l in raw[name][c]])
+    record["results"] = {name: {str(c): summarize([x for x, _ in raw[name][c]], [lat for _, lat in raw[name][c]])
                                 for c in client_counts} for name in systems}
     record["targets_by_torch_threads"] = {_setting_name(t): targets(record["results"], client_counts, _suffix(t))
                                           for t in thread_settings}

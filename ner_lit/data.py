@@ -24,7 +24,6 @@ from torch.utils.data import DataLoader, Sampler
 from ner_lit.alignment import Aligner, Decoding, EncodedSentence, LabelRule, Window, pad_windows
 from ner_lit.checkpoint import default_cache_dir, materialize_tokenizer, tokenizer_files
 from ner_lit.corpus import (
-    CorpusError,
     Sentence,
     check_labels,
     derive_labels,

@@ -101,6 +101,9 @@ class NERModel(pl.LightningModule):
             )
             config.hidden_dropout_prob = config.attention_probs_dropout_prob = hp.dropout
             self.model = AutoModelForTokenClassification.from_config(config)
+        # from_pretrained returns the model in eval mode (dropout off); Lightning switches modes
+        # only for modules it saw change, so a pretrained model would be fine-tuned without dropout.
+        self.model.train(self.training)
         if self.model.config.num_labels != len(self.labels):
             raise ModelError(f"the model has {self.model.config.num_labels} labels, the data {len(self.labels)}")
         for split in ("val", "test"):

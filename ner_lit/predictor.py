@@ -23,7 +23,7 @@ from ner_lit.alignment import (
     pack_windows,
     pad_windows,
 )
-from ner_lit.checkpoint import CheckpointError, SECTION, load_checkpoint, materialize_tokenizer
+from ner_lit.checkpoint import SECTION, CheckpointError, load_checkpoint, materialize_tokenizer
 from ner_lit.corpus import Sentence
 
 

@@ -34,3 +34,26 @@ def reference_model(klue_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         capture_output=True,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory):
+    """The session's tiny trained run (shared: read it, copy it, never write into it)."""
+    from pipeline_fixtures import trained_run_once
+
+    return trained_run_once(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny BERT token classifier with the KLUE labels, as a Hugging Face directory."""
+    from serve_fixtures import build_tiny_model_dir
+
+    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny-ner-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_predictor(tiny_model_dir: Path):
+    from ner_lit.predictor import Predictor
+
+    return Predictor.from_pretrained(tiny_model_dir)

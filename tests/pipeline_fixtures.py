@@ -175,9 +175,3 @@ def trained_run_once(factory: pytest.TempPathFactory) -> TrainedRun:
         _TRAINED["run"] = TrainedRun(data_dir, cache, config, root, run_dir, run_dir / "config.yaml", best[0],
                                      run_dir / "checkpoints" / "last.ckpt")
     return _TRAINED["run"]
-
-
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
-    """The session's tiny trained run (shared: read it, copy it, never write into it)."""
-    return trained_run_once(tmp_path_factory)

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
@@ -184,18 +182,6 @@ def build_tiny_model_dir(out: Path) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny-ner-model"))
-
-
-@pytest.fixture(scope="session")
-def tiny_predictor(tiny_model_dir: Path):
-    from ner_lit.predictor import Predictor
-
-    return Predictor.from_pretrained(tiny_model_dir)
 
 
 # --------------------------------------------------------------------------- server process

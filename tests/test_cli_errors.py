@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from ner_lit.corpus import Sentence, read_klue_tsv, write_klue_tsv
-from pipeline_fixtures import TrainedRun, finish, start_cli_process, trained_run  # noqa: F401 - trained_run is a fixture
+
+from pipeline_fixtures import TrainedRun, finish, start_cli_process
 
 
 def cases(run: TrainedRun, tmp: Path) -> dict[str, tuple[list[str], str]]:

@@ -3,14 +3,17 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer, BertConfig
 
 from ner_lit.checkpoint import materialize_tokenizer
 from ner_lit.corpus import derive_labels, read_klue_tsv
+from ner_lit.data import NERDataModule
 from ner_lit.model import NERModel
-from pipeline_fixtures import MAX_LENGTH, STRIDE, TrainedRun, last_value, trained_run  # noqa: F401 - trained_run is a fixture
+
+from pipeline_fixtures import MAX_LENGTH, SAMPLE, STRIDE, TrainedRun, last_value
 
 PEAK = 1e-3
 TOTAL = 100  # optimizer steps; warmup_ratio 0.1 makes the first 10 the warmup
@@ -120,3 +123,27 @@ def test_checkpoint_scores_are_the_logged_validation_scores(trained_run: Trained
     scores = checkpoint["ner_lit"]["scores"]
     for key in ("val_F1c", "val_F1e"):
         assert scores[key] == pytest.approx(float(last_value(trained_run.run_dir, key)), abs=1e-9)
+
+
+# --------------------------------------------------------------------------- train mode
+class _ModesAtFirstStep(pl.Callback):
+    """Records which modules of the model are in eval mode when the first training batch runs."""
+
+    def __init__(self) -> None:
+        self.in_eval: list[str] | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.in_eval is None:
+            self.in_eval = [name for name, m in pl_module.named_modules() if not m.training]
+
+
+def test_a_pretrained_model_is_fine_tuned_in_train_mode(tiny_model_dir, tmp_path) -> None:
+    """from_pretrained returns eval mode; fine-tuning with dropout off would be a silent regression."""
+    probe = _ModesAtFirstStep()
+    data = NERDataModule(data_dir=str(SAMPLE), tokenizer=str(tiny_model_dir), max_length=32, stride=8,
+                         batch_size=4, cache_dir=str(tmp_path / "cache"))
+    trainer = pl.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[probe],
+                         default_root_dir=str(tmp_path))
+    trainer.fit(NERModel(pretrained=str(tiny_model_dir)), datamodule=data)
+    assert probe.in_eval == []

@@ -15,14 +15,14 @@ import torch
 import yaml
 
 from ner_lit.metrics import MACRO_AVG, MICRO_AVG
-from pipeline_fixtures import (  # noqa: F401 - trained_run is a fixture
+
+from pipeline_fixtures import (
     TrainedRun,
     cli,
     cli_process,
     copy_run,
     last_value,
     read_metrics,
-    trained_run,
     versions,
 )
 

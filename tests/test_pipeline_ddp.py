@@ -18,13 +18,13 @@ import torch
 
 from ner_lit.checkpoint import payload
 from ner_lit.data import NERDataModule, SortedSentenceBatchSampler
-from pipeline_fixtures import (  # noqa: F401 - trained_run is a fixture
+
+from pipeline_fixtures import (
     EVAL_BATCH_SIZE,
     TrainedRun,
     cli,
     cli_process,
     last_value,
-    trained_run,
     versions,
 )
 

@@ -15,7 +15,8 @@ from transformers import AutoModelForTokenClassification
 
 from ner_lit.corpus import read_klue_tsv, write_jsonl
 from ner_lit.predictor import Predictor
-from pipeline_fixtures import MAX_LENGTH, STRIDE, TrainedRun, cli, trained_run  # noqa: F401 - trained_run is a fixture
+
+from pipeline_fixtures import MAX_LENGTH, STRIDE, TrainedRun, cli
 
 FORMATS = ("txt", "tsv", "jsonl")
 

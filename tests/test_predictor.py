@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from serve_fixtures import SENTENCES, tiny_model_dir, tiny_predictor  # noqa: F401 - fixtures
+
+from serve_fixtures import SENTENCES
 
 # Longer than the tiny model's 64 positions: predicted through several windows.
 LONG = " ".join(SENTENCES)

@@ -16,17 +16,16 @@ from typing import Any, Iterator
 
 import flask
 import pytest
-from serve_fixtures import (  # noqa: F401 - tiny_* are fixtures
+
+from ner_lit.serve import DEFAULT_TEMPLATE, ServeError, create_app, describe, run_server, serve
+
+from serve_fixtures import (
     KLUE_LABELS,
     SENTENCES,
     FakePredictor,
     assert_same_answer,
     fake_predict_one,
-    tiny_model_dir,
-    tiny_predictor,
 )
-
-from ner_lit.serve import DEFAULT_TEMPLATE, ServeError, create_app, describe, run_server, serve
 
 MAX_LEN = 100
 MAX_BATCH = 4

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+
 from serve_fixtures import REPO, ServerProcess, fake_predict_one, start_server_process
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serve_fixtures import (  # noqa: F401 - tiny_model_dir is a fixture
+
+from serve_fixtures import (
     KLUE_LABELS,
     SENTENCES,
     assert_same_answer,
     get_json,
     post_json,
     start_server_process,
-    tiny_model_dir,
 )
 
 pytestmark = pytest.mark.slow
