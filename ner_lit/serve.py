@@ -22,11 +22,17 @@ from __future__ import annotations
 import json
 import logging
 import math
+import resource
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, Sequence
 
 import flask
+import waitress.channel
+import waitress.server
+import waitress.task
+import waitress.utilities
 from flask_classful import FlaskView, route
 from werkzeug.exceptions import HTTPException
 
@@ -38,6 +44,7 @@ __all__ = [
     "ServeError",
     "choose_runtime",
     "create_app",
+    "create_waitress_server",
     "prediction_to_json",
     "run_server",
     "serve",
@@ -51,6 +58,22 @@ DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "index.ht
 #: Worst-case JSON bytes per text character: a ``\\uXXXX`` escape is 6 bytes. Used to size
 #: the request body limit so that any text within ``max_text_length`` fits.
 _JSON_BYTES_PER_CHAR = 6
+
+#: The most client connections waitress keeps open at once; more wait in the listen backlog
+#: unanswered. Each takes a file descriptor (up to three while spooling a large body or
+#: answer to disk), so the open-file limit is raised to fit at start-up.
+DEFAULT_CONNECTION_LIMIT = 1000
+
+#: Seconds a connection may sit idle between requests before waitress closes it.
+DEFAULT_CHANNEL_TIMEOUT = 30
+
+#: Seconds a request may take to arrive, headers and body, from its first byte to its last:
+#: a client trickling a byte now and then keeps a connection active, so only this closes it.
+DEFAULT_REQUEST_TIMEOUT = 60
+
+#: The most bytes of request line and headers waitress reads (its default is 256 KiB): the
+#: API needs a few hundred, a browser with cookies a few thousand.
+MAX_HEADER_BYTES = 32 * 1024
 
 
 class ServeError(ValueError):
@@ -327,22 +350,24 @@ def run_server(
     port: int = 5000,
     server: Literal["waitress", "flask"] = "waitress",
     threads: int = 8,
+    connection_limit: int = DEFAULT_CONNECTION_LIMIT,
+    channel_timeout: int = DEFAULT_CHANNEL_TIMEOUT,
+    request_timeout: int = DEFAULT_REQUEST_TIMEOUT,
 ) -> None:
     """Serve ``app`` until interrupted.
 
     Waitress (the default) is a production multi-threaded WSGI server; ``"flask"`` is
     Werkzeug's development server, for debugging only. Port 0 picks a free port; the line
     ``Serving on http://HOST:PORT`` (the real port) is printed once the socket listens, so
-    a parent process can read where to connect.
+    a parent process can read where to connect. ``connection_limit``,
+    ``channel_timeout`` and ``request_timeout`` apply to waitress only (see :func:`create_waitress_server`).
     """
     # Unhandled request errors are logged with their traceback; give them a format and a
     # time. A no-op when the caller configured logging already.
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if server == "waitress":
-        import waitress.server
-
         try:
-            srv = waitress.server.create_server(app, host=host, port=port, threads=threads)
+            srv = create_waitress_server(app, host, port, threads, connection_limit, channel_timeout, request_timeout)
         except OSError as exc:
             raise ServeError(f"cannot listen on {host}:{port}: {exc}") from None
         actual_host, actual_port = srv.effective_host, srv.effective_port  # type: ignore[union-attr]
@@ -367,6 +392,151 @@ def run_server(
             srv.server_close()
     else:
         raise ServeError(f'server must be "waitress" or "flask", got {server!r}')
+
+
+# --------------------------------------------------------------------------- waitress
+class _RequestTimeout(waitress.utilities.BadRequest):
+    code = 408
+    reason = "Request Timeout"
+
+
+def _waitress_message(error: waitress.utilities.Error, adj: Any) -> str:
+    """What an error waitress answers itself (before the app sees the request) says, in the API's words."""
+    if error.code == 413:
+        return f"the request body is too large (limit {adj.max_request_body_size - 1} bytes)"
+    if error.code == 431:
+        return f"the request line and headers are too large (limit {adj.max_request_header_size} bytes)"
+    if error.code == 501:
+        return "the Transfer-Encoding is not supported; send the body with Content-Length or Transfer-Encoding: chunked"
+    if error.code == 408:
+        return f"the request took longer than {adj.request_timeout} s to arrive"
+    if error.code == 400:
+        return f"the HTTP request is malformed: {error.body}"
+    return "internal server error; the server log has the details"
+
+
+class _JSONErrorTask(waitress.task.ErrorTask):
+    """Waitress's own error answers (a request it refuses while parsing it, a 500 of its own)
+    in the API's JSON shape rather than waitress's plain text."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        adj = self.channel.adj
+        body = json.dumps({"error": _waitress_message(error, adj), "status": error.code}).encode("utf-8")
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class _Channel(waitress.channel.HTTPChannel):
+    """Waitress's connection with JSON errors and a deadline for each request to arrive.
+
+    Waitress has no public hook for either; its channel's ``error_task_class`` and the
+    server's ``channel_class`` are the seams it offers subclasses.
+    """
+
+    error_task_class = _JSONErrorTask
+    _request_started: float | None = None
+
+    def received(self, data: bytes) -> bool:
+        if self.request is None and self._request_started is None:
+            self._request_started = time.monotonic()
+        try:
+            return super().received(data)
+        finally:
+            if self.request is None:  # every request in ``data`` arrived whole
+                self._request_started = None
+
+    def readable(self) -> bool:
+        """Called by waitress's loop for every connection at least once a second: the
+        place to notice a request that is arriving too slowly."""
+        started = self._request_started
+        if started is not None and time.monotonic() - started > self.adj.request_timeout:
+            self._time_out_request()
+        return super().readable()
+
+    def _time_out_request(self) -> None:
+        """Answer the request still arriving with 408 (then close), as waitress answers a
+        request it refuses while parsing it."""
+        with self.requests_lock:
+            request = self.request
+            self._request_started = None
+            if request is None or request.completed or self.will_close or self.close_when_flushed:
+                return
+            if not request.headers_finished:
+                request.parse_header(b"GET / HTTP/1.0\r\n")  # as waitress does for its 431
+            request.error = _RequestTimeout("request timeout")
+            request.completed = True
+            self.request = None
+            self.requests.append(request)
+            if len(self.requests) == 1:
+                self.server.add_task(self)
+
+
+def _raise_open_file_limit(connection_limit: int) -> None:
+    """Make room for ``connection_limit`` connections' file descriptors, or say why not."""
+    needed = connection_limit + 256  # the model, spooled bodies, logs, pipes
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise ServeError(
+            f"connection_limit {connection_limit} needs about {needed} open files, but the limit is {hard} "
+            f"(ulimit -Hn); lower --connection_limit or raise the limit"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def create_waitress_server(
+    app: flask.Flask,
+    host: str,
+    port: int,
+    threads: int = 8,
+    connection_limit: int = DEFAULT_CONNECTION_LIMIT,
+    channel_timeout: int = DEFAULT_CHANNEL_TIMEOUT,
+    request_timeout: int = DEFAULT_REQUEST_TIMEOUT,
+) -> Any:
+    """A waitress server over ``app`` with limits that follow the app's.
+
+    * Its body limit is the app's ``MAX_CONTENT_LENGTH``, so an oversized request is
+      refused with 413 as soon as its headers arrive, not after waitress read (and spooled
+      to disk) a body up to its own default of 1 GiB.
+    * ``connection_limit`` counts client connections only: waitress counts its listening
+      sockets and its wake-up pipe too, so those are added to what it is given. It uses
+      ``poll()``, as ``select()`` can not watch descriptors past 1024.
+    * ``channel_timeout`` closes idle connections (checked every tenth of it), and
+      ``request_timeout`` answers 408 to a request still arriving after that long.
+    * Errors waitress answers itself (400, 408, 413, 431, 501) are the API's JSON.
+    """
+    for name, value in (("threads", threads), ("connection_limit", connection_limit),
+                        ("channel_timeout", channel_timeout), ("request_timeout", request_timeout)):
+        if value < 1:
+            raise ServeError(f"{name} must be at least 1, got {value}")
+    _raise_open_file_limit(connection_limit)
+    sockets: dict[int, Any] = {}
+    srv = waitress.server.create_server(
+        app,
+        map=sockets,
+        host=host,
+        port=port,
+        threads=threads,
+        connection_limit=connection_limit,
+        channel_timeout=channel_timeout,
+        cleanup_interval=max(1, channel_timeout // 10),
+        max_request_body_size=int(app.config["MAX_CONTENT_LENGTH"]) + 1,  # waitress refuses a body >= its limit
+        max_request_header_size=MAX_HEADER_BYTES,
+        asyncore_use_poll=True,
+        ident="ner_lit",
+    )
+    adj = srv.adj
+    adj.connection_limit = connection_limit + len(sockets)  # the listeners and their trigger, before any client
+    adj.request_timeout = request_timeout
+    for dispatcher in sockets.values():
+        if isinstance(dispatcher, waitress.server.BaseWSGIServer):
+            dispatcher.channel_class = _Channel
+    return srv
 
 
 def _url(host: str, port: int) -> str:
@@ -456,6 +626,9 @@ def serve(
     runtime: Literal["onnxruntime", "torchscript", "eager"] = "onnxruntime",
     pack: bool = True,
     model_workers: int = 1,
+    connection_limit: int = DEFAULT_CONNECTION_LIMIT,
+    channel_timeout: int = DEFAULT_CHANNEL_TIMEOUT,
+    request_timeout: int = DEFAULT_REQUEST_TIMEOUT,
 ) -> None:
     """Serve a trained model over HTTP: a JSON API (POST /api, POST /api/batch, GET /health)
     and a demo page at /.
@@ -488,6 +661,13 @@ def serve(
         model_workers: threads that run forward passes, each on its own batch. More than 1
             pays where the model releases the GIL (not eager) and cores are spare: on 2 cores,
             2 workers with --torch_threads 1 (see the README's serving figures).
+        connection_limit: the most client connections waitress keeps open; more wait,
+            unanswered, until one closes. The open-file limit is raised to fit (start-up
+            fails with a clear message where the hard limit is too low).
+        channel_timeout: seconds a connection may sit idle between requests before it is closed.
+        request_timeout: seconds a request may take to arrive whole (headers and body); a
+            slower one is answered 408 and its connection closed, so clients that trickle a
+            byte now and then can not hold connections for ever.
     """
     if torch_threads is not None and torch_threads < 1:
         raise ServeError(f"torch_threads must be at least 1, got {torch_threads}")
@@ -514,7 +694,8 @@ def serve(
         )
         print(describe(predictor, _url(host, port), torch.get_num_threads(), model_workers), flush=True)
         try:
-            run_server(app, host=host, port=port, server=server, threads=threads)
+            run_server(app, host=host, port=port, server=server, threads=threads, connection_limit=connection_limit,
+                       channel_timeout=channel_timeout, request_timeout=request_timeout)
         except KeyboardInterrupt:
             pass
     finally:

@@ -193,9 +193,10 @@ kind, arg = {kind!r}, {arg!r}
 if kind == "fake":
     from serve_fixtures import FakePredictor
     app = create_app(FakePredictor(), **{app_kwargs!r})
-    run_server(app, host="127.0.0.1", port=0, server={server!r}, threads={threads})
+    run_server(app, host="127.0.0.1", port=0, server={server!r}, threads={threads}, **{server_kwargs!r})
 else:  # the real entry point, exactly as the CLI calls it
-    serve(model_dir=arg, host="127.0.0.1", port=0, server={server!r}, threads={threads}, **{app_kwargs!r})
+    serve(model_dir=arg, host="127.0.0.1", port=0, server={server!r}, threads={threads}, **{app_kwargs!r},
+          **{server_kwargs!r})
 """
 
 
@@ -218,17 +219,20 @@ def start_server_process(
     server: str = "waitress",
     threads: int = 8,
     startup_timeout_s: float = 120.0,
+    server_kwargs: dict[str, Any] | None = None,
     **app_kwargs: Any,
 ) -> Iterator[ServerProcess]:
     """Run the app under waitress in a child process on loopback; stop it on exit.
 
     ``kind`` is "fake" (``create_app`` over a FakePredictor) or "model_dir" (``serve()``
     itself over the Hugging Face directory ``arg``). The child binds port 0 and prints the
-    URL it got, so parallel runs never collide.
+    URL it got, so parallel runs never collide. ``server_kwargs`` go to ``run_server``
+    (or ``serve``): connection limits and timeouts.
     """
     log_path = tmp / f"server-{kind}.log"
     script = _SERVER_SCRIPT.format(
-        repo=str(REPO), tests=str(TESTS), kind=kind, arg=arg, app_kwargs=app_kwargs, server=server, threads=threads
+        repo=str(REPO), tests=str(TESTS), kind=kind, arg=arg, app_kwargs=app_kwargs, server=server, threads=threads,
+        server_kwargs=server_kwargs or {},
     )
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log_path, "wb") as stderr:
