@@ -14,6 +14,14 @@ requests waiting, which means the model is the bottleneck, does it wait up to
 ``max_wait_ms`` for stragglers to fill the batch. Requests that arrive while the model is
 busy are thus padded together, and nothing waits while the model is idle.
 
+Requests are served fairly, so a short one is never stuck behind long ones: each caller's
+items form a queue of their own, and a batch takes one item from the queue whose turn it is
+(the turns go round, so every request progresses), then fills up from the queues with the
+fewest items left, one item each per round. Given a ``cost`` per item and a
+``max_batch_cost``, a batch also stops at that cost (the server: tokens, about one model
+batch), so a batch request of many long texts is run over many model calls, with other
+requests' items joining each.
+
 With one worker (the default) only the worker thread ever calls ``fn``, so ``fn`` need not
 be thread-safe. With ``workers=N`` (N > 1), N workers take batches from the same queue and
 may call ``fn`` at the same time: worth it where ``fn`` releases the GIL for its work (a
@@ -50,6 +58,9 @@ class MicroBatcher(Generic[T, R]):
         name: the worker thread's name (shows in thread dumps and logs); with several
             workers, suffixed ``-1``, ``-2``, ...
         workers: how many worker threads take batches from the queue (see the module doc).
+        cost: what one item costs the model (the server: its tokens); by default 1.
+        max_batch_cost: the most cost one batch may have, though a batch always takes at
+            least one item however costly; by default no limit beyond ``max_batch_size``.
     """
 
     def __init__(
@@ -60,6 +71,8 @@ class MicroBatcher(Generic[T, R]):
         *,
         name: str = "ner-lit-batcher",
         workers: int = 1,
+        cost: Callable[[T], int] | None = None,
+        max_batch_cost: int | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
@@ -67,10 +80,17 @@ class MicroBatcher(Generic[T, R]):
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must not be negative, got {max_wait_ms}")
+        if max_batch_cost is not None and max_batch_cost < 1:
+            raise ValueError(f"max_batch_cost must be at least 1, got {max_batch_cost}")
         self.fn = fn
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
-        self._queue: deque[tuple[T, Future[R]]] = deque()
+        self.cost = cost
+        self.max_batch_cost = max_batch_cost
+        # One queue of (item, future, cost) per submission, in turn order.
+        self._requests: deque[deque[tuple[T, Future[R], int]]] = deque()
+        self._pending = 0  # items queued, over all requests
+        self._pending_cost = 0
         self._cond = threading.Condition()
         self._closed = False
         # Daemons, so a batcher nobody closed can not keep the interpreter alive.
@@ -99,12 +119,21 @@ class MicroBatcher(Generic[T, R]):
         futures: list[Future[R]] = [Future() for _ in items]
         if not futures:
             return futures
+        costs = [1 if self.cost is None else int(self.cost(item)) for item in items]
         with self._cond:
             if self._closed:
                 raise BatcherClosed("the batcher is closed")
-            self._queue.extend(zip(items, futures))
+            self._requests.append(deque(zip(items, futures, costs)))
+            self._pending += len(futures)
+            self._pending_cost += sum(costs)
             self._cond.notify()
         return futures
+
+    @property
+    def pending(self) -> int:
+        """How many items are queued (not yet taken into a batch)."""
+        with self._cond:
+            return self._pending
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -138,24 +167,64 @@ class MicroBatcher(Generic[T, R]):
         is the model the bottleneck and worth waiting ``max_wait_s`` for a fuller batch.
         """
         with self._cond:
-            if not self._queue:
+            if not self._pending:
                 backlog = False
-            while not self._queue and not self._closed:
+            while not self._pending and not self._closed:
                 self._cond.wait()
-            if not self._queue:
+            if not self._pending:
                 return None
-            if backlog and not self._closed and len(self._queue) < self.max_batch_size:
+            if backlog and not self._closed and not self._enough_queued():
                 deadline = time.monotonic() + self.max_wait_s
-                while len(self._queue) < self.max_batch_size and not self._closed:
+                while not self._enough_queued() and not self._closed:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
-            n = min(len(self._queue), self.max_batch_size)
-            batch = [self._queue.popleft() for _ in range(n)]
-            if self._queue:  # more than one batch was waiting: an idle worker can take the next
+            batch = self._pick()
+            if self._pending:  # more than one batch was waiting: an idle worker can take the next
                 self._cond.notify()
             return batch
+
+    def _enough_queued(self) -> bool:
+        """Whether the queue holds a full batch already (called with the lock held)."""
+        if self._pending >= self.max_batch_size:
+            return True
+        return self.max_batch_cost is not None and self._pending_cost >= self.max_batch_cost
+
+    def _pick(self) -> list[tuple[T, Future[R]]]:
+        """Take the next batch out of the queues (called with the lock held, items queued).
+
+        First the next item of the request whose turn it is, so that every request
+        progresses however many others there are; then, round by round, one item from each
+        request with the fewest items left first, so a short request joins the very next
+        batch; items that would pass ``max_batch_cost`` wait for a later batch.
+        """
+        taken: list[tuple[T, Future[R]]] = []
+        total = 0
+
+        def take(queue: deque[tuple[T, Future[R], int]]) -> None:
+            nonlocal total
+            item, future, cost = queue.popleft()
+            taken.append((item, future))
+            total += cost
+            self._pending -= 1
+            self._pending_cost -= cost
+
+        take(self._requests[0])  # no queue is left empty between batches
+        self._requests.rotate(-1)  # its next turn comes after every other request's
+        limit = self.max_batch_cost
+        progressed = True
+        while progressed and len(taken) < self.max_batch_size:
+            progressed = False
+            for queue in sorted(self._requests, key=len):  # stable: equals keep their turn order
+                if len(taken) >= self.max_batch_size:
+                    break
+                if queue and (limit is None or total + queue[0][2] <= limit):
+                    take(queue)
+                    progressed = True
+        for queue in [q for q in self._requests if not q]:
+            self._requests.remove(queue)
+        return taken
 
     def _run(self) -> None:
         backlog = False
@@ -192,4 +261,4 @@ class MicroBatcher(Generic[T, R]):
 
     def _has_backlog(self) -> bool:
         with self._cond:
-            return bool(self._queue)
+            return bool(self._pending)

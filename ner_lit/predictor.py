@@ -6,7 +6,7 @@ window is predicted through the same overlapping windows, never truncated.
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -51,6 +51,16 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class WindowPiece:
+    """Consecutive windows of one long sentence, run through the model apart from the rest
+    of it, so that a long text is spread over several model batches (which other requests
+    join) rather than holding one; :meth:`Predictor.forward` gives their logits, and
+    :meth:`Predictor.join` decodes the sentence from all its pieces' logits."""
+
+    windows: list[Window]
 
 
 #: Tokens per packed row (a longer window gets a row of its own): long enough for efficient
@@ -361,26 +371,88 @@ class Predictor:
     # another's.
     def prepare(self, texts: Sequence[str]) -> list[EncodedSentence]:
         """Tokenize and window texts (no model). Safe to call from many threads."""
-        sentences = [Sentence(str(i), t) for i, t in enumerate(texts)]
-        # A fast tokenizer refuses concurrent use ("Already borrowed") while its padding or
-        # truncation state is being set; one lock keeps any version of it safe.
-        with self._tokenizer_lock:
-            return self.aligner.encode(sentences, with_labels=False)
+        out = []
+        for i, text in enumerate(texts):
+            # A fast tokenizer refuses concurrent use ("Already borrowed") while its padding
+            # or truncation state is being set; one lock keeps any version of it safe. It is
+            # taken for one text at a time, so a short request's text waits for at most one
+            # other text, never for a whole batch of long ones.
+            with self._tokenizer_lock:
+                (encoded,) = self.aligner.encode([Sentence(str(i), text)], with_labels=False)
+            out.append(replace(encoded, index=i))
+        return out
 
-    def forward(self, encoded: Sequence[EncodedSentence]) -> list[Decoded]:
+    @property
+    def batch_tokens(self) -> int:
+        """The tokens of one full model batch (``batch_size`` windows of ``max_length``): how
+        much work a server's micro-batch takes at most (see :meth:`cost`)."""
+        return self.batch_size * self.max_length
+
+    @staticmethod
+    def cost(item: EncodedSentence | WindowPiece) -> int:
+        """An item's work for the model: its tokens, specials included."""
+        return sum(len(w.input_ids) for w in item.windows)
+
+    def split(self, encoded: EncodedSentence) -> list[EncodedSentence | WindowPiece]:
+        """``encoded`` as items for :meth:`forward`: itself, or, when it is more than half a
+        model batch (:attr:`batch_tokens`), pieces of consecutive windows of at most that
+        much each, so a batch always has room for other requests beside one of them."""
+        limit = max(1, self.batch_tokens // 2)
+        if self.cost(encoded) <= limit:
+            return [encoded]
+        pieces: list[EncodedSentence | WindowPiece] = []
+        current: list[Window] = []
+        for window in encoded.windows:
+            if current and sum(len(w.input_ids) for w in current) + len(window.input_ids) > limit:
+                pieces.append(WindowPiece(current))
+                current = []
+            current.append(window)
+        pieces.append(WindowPiece(current))
+        return pieces
+
+    def join(self, encoded: EncodedSentence, outputs: Sequence[torch.Tensor]) -> Decoded:
+        """A sentence's tags from the logits :meth:`forward` gave its pieces (in order)."""
+        width = max(o.shape[1] for o in outputs)
+        logits = torch.zeros(sum(o.shape[0] for o in outputs), width, len(self.labels))
+        row = 0
+        for o in outputs:
+            logits[row : row + o.shape[0], : o.shape[1]] = o
+            row += o.shape[0]
+        return self._one(self.aligner.decode([encoded], logits), 0)
+
+    def forward(self, encoded: Sequence[EncodedSentence | WindowPiece]) -> list[Decoded | torch.Tensor]:
         """The model over every window of ``encoded``, decoded: each sentence's tags.
 
         Decoding (softmax, the Viterbi path) runs here over the whole batch at once: its
         cost grows with the longest sentence, not with their number, so a batch of 8 costs
         about what one sentence would in each request's own thread. Windows are packed or
         length-sorted into batches (see :meth:`_logits`). Each result is one sentence's
-        :class:`Decoded`, ready for :meth:`finish`.
+        :class:`Decoded`, ready for :meth:`finish`; for a :class:`WindowPiece` (of
+        :meth:`split`), its windows' logits, for :meth:`join`.
         """
-        decoded = self.aligner.decode(encoded, self._logits([w for e in encoded for w in e.windows]))
-        return [
-            Decoded([decoded.char_tags[j]], [decoded.char_probs[j]], [decoded.token_tags[j]], [decoded.token_probs[j]])
-            for j in range(len(encoded))
-        ]
+        logits = self._logits([w for e in encoded for w in e.windows])
+        first_row, row = [], 0
+        for e in encoded:
+            first_row.append(row)
+            row += len(e.windows)
+        whole = [j for j, e in enumerate(encoded) if isinstance(e, EncodedSentence)]
+        out: list[Decoded | torch.Tensor] = []
+        if whole:
+            decoded = self.aligner.decode([encoded[j] for j in whole], logits, [first_row[j] for j in whole])  # type: ignore[misc]
+        k = 0
+        for j, e in enumerate(encoded):
+            if isinstance(e, EncodedSentence):
+                out.append(self._one(decoded, k))
+                k += 1
+            else:
+                width = max(len(w.input_ids) for w in e.windows)
+                out.append(logits[first_row[j] : first_row[j] + len(e.windows), :width].clone())
+        return out
+
+    @staticmethod
+    def _one(decoded: Decoded, j: int) -> Decoded:
+        """Sentence ``j`` of a decoded batch, as a batch of its own."""
+        return Decoded([decoded.char_tags[j]], [decoded.char_probs[j]], [decoded.token_tags[j]], [decoded.token_probs[j]])
 
     def finish(self, text: str, encoded: EncodedSentence, decoded: Decoded) -> Prediction:
         """One sentence's prediction from its tags (from :meth:`forward`)."""

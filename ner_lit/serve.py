@@ -45,6 +45,7 @@ __all__ = [
     "choose_runtime",
     "create_app",
     "create_waitress_server",
+    "make_batcher",
     "prediction_to_json",
     "run_server",
     "serve",
@@ -191,14 +192,22 @@ class NERView(FlaskView):
         return text
 
     def _predict(self, texts: list[str]) -> list[dict[str, Any]]:
-        """Run the non-blank texts through the batcher; blank ones need no model."""
+        """Run the non-blank texts through the batcher; blank ones need no model.
+
+        A predictor that can (``split``/``join``) cuts a long text into pieces of windows,
+        so that its forward passes interleave with other requests' in the batcher.
+        """
         out: list[dict[str, Any] | None] = [None if t.strip() else _empty_json(t) for t in texts]
         todo = [i for i, o in enumerate(out) if o is None]
         if todo:
             predictor = self.state.predictor
             items = predictor.prepare([texts[i] for i in todo])
-            outputs = self.state.batcher.submit_many(items)
-            for i, item, output in zip(todo, items, outputs):
+            split = getattr(predictor, "split", None)
+            pieces = [split(item) if split is not None else [item] for item in items]
+            outputs = iter(self.state.batcher.submit_many([p for ps in pieces for p in ps]))
+            for i, item, parts in zip(todo, items, pieces):
+                got = [next(outputs) for _ in parts]
+                output = got[0] if len(parts) == 1 and parts[0] is item else predictor.join(item, got)  # type: ignore[attr-defined]
                 out[i] = prediction_to_json(predictor.finish(texts[i], item, output))
         return [o for o in out if o is not None]
 
@@ -273,6 +282,19 @@ def _error(message: str, status: int) -> tuple[flask.Response, int]:
 
 
 # --------------------------------------------------------------------------- the app
+def make_batcher(
+    predictor: PredictorLike, max_batch_size: int, max_wait_ms: float = 2.0, workers: int = 1
+) -> MicroBatcher[Any, Any]:
+    """The micro-batcher over ``predictor.forward``: batches of at most ``max_batch_size``
+    items and, where the predictor tells an item's cost (``cost``, ``batch_tokens``: a
+    real one counts tokens), of about one model batch's tokens, so no request's batch holds
+    the model for long while others wait."""
+    cost = getattr(predictor, "cost", None)
+    budget = getattr(predictor, "batch_tokens", None) if cost is not None else None
+    return MicroBatcher(predictor.forward, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, workers=workers,
+                        cost=cost, max_batch_cost=budget)
+
+
 def create_app(
     predictor: PredictorLike,
     *,
@@ -304,7 +326,7 @@ def create_app(
     except (OSError, UnicodeDecodeError) as exc:
         raise ServeError(f"cannot read the page template {template}: {exc}") from None
     if batcher is None:
-        batcher = MicroBatcher(predictor.forward, max_batch_size=max_batch_size)
+        batcher = make_batcher(predictor, max_batch_size)
 
     app = flask.Flask(__name__)
     app.json.sort_keys = False  # keep {"text", "entities", "result"} in the documented order
@@ -681,9 +703,7 @@ def serve(
     choose_runtime(predictor, runtime)
     if pack:
         predictor.pack()
-    batcher: MicroBatcher[Any, Any] = MicroBatcher(
-        predictor.forward, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, workers=model_workers
-    )
+    batcher = make_batcher(predictor, max_batch_size, max_wait_ms=max_wait_ms, workers=model_workers)
     try:
         app = create_app(
             predictor,

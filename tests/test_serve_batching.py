@@ -33,8 +33,8 @@ class GatedFn:
 
 def wait_until_queued(batcher: MicroBatcher, n: int, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
-    while len(batcher._queue) < n:  # noqa: SLF001 - the test needs to know requests are waiting
-        assert time.monotonic() < deadline, f"only {len(batcher._queue)} of {n} requests queued"
+    while batcher.pending < n:
+        assert time.monotonic() < deadline, f"only {batcher.pending} of {n} requests queued"
         time.sleep(0.001)
 
 
@@ -224,3 +224,48 @@ def test_close_joins_every_worker():
 def test_fewer_than_one_worker_is_refused():
     with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
         MicroBatcher(shout, workers=0)
+
+
+# --------------------------------------------------------------------------- fairness
+def test_a_single_item_joins_the_next_batch_ahead_of_big_requests_queued_before_it():
+    fn = GatedFn()
+    with MicroBatcher(fn, max_batch_size=4, max_wait_ms=0) as batcher:
+        batcher.submit_async(["first"])
+        assert fn.entered.wait(5)
+        big = [batcher.submit_async([f"b{r}-{i}" for i in range(8)]) for r in range(3)]
+        single = batcher.submit_async(["single"])
+        wait_until_queued(batcher, 25)
+        fn.release.set()
+        assert single[0].result(5) == "SINGLE!"
+        assert [f.result(5) for fs in big for f in fs] == [f"B{r}-{i}!" for r in range(3) for i in range(8)]
+    # The batch after the gate: the big request whose turn it was, then the single one.
+    assert fn.calls[1][:2] == ["b0-0", "single"]
+
+
+def test_every_request_gets_a_turn_in_each_round_of_batches():
+    fn = GatedFn()
+    with MicroBatcher(fn, max_batch_size=1, max_wait_ms=0) as batcher:
+        first = batcher.submit_async(["first"])
+        assert fn.entered.wait(5)
+        for r in "abc":
+            batcher.submit_async([f"{r}{i}" for i in range(3)])
+        wait_until_queued(batcher, 9)
+        fn.release.set()
+        assert first[0].result(5) == "FIRST!"
+    assert [c[0] for c in fn.calls[1:]] == ["a0", "b0", "c0", "a1", "b1", "c1", "a2", "b2", "c2"]
+
+
+def test_a_batch_stops_at_max_batch_cost_but_always_takes_one_item():
+    fn = GatedFn()
+    with MicroBatcher(fn, max_batch_size=32, max_wait_ms=0, cost=len, max_batch_cost=6) as batcher:
+        first = batcher.submit_async(["first"])
+        assert fn.entered.wait(5)
+        queued = batcher.submit_async(["aaaaaaaa", "bbb", "cc", "d", "eee"])
+        fn.release.set()
+        assert [f.result(5) for f in first + queued] == ["FIRST!", "AAAAAAAA!", "BBB!", "CC!", "D!", "EEE!"]
+    assert fn.calls[1:] == [["aaaaaaaa"], ["bbb", "cc", "d"], ["eee"]]
+
+
+def test_a_max_batch_cost_below_one_is_refused():
+    with pytest.raises(ValueError, match="max_batch_cost must be at least 1, got 0"):
+        MicroBatcher(shout, cost=len, max_batch_cost=0)
