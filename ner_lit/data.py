@@ -25,7 +25,6 @@ from ner_lit.alignment import Aligner, Decoding, EncodedSentence, LabelRule, Win
 from ner_lit.checkpoint import default_cache_dir, materialize_tokenizer, tokenizer_files
 from ner_lit.corpus import (
     Sentence,
-    check_labels,
     derive_labels,
     download_klue_ner,
     read_corpus,
@@ -181,6 +180,7 @@ class NERDataModule(pl.LightningDataModule):
         shuffle: bool = True,
         cache_dir: Optional[str] = None,
         klue_url: Optional[str] = None,
+        max_chars: Optional[int] = 100_000,
     ) -> None:
         """
         Args:
@@ -208,6 +208,10 @@ class NERDataModule(pl.LightningDataModule):
             shuffle: Shuffle the training batches every epoch.
             cache_dir: Downloads, scratch tokenizers and encoded windows (default ``$NER_LIT_CACHE`` or ``~/.cache/ner_lit``).
             klue_url: Base URL of the KLUE-NER files (default: the KLUE-benchmark repository on GitHub).
+            max_chars: The longest sentence (or predict line) accepted, in characters; a longer one is an error
+                naming its file and line. The default is far above any real sentence and still small enough
+                that a file read with the wrong format, or a text without line breaks, stops at once instead of
+                becoming one huge batch. None: no limit.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -229,6 +233,9 @@ class NERDataModule(pl.LightningDataModule):
         self.shuffle = shuffle
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.klue_url = klue_url
+        if max_chars is not None and max_chars < 1:
+            raise DataError(f"--data.max_chars {max_chars}, expected a positive number of characters (or null for no limit)")
+        self.max_chars = max_chars
         self._klue: Optional[dict[str, Path]] = None
         self.tokenizer = None
         self.aligner: Optional[Aligner] = None
@@ -276,9 +283,9 @@ class NERDataModule(pl.LightningDataModule):
         before = _stat_signature(path)
         digest = encoded_cache.file_sha256(path)
         if stage == "predict":
-            sentences = read_corpus(path, "auto", labelled=False)
-        else:
-            sentences = read_corpus(path, self.format)
+            sentences = read_corpus(path, "auto", labelled=False, max_chars=self.max_chars)
+        else:  # tags outside a known label set are refused while reading, with their line
+            sentences = read_corpus(path, self.format, labels=self.labels, max_chars=self.max_chars)
         self._digests[str(path)] = digest if _stat_signature(path) == before else None
         return sentences
 
@@ -319,7 +326,6 @@ class NERDataModule(pl.LightningDataModule):
         if self.aligner is None:
             self.aligner = Aligner(self.tokenizer, self.labels, self.max_length, self.stride, self.label_rule, self.decoding)
         if stage == "fit":
-            check_labels(train, self.labels, str(self.path("fit")))
             self.train_windows = [w for e in self._encode(train, self.path("fit")) for w in e.windows]
             self.eval_items["validate"] = self._eval_items("validate")
         elif stage in ("validate", "test"):
@@ -329,8 +335,6 @@ class NERDataModule(pl.LightningDataModule):
 
     def _eval_items(self, stage: str, with_labels: bool = True) -> list[EvalItem]:
         sentences = self._read(stage)
-        if with_labels:
-            check_labels(sentences, self.labels, str(self.path(stage)))
         encoded = self._encode(sentences, self.path(stage), with_labels)
         label2id = self.aligner.label2id
         items = []

@@ -316,3 +316,49 @@ def test_cache_pack_and_unpack_are_linear_in_corpus_size() -> None:
 
     small, large = seconds(5_000), seconds(40_000)
     assert large / small < 8 * 3  # linear: about 8x for 8x the sentences; quadratic would be about 64x
+
+
+# --------------------------------------------------------------------------- reading: limits and label checks
+def test_a_predict_line_over_max_chars_is_an_error_naming_file_line_and_length(corpus: Path) -> None:
+    from ner_lit.corpus import CorpusError
+
+    (corpus / "in.txt").write_text("서울에 갔다\n" + "가" * 100_001 + "\n", encoding="utf-8")
+    dm = datamodule(corpus, predict_file="in.txt")
+    dm.setup("fit")
+    with pytest.raises(CorpusError, match=r"in\.txt:2: sentence 'in-2' has 100,001 characters, expected at most "
+                                          r"max_chars=100,000"):
+        dm.setup("predict")
+
+
+def test_max_chars_can_be_raised_or_lifted(corpus: Path) -> None:
+    (corpus / "in.txt").write_text("서울에 갔다\n" + "가" * 300 + "\n", encoding="utf-8")
+    for limit in (300, None):
+        dm = datamodule(corpus, predict_file="in.txt", max_chars=limit)
+        dm.setup("fit")
+        dm.setup("predict")
+        assert [it.encoded.text_length for it in dm.eval_items["predict"]] == [6, 300]
+
+
+def test_max_chars_applies_to_training_files_too(corpus: Path) -> None:
+    from ner_lit.corpus import CorpusError
+
+    longest = max(len(s.text) for s in read_klue_tsv(corpus / "train.tsv"))
+    with pytest.raises(CorpusError, match=rf"train\.tsv:\d+: sentence .* has {longest} characters"):
+        datamodule(corpus, max_chars=longest - 1).setup("fit")
+
+
+def test_max_chars_must_be_positive(corpus: Path) -> None:
+    from ner_lit.data import DataError
+
+    with pytest.raises(DataError, match="max_chars 0, expected a positive number"):
+        datamodule(corpus, max_chars=0)
+
+
+def test_a_dev_tag_unknown_to_training_is_named_by_its_line(corpus: Path) -> None:
+    from ner_lit.corpus import CorpusError, Sentence
+
+    odd = Sentence("odd-1", "화성에서 왔다", ["B-PL", "I-PL", "O", "O", "O", "O", "O"])
+    write_klue_tsv([*read_klue_tsv(corpus / "dev.tsv")[:2], odd], corpus / "dev.tsv", overwrite=True)
+    line = (corpus / "dev.tsv").read_text(encoding="utf-8").split("\n").index("화\tB-PL") + 1
+    with pytest.raises(CorpusError, match=rf"dev\.tsv:{line}: sentence 'odd-1', character 0 \('화'\): tag 'B-PL'"):
+        datamodule(corpus).setup("fit")
