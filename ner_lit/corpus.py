@@ -10,6 +10,7 @@ This module imports nothing else of ner_lit.
 """
 from __future__ import annotations
 
+import codecs
 import hashlib
 import http.client
 import json
@@ -20,7 +21,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterable, Literal, Sequence
+from typing import BinaryIO, Callable, Iterable, Literal, Sequence
 
 OUTSIDE = "O"
 TAG_RE = re.compile(r"^(O|[BI]-[^\s]+)$")
@@ -31,6 +32,19 @@ KLUE_TYPES = ("PS", "LC", "OG", "DT", "TI", "QT")
 
 class CorpusError(ValueError):
     """Bad input data. The message always names the file and the line or sentence id."""
+
+
+#: Input quoted in an error is cut to about this many characters: one bad 50 MB line must
+#: not become a 50 MB message.
+EXCERPT_CHARS = 200
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """``repr(value)``, cut to ``limit`` characters with an ellipsis and the full length when longer."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= limit else f"{value[:limit]!r}… ({len(value):,} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
 
 
 @dataclass(frozen=True)
@@ -55,7 +69,7 @@ class Sentence:
             self.tags = [OUTSIDE] * len(self.text)
         if len(self.tags) != len(self.text):
             raise CorpusError(
-                f"sentence {self.id!r}: {len(self.tags)} tags for {len(self.text)} characters"
+                f"sentence {excerpt(self.id)}: {len(self.tags)} tags for {len(self.text)} characters"
             )
 
     @property
@@ -69,11 +83,11 @@ class Sentence:
         for ent in sorted(entities, key=lambda e: e.start):
             if not (0 <= ent.start < ent.end <= len(text)):
                 raise CorpusError(
-                    f"sentence {id!r}: entity {ent.label} [{ent.start}, {ent.end}) lies outside "
+                    f"sentence {excerpt(id)}: entity {ent.label} [{ent.start}, {ent.end}) lies outside "
                     f"its text of {len(text)} characters"
                 )
             if any(t != OUTSIDE for t in tags[ent.start : ent.end]):
-                raise CorpusError(f"sentence {id!r}: entity {ent.label} [{ent.start}, {ent.end}) overlaps another")
+                raise CorpusError(f"sentence {excerpt(id)}: entity {ent.label} [{ent.start}, {ent.end}) overlaps another")
             tags[ent.start] = f"B-{ent.label}"
             for i in range(ent.start + 1, ent.end):
                 tags[i] = f"I-{ent.label}"
@@ -126,16 +140,27 @@ def derive_labels(sentences: Iterable[Sentence]) -> list[str]:
     return labels_for_types(types)  # type: ignore[arg-type]
 
 
-def check_labels(sentences: Iterable[Sentence], labels: Sequence[str], source: str) -> None:
-    """Every tag must be in ``labels``; the first one that is not is named with its sentence."""
-    known = set(labels)
-    for s in sentences:
-        for i, t in enumerate(s.tags):
-            if t not in known:
-                raise CorpusError(
-                    f"{source}: sentence {s.id!r}, character {i} ({s.text[i]!r}): tag {t!r} is not in the "
-                    f"label set {list(labels)}"
-                )
+def _check_known_tags(sentence: Sentence, known: frozenset[str] | None, labels: Sequence[str],
+                      where: Callable[[int], str]) -> None:
+    """Every tag must be in the label set; the first one that is not is named with ``where(character)``,
+    its ``file:line`` (KLUE TSV gives every character a line of its own, JSONL a sentence)."""
+    if known is None:
+        return
+    for i, t in enumerate(sentence.tags):
+        if t not in known:
+            raise CorpusError(
+                f"{where(i)}: sentence {excerpt(sentence.id)}, character {i} ({excerpt(sentence.text[i])}): tag "
+                f"{excerpt(t)} is not in the label set {excerpt(list(labels), 400)}, expected one of its tags"
+            )
+
+
+def _check_length(where: str, sentence: Sentence, max_chars: int | None) -> None:
+    """The explicit per-sentence limit: longer input is refused before it costs memory and time."""
+    if max_chars is not None and len(sentence.text) > max_chars:
+        raise CorpusError(
+            f"{where}: sentence {excerpt(sentence.id)} has {len(sentence.text):,} characters, expected at most "
+            f"max_chars={max_chars:,} (--data.max_chars raises the limit)"
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -186,18 +211,31 @@ def _strip_markup(tagged: str) -> str:
 def _read_lines(path: Path, what: str) -> list[str]:
     """The file's lines without their terminators (LF or CRLF); a BOM is an encoding detail, not text."""
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            data = f.read()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise CorpusError(f"{path}: no such file, expected an existing {what} file") from None
     except IsADirectoryError:
         raise CorpusError(f"{path}: is a directory, expected a {what} file") from None
+    start = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        data = raw[start:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CorpusError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start}), expected UTF-8 text") from None
+        raise CorpusError(_not_utf8(path, raw, start + exc.start, exc.reason)) from None
+    del raw
     lines = data.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def _not_utf8(path: Path, raw: bytes, pos: int, reason: str) -> str:
+    """The error for a byte that is not UTF-8, located by line and byte column (both from 1)."""
+    line = raw.count(b"\n", 0, pos) + 1
+    column = pos - (raw.rfind(b"\n", 0, pos) + 1) + 1
+    return (
+        f"{path}:{line}: byte 0x{raw[pos]:02x} at byte column {column} is not UTF-8 ({reason}; byte {pos:,} of "
+        f"the file), expected UTF-8 text"
+    )
 
 
 def _check_not_empty(sentences: list[Sentence], path: Path, what: str) -> list[Sentence]:
@@ -209,12 +247,14 @@ def _check_not_empty(sentences: list[Sentence], path: Path, what: str) -> list[S
 def _check_unique_id(seen: dict[str, int], sid: str, path: Path, lineno: int) -> None:
     if sid in seen:
         raise CorpusError(
-            f"{path}:{lineno}: sentence id {sid!r} already used on line {seen[sid]}, expected unique ids"
+            f"{path}:{lineno}: sentence id {excerpt(sid)} already used on line {seen[sid]}, expected unique ids"
         )
     seen[sid] = lineno
 
 
-def read_klue_tsv(path: str | os.PathLike[str]) -> list[Sentence]:
+def read_klue_tsv(
+    path: str | os.PathLike[str], labels: Sequence[str] | None = None, max_chars: int | None = None
+) -> list[Sentence]:
     """Read the official KLUE-NER TSV format (see ../shared/data/klue-ner/README.md).
 
     A block is a run of ``##`` lines followed by ``char\\ttag`` lines. Its header is the
@@ -224,8 +264,12 @@ def read_klue_tsv(path: str | os.PathLike[str]) -> list[Sentence]:
     header's tagged sentence must agree with them, up to whitespace at its ends: sentence
     ``klue-ner-v1_train_01212_nsmc`` of the official train file has a trailing space in its
     characters that its header lacks.
+
+    ``labels``: every tag must be one of them (the error names the tag's line).
+    ``max_chars``: the longest sentence accepted (the error names its header line).
     """
     path = Path(path)
+    known = frozenset(labels) if labels is not None else None
     lines = _read_lines(path, "KLUE TSV")
     sentences: list[Sentence] = []
     seen: dict[str, int] = {}
@@ -237,7 +281,11 @@ def read_klue_tsv(path: str | os.PathLike[str]) -> list[Sentence]:
     def finish() -> None:
         nonlocal header
         if header is not None:
-            sentences.append(_klue_sentence(path, header[0], header[1], chars, tags, seen))
+            first = header[0]
+            sentence = _klue_sentence(path, first, header[1], chars, tags, seen)
+            _check_length(f"{path}:{first}", sentence, max_chars)
+            _check_known_tags(sentence, known, labels or (), lambda i: f"{path}:{first + 1 + i}")
+            sentences.append(sentence)
         header = None
         chars.clear()
         tags.clear()
@@ -269,13 +317,13 @@ def read_klue_tsv(path: str | os.PathLike[str]) -> list[Sentence]:
                 hashes.clear()
             char, sep, tag = line.partition("\t")
             if not sep:
-                raise CorpusError(f"{path}:{lineno}: no tab in {line!r}, expected 'char\\ttag'")
+                raise CorpusError(f"{path}:{lineno}: no tab in {excerpt(line)}, expected 'char\\ttag'")
             if len(char) != 1:
                 raise CorpusError(
-                    f"{path}:{lineno}: {len(char)} characters {char!r} before the tab, expected exactly one"
+                    f"{path}:{lineno}: {len(char)} characters {excerpt(char)} before the tab, expected exactly one"
                 )
             if not TAG_RE.match(tag):
-                raise CorpusError(f"{path}:{lineno}: tag {tag!r}, expected O, B-<TYPE> or I-<TYPE>")
+                raise CorpusError(f"{path}:{lineno}: tag {excerpt(tag)}, expected O, B-<TYPE> or I-<TYPE>")
             chars.append(char)
             tags.append(tag)
     finish()
@@ -292,7 +340,7 @@ def _klue_sentence(
 ) -> Sentence:
     sid, sep, tagged = line[2:].removeprefix(" ").partition("\t")
     if not sep or not sid:
-        raise CorpusError(f"{path}:{lineno}: header {line!r}, expected '## <id>\\t<tagged sentence>'")
+        raise CorpusError(f"{path}:{lineno}: header {excerpt(line)}, expected '## <id>\\t<tagged sentence>'")
     _check_unique_id(seen, sid, path, lineno)
     sentence = Sentence(sid, "".join(chars), list(tags))
     if render_tagged(sentence).strip() == tagged.strip():
@@ -300,13 +348,18 @@ def _klue_sentence(
     plain = _strip_markup(tagged)
     if plain.strip() != sentence.text.strip():
         raise CorpusError(
-            f"{path}:{lineno}: sentence {sid!r}: the characters spell {sentence.text!r}, expected the header's "
-            f"sentence {plain!r}"
+            f"{path}:{lineno}: sentence {excerpt(sid)}: the characters spell {excerpt(sentence.text)}, expected the header's "
+            f"sentence {excerpt(plain)} (they differ from character {_first_difference(sentence.text, plain)} on)"
         )
     raise CorpusError(
-        f"{path}:{lineno}: sentence {sid!r}: the character tags mark {render_tagged(sentence)!r}, expected the "
-        f"header's entities {tagged!r}"
+        f"{path}:{lineno}: sentence {excerpt(sid)}: the character tags mark {excerpt(render_tagged(sentence))}, expected the "
+        f"header's entities {excerpt(tagged)}"
     )
+
+
+def _first_difference(a: str, b: str) -> int:
+    """The index of the first character where ``a`` and ``b`` differ (an excerpt may not reach it)."""
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def _klue_block(sentence: Sentence) -> str:
@@ -320,15 +373,15 @@ def _check_writable(sentence: Sentence, blank_ok: bool = True) -> None:
     """What the readers would refuse (or skip) must not be written: the file would not read back."""
     sid = sentence.id
     if not sid or any(c in sid for c in "\t\n\r"):
-        raise CorpusError(f"sentence {sid!r}: id is empty or holds a tab or line break, expected a one-line id")
+        raise CorpusError(f"sentence {excerpt(sid)}: id is empty or holds a tab or line break, expected a one-line id")
     if not (sentence.text if blank_ok else sentence.text.strip()):
-        raise CorpusError(f"sentence {sid!r}: empty text, expected at least one non-space character")
+        raise CorpusError(f"sentence {excerpt(sid)}: empty text, expected at least one non-space character")
     for i, c in enumerate(sentence.text):
         if c in "\t\n\r":
-            raise CorpusError(f"sentence {sid!r}: character {i} is {c!r}, expected no tab or line break in a text")
+            raise CorpusError(f"sentence {excerpt(sid)}: character {i} is {excerpt(c)}, expected no tab or line break in a text")
     for i, t in enumerate(sentence.tags):
         if not TAG_RE.match(t):
-            raise CorpusError(f"sentence {sid!r}: character {i} has tag {t!r}, expected O, B-<TYPE> or I-<TYPE>")
+            raise CorpusError(f"sentence {excerpt(sid)}: character {i} has tag {excerpt(t)}, expected O, B-<TYPE> or I-<TYPE>")
 
 
 def _chmod_like_new_file(fd: int) -> None:
@@ -362,7 +415,10 @@ def write_klue_tsv(sentences: Iterable[Sentence], path: str | os.PathLike[str], 
     return _write_atomic(path, "\n".join(KLUE_COMMENTS) + "\n" + body, overwrite)
 
 
-def read_jsonl(path: str | os.PathLike[str], labelled: bool = True) -> list[Sentence]:
+def read_jsonl(
+    path: str | os.PathLike[str], labelled: bool = True, labels: Sequence[str] | None = None,
+    max_chars: int | None = None,
+) -> list[Sentence]:
     """One JSON object per line.
 
     ``{"id": ..., "origin": text, "entity_list": [{"text", "label", "offset": [start, end]}],
@@ -371,8 +427,10 @@ def read_jsonl(path: str | os.PathLike[str], labelled: bool = True) -> list[Sent
     character list alone also gives the text); when both are given they must mark the
     same entities. ``id`` defaults to ``<file stem>-<line number>``. Blank lines are skipped.
     With ``labelled=False`` (input to ``predict``) ``origin`` alone is enough too.
+    ``labels`` and ``max_chars`` as for :func:`read_klue_tsv`; errors name the object's line.
     """
     path = Path(path)
+    known = frozenset(labels) if labels is not None else None
     sentences: list[Sentence] = []
     seen: dict[str, int] = {}
     for lineno, line in enumerate(_read_lines(path, "JSONL"), start=1):
@@ -384,6 +442,8 @@ def read_jsonl(path: str | os.PathLike[str], labelled: bool = True) -> list[Sent
         except json.JSONDecodeError as exc:
             raise CorpusError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}), expected one JSON object per line") from None
         sentence = _json_sentence(obj, where, f"{path.stem}-{lineno}", labelled)
+        _check_length(where, sentence, max_chars)
+        _check_known_tags(sentence, known, labels or (), lambda i, where=where: where)
         _check_unique_id(seen, sentence.id, path, lineno)
         sentences.append(sentence)
     return _check_not_empty(sentences, path, "JSON object line")
@@ -394,11 +454,11 @@ def _json_sentence(obj: object, where: str, default_id: str, labelled: bool = Tr
         raise CorpusError(f"{where}: a JSON {type(obj).__name__}, expected a JSON object")
     sid = obj.get("id", default_id)
     if not isinstance(sid, str) or not sid:
-        raise CorpusError(f"{where}: id {sid!r}, expected a non-empty string")
-    where = f"{where}: sentence {sid!r}"
+        raise CorpusError(f"{where}: id {excerpt(sid)}, expected a non-empty string")
+    where = f"{where}: sentence {excerpt(sid)}"
     origin = obj.get("origin")
     if origin is not None and not isinstance(origin, str):
-        raise CorpusError(f"{where}: \"origin\" is {origin!r}, expected a string")
+        raise CorpusError(f"{where}: \"origin\" is {excerpt(origin)}, expected a string")
     has_chars, has_ents = "character_list" in obj, "entity_list" in obj
     if not has_chars and not has_ents and not labelled and isinstance(origin, str) and origin:
         return Sentence(sid, origin)
@@ -410,7 +470,7 @@ def _json_sentence(obj: object, where: str, default_id: str, labelled: bool = Tr
         chars, tags = _json_characters(obj["character_list"], where)
         text = "".join(chars)
         if origin is not None and origin != text:
-            raise CorpusError(f"{where}: \"character_list\" spells {text!r}, expected \"origin\" {origin!r}")
+            raise CorpusError(f"{where}: \"character_list\" spells {excerpt(text)}, expected \"origin\" {excerpt(origin)}")
         origin = text
         char_sentence = Sentence(sid, text, tags)
     if origin is None:
@@ -428,25 +488,25 @@ def _json_sentence(obj: object, where: str, default_id: str, labelled: bool = Tr
         raise CorpusError(f"{where}: {exc}, expected non-overlapping entities") from None
     if char_sentence is not None and char_sentence.entities != sorted(entities, key=lambda e: e.start):
         raise CorpusError(
-            f"{where}: \"character_list\" marks {render_tagged(char_sentence)!r} but \"entity_list\" marks "
-            f"{render_tagged(ent_sentence)!r}, expected both to mark the same entities"
+            f"{where}: \"character_list\" marks {excerpt(render_tagged(char_sentence))} but \"entity_list\" marks "
+            f"{excerpt(render_tagged(ent_sentence))}, expected both to mark the same entities"
         )
     return char_sentence if char_sentence is not None else ent_sentence
 
 
 def _json_characters(items: object, where: str) -> tuple[list[str], list[str]]:
     if not isinstance(items, list):
-        raise CorpusError(f"{where}: \"character_list\" is {items!r}, expected a list of [char, tag] pairs")
+        raise CorpusError(f"{where}: \"character_list\" is {excerpt(items)}, expected a list of [char, tag] pairs")
     chars: list[str] = []
     tags: list[str] = []
     for i, item in enumerate(items):
         if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)):
-            raise CorpusError(f"{where}: character_list[{i}] is {item!r}, expected a [char, tag] pair of strings")
+            raise CorpusError(f"{where}: character_list[{i}] is {excerpt(item)}, expected a [char, tag] pair of strings")
         char, tag = item
         if len(char) != 1:
-            raise CorpusError(f"{where}: character_list[{i}] has {char!r}, expected exactly one character")
+            raise CorpusError(f"{where}: character_list[{i}] has {excerpt(char)}, expected exactly one character")
         if not TAG_RE.match(tag):
-            raise CorpusError(f"{where}: character_list[{i}] has tag {tag!r}, expected O, B-<TYPE> or I-<TYPE>")
+            raise CorpusError(f"{where}: character_list[{i}] has tag {excerpt(tag)}, expected O, B-<TYPE> or I-<TYPE>")
         chars.append(char)
         tags.append(tag)
     return chars, tags
@@ -454,23 +514,23 @@ def _json_characters(items: object, where: str) -> tuple[list[str], list[str]]:
 
 def _json_entities(items: object, text: str, where: str) -> list[Entity]:
     if not isinstance(items, list):
-        raise CorpusError(f"{where}: \"entity_list\" is {items!r}, expected a list of entity objects")
+        raise CorpusError(f"{where}: \"entity_list\" is {excerpt(items)}, expected a list of entity objects")
     entities: list[Entity] = []
     for i, item in enumerate(items):
         at = f"{where}: entity_list[{i}]"
         if not isinstance(item, dict):
-            raise CorpusError(f"{at} is {item!r}, expected an object with \"text\", \"label\" and \"offset\"")
+            raise CorpusError(f"{at} is {excerpt(item)}, expected an object with \"text\", \"label\" and \"offset\"")
         label, surface, offset = item.get("label"), item.get("text"), item.get("offset")
         if not isinstance(label, str) or not TAG_RE.match(f"B-{label}"):
-            raise CorpusError(f"{at}: label {label!r}, expected an entity type such as PS")
+            raise CorpusError(f"{at}: label {excerpt(label)}, expected an entity type such as PS")
         if not isinstance(surface, str):
-            raise CorpusError(f"{at}: text {surface!r}, expected the entity's surface string")
+            raise CorpusError(f"{at}: text {excerpt(surface)}, expected the entity's surface string")
         if not (
             isinstance(offset, list)
             and len(offset) == 2
             and all(isinstance(x, int) and not isinstance(x, bool) for x in offset)
         ):
-            raise CorpusError(f"{at}: offset {offset!r}, expected [start, end] integers (end exclusive)")
+            raise CorpusError(f"{at}: offset {excerpt(offset)}, expected [start, end] integers (end exclusive)")
         start, end = offset
         if not 0 <= start < end <= len(text):
             raise CorpusError(
@@ -479,7 +539,7 @@ def _json_entities(items: object, text: str, where: str) -> list[Entity]:
             )
         if text[start:end] != surface:
             raise CorpusError(
-                f"{at}: text {surface!r} but offset [{start}, {end}] spans {text[start:end]!r}, expected the same "
+                f"{at}: text {excerpt(surface)} but offset [{start}, {end}] spans {excerpt(text[start:end])}, expected the same "
                 f"string (end exclusive)"
             )
         entities.append(Entity(label, start, end))
@@ -503,18 +563,19 @@ def write_jsonl(sentences: Iterable[Sentence], path: str | os.PathLike[str], ove
     return _write_atomic(path, "".join(lines), overwrite)
 
 
-def read_text(path: str | os.PathLike[str]) -> list[Sentence]:
+def read_text(path: str | os.PathLike[str], max_chars: int | None = None) -> list[Sentence]:
     """Plain text to predict on: one sentence per line, all tags ``O``.
 
     Blank lines are skipped but still counted, so the id ``<file stem>-<line number>``
-    points at the line the sentence came from.
+    points at the line the sentence came from. ``max_chars``: the longest line accepted.
     """
     path = Path(path)
-    sentences = [
-        Sentence(f"{path.stem}-{lineno}", line)
-        for lineno, line in enumerate(_read_lines(path, "text"), start=1)
-        if line.strip()
-    ]
+    sentences = []
+    for lineno, line in enumerate(_read_lines(path, "text"), start=1):
+        if line.strip():
+            sentence = Sentence(f"{path.stem}-{lineno}", line)
+            _check_length(f"{path}:{lineno}", sentence, max_chars)
+            sentences.append(sentence)
     return _check_not_empty(sentences, path, "non-blank line")
 
 
@@ -531,27 +592,33 @@ def resolve_format(path: str | os.PathLike[str], format: CorpusFormat = "auto") 
     """The concrete format of ``path``: as given, or from the extension when ``auto``."""
     if format != "auto":
         if format not in ("klue", "jsonl", "text"):
-            raise CorpusError(f"{path}: format {format!r}, expected one of auto, klue, jsonl, text")
+            raise CorpusError(f"{path}: format {excerpt(format)}, expected one of auto, klue, jsonl, text")
         return format
     suffix = Path(path).suffix.lower()
     if suffix not in EXTENSIONS:
         accepted = ", ".join(f"{ext} ({fmt})" for ext, fmt in EXTENSIONS.items())
         raise CorpusError(
-            f"{path}: unknown extension {suffix or '(none)'!r}, expected one of {accepted} or an explicit format"
+            f"{path}: unknown extension {excerpt(suffix or '(none)')}, expected one of {accepted} or an explicit format"
         )
     return EXTENSIONS[suffix]
 
 
-def read_corpus(path: str | os.PathLike[str], format: CorpusFormat = "auto", labelled: bool = True) -> list[Sentence]:
+def read_corpus(
+    path: str | os.PathLike[str], format: CorpusFormat = "auto", labelled: bool = True, *,
+    labels: Sequence[str] | None = None, max_chars: int | None = None,
+) -> list[Sentence]:
     """Read any supported corpus; ``auto`` picks the format from the file extension.
 
     ``labelled=False`` is for text to tag: JSONL lines may then carry ``origin`` alone.
+    ``labels``: the label set every tag must belong to (None: any BIO tag). ``max_chars``: the
+    longest sentence accepted (None: no limit). Both errors name the file and the line.
     """
     fmt = resolve_format(path, format)
     if fmt == "jsonl":
-        return read_jsonl(path, labelled)
-    reader = {"klue": read_klue_tsv, "text": read_text}[fmt]
-    return reader(path)
+        return read_jsonl(path, labelled, labels, max_chars)
+    if fmt == "klue":
+        return read_klue_tsv(path, labels, max_chars)
+    return read_text(path, max_chars)
 
 
 def write_corpus(

@@ -8,8 +8,6 @@ DDP every sentence is scored exactly once (no padding of the dataset, unlike
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import random
@@ -19,23 +17,38 @@ from typing import Any, Iterator, Literal, Optional
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Sampler
 
+from ner_lit import encoded_cache
 from ner_lit.alignment import Aligner, Decoding, EncodedSentence, LabelRule, Window, pad_windows
 from ner_lit.checkpoint import default_cache_dir, materialize_tokenizer, tokenizer_files
 from ner_lit.corpus import (
     Sentence,
-    check_labels,
     derive_labels,
     download_klue_ner,
     read_corpus,
 )
 
 ENCODING_VERSION = 1  # bump when the alignment's output changes, to invalidate caches
+_UNKNOWN = object()
 
 
 class DataError(ValueError):
     """A data setting that can not work (missing file, unknown tokenizer, ...)."""
+
+
+def _stat_signature(path: Path) -> tuple[int, int, int]:
+    """What changes when a file is rewritten: size, modification time, inode."""
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _fits(encoded: list[EncodedSentence], sentences: list[Sentence]) -> bool:
+    """Whether a cached encoding has one entry per sentence, in order, of the sentence's length."""
+    return len(encoded) == len(sentences) and all(
+        e.index == i and e.text_length == len(s.text) for i, (e, s) in enumerate(zip(encoded, sentences))
+    )
 
 
 @dataclass
@@ -167,6 +180,7 @@ class NERDataModule(pl.LightningDataModule):
         shuffle: bool = True,
         cache_dir: Optional[str] = None,
         klue_url: Optional[str] = None,
+        max_chars: Optional[int] = 100_000,
     ) -> None:
         """
         Args:
@@ -194,6 +208,10 @@ class NERDataModule(pl.LightningDataModule):
             shuffle: Shuffle the training batches every epoch.
             cache_dir: Downloads, scratch tokenizers and encoded windows (default ``$NER_LIT_CACHE`` or ``~/.cache/ner_lit``).
             klue_url: Base URL of the KLUE-NER files (default: the KLUE-benchmark repository on GitHub).
+            max_chars: The longest sentence (or predict line) accepted, in characters; a longer one is an error
+                naming its file and line. The default is far above any real sentence and still small enough
+                that a file read with the wrong format, or a text without line breaks, stops at once instead of
+                becoming one huge batch. None: no limit.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -215,12 +233,16 @@ class NERDataModule(pl.LightningDataModule):
         self.shuffle = shuffle
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.klue_url = klue_url
+        if max_chars is not None and max_chars < 1:
+            raise DataError(f"--data.max_chars {max_chars}, expected a positive number of characters (or null for no limit)")
+        self.max_chars = max_chars
         self._klue: Optional[dict[str, Path]] = None
         self.tokenizer = None
         self.aligner: Optional[Aligner] = None
         self._tokenizer_files: Optional[dict[str, str]] = None
         self.train_windows: list[Window] = []
         self.eval_items: dict[str, list[EvalItem]] = {}
+        self._digests: dict[str, Optional[str]] = {}  # file -> sha256 of the bytes read, None if it changed meanwhile
 
     # ------------------------------------------------------------------ wiring
     def adopt_checkpoint(self, payload: dict[str, Any]) -> None:
@@ -258,9 +280,14 @@ class NERDataModule(pl.LightningDataModule):
             raise DataError(f"no --data.{option} is set, and `{stage}` needs one")
         if not path.is_file():
             raise DataError(f"{path}: no such file (--data.{option}, --data.data_dir)")
+        before = _stat_signature(path)
+        digest = encoded_cache.file_sha256(path)
         if stage == "predict":
-            return read_corpus(path, "auto", labelled=False)
-        return read_corpus(path, self.format)
+            sentences = read_corpus(path, "auto", labelled=False, max_chars=self.max_chars)
+        else:  # tags outside a known label set are refused while reading, with their line
+            sentences = read_corpus(path, self.format, labels=self.labels, max_chars=self.max_chars)
+        self._digests[str(path)] = digest if _stat_signature(path) == before else None
+        return sentences
 
     def _setup_tokenizer(self, train: Optional[list[Sentence]]) -> None:
         from transformers import AutoTokenizer
@@ -299,7 +326,6 @@ class NERDataModule(pl.LightningDataModule):
         if self.aligner is None:
             self.aligner = Aligner(self.tokenizer, self.labels, self.max_length, self.stride, self.label_rule, self.decoding)
         if stage == "fit":
-            check_labels(train, self.labels, str(self.path("fit")))
             self.train_windows = [w for e in self._encode(train, self.path("fit")) for w in e.windows]
             self.eval_items["validate"] = self._eval_items("validate")
         elif stage in ("validate", "test"):
@@ -309,8 +335,6 @@ class NERDataModule(pl.LightningDataModule):
 
     def _eval_items(self, stage: str, with_labels: bool = True) -> list[EvalItem]:
         sentences = self._read(stage)
-        if with_labels:
-            check_labels(sentences, self.labels, str(self.path(stage)))
         encoded = self._encode(sentences, self.path(stage), with_labels)
         label2id = self.aligner.label2id
         items = []
@@ -321,22 +345,29 @@ class NERDataModule(pl.LightningDataModule):
         return items
 
     def _encode(self, sentences: list[Sentence], path: Path, with_labels: bool = True) -> list[EncodedSentence]:
-        """Encode, or load the encoding cached for this file content, tokenizer and settings."""
-        key = hashlib.sha256()
-        key.update(hashlib.sha256(path.read_bytes()).digest())
-        key.update(json.dumps([self._tokenizer_files, self.labels, self.max_length, self.stride, self.label_rule,
-                               with_labels, self.format, ENCODING_VERSION], sort_keys=True).encode())
-        cache = self.cache_dir / "encoded" / f"{key.hexdigest()[:24]}.pt"
-        if cache.is_file():
-            try:
-                return torch.load(cache, weights_only=False)
-            except Exception:  # a damaged cache entry is rebuilt, never trusted
-                cache.unlink(missing_ok=True)
+        """Encode, or load the encoding cached for this file content, tokenizer and settings.
+
+        The key is the sha256 of the bytes ``_read`` parsed (not the name or the time) plus every
+        setting that shapes the encoding. A file that changed while it was read is encoded
+        but neither looked up nor cached.
+        """
+        digest = self._digests.get(str(path), _UNKNOWN)
+        if digest is _UNKNOWN:
+            digest = encoded_cache.file_sha256(path)
+        if digest is None:
+            return self.aligner.encode(sentences, with_labels=with_labels)
+        settings = {"tokenizer_files": self._tokenizer_files, "labels": self.labels, "max_length": self.max_length,
+                    "stride": self.stride, "label_rule": self.label_rule, "with_labels": with_labels,
+                    "format": self.format, "encoding_version": ENCODING_VERSION}
+        cache = self.cache_dir / "encoded" / f"{encoded_cache.cache_key(digest, settings)}{encoded_cache.SUFFIX}"
+        encoded = encoded_cache.load(cache)
+        if encoded is not None and _fits(encoded, sentences):
+            return encoded
         encoded = self.aligner.encode(sentences, with_labels=with_labels)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        torch.save(encoded, tmp)
-        os.replace(tmp, cache)
+        try:
+            encoded_cache.save(cache, encoded)
+        except OSError as exc:  # a full disk costs the cache, not the run (the directory was checked writable)
+            rank_zero_warn(f"{cache}: the encoding was not cached ({exc.strerror or exc})")
         return encoded
 
     # ------------------------------------------------------------------ loaders

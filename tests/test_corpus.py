@@ -338,3 +338,87 @@ def test_labelled_jsonl_without_either_list_is_still_an_error(tmp_path):
     path.write_text('{"id": "a", "origin": "서울에 갔다"}\n', encoding="utf-8")
     with pytest.raises(CorpusError, match="train.jsonl:1.*neither"):
         read_corpus(path)
+
+
+# ------------------------------------------------------------------------------ error excerpts, locations, limits
+
+
+def test_a_huge_line_without_a_tab_is_quoted_as_a_short_excerpt_with_its_length(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.tsv", "## s1\t서울\n" + "서" * 1_000_000 + "\n\n")
+    with pytest.raises(CorpusError) as exc:
+        read_klue_tsv(path)
+    assert_error(exc, path, 2, "no tab in '서서서")
+    assert "… (1,000,000 characters)" in str(exc.value)
+    assert len(str(exc.value)) < 400
+
+
+def test_a_huge_json_value_is_quoted_as_a_short_excerpt(tmp_path: Path) -> None:
+    path = jsonl(tmp_path, {"origin": "봄", "entity_list": ["x" * 100_000]})
+    with pytest.raises(CorpusError) as exc:
+        read_jsonl(path)
+    assert_error(exc, path, 1, "entity_list[0] is 'xxx")
+    assert len(str(exc.value)) < 500
+
+
+def test_excerpt_keeps_short_values_whole_and_cuts_long_ones() -> None:
+    assert corpus.excerpt("서울") == "'서울'"
+    assert corpus.excerpt("a" * 201) == repr("a" * 200) + "… (201 characters)"
+    assert corpus.excerpt(list(range(1000))).endswith("… (4,890 characters)")
+
+
+@pytest.mark.parametrize("name,text,line,column", [
+    ("bad.tsv", "## s1\t서울\n서\tB-LC\n울\tI-\xffLC\n\n", 3, 7),
+    ("bad.jsonl", '{"origin": "봄", "entity_list": []}\n{"origin": "\xff"}\n', 2, 13),
+    ("bad.txt", "봄\n\n여름 \xff가을\n", 3, 8),
+])
+def test_a_byte_that_is_not_utf8_is_named_by_line_and_byte_column(
+        tmp_path: Path, name: str, text: str, line: int, column: int) -> None:
+    path = tmp_path / name
+    raw = text.encode("utf-8").replace("\xff".encode("utf-8"), b"\xff")
+    path.write_bytes(raw)
+    with pytest.raises(CorpusError) as exc:
+        read_corpus(path)
+    assert_error(exc, path, line, f"byte 0xff at byte column {column} is not UTF-8")
+    assert raw.split(b"\n")[line - 1][column - 1] == 0xFF  # the column really points at the byte
+
+
+def test_the_byte_column_counts_the_bytes_of_the_raw_line_a_bom_included(tmp_path: Path) -> None:
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbfab\xffc\n")
+    with pytest.raises(CorpusError) as exc:
+        read_text(path)
+    assert_error(exc, path, 1, "byte 0xff at byte column 6 is not UTF-8")
+
+
+def test_klue_tag_outside_the_label_set_names_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "dev.tsv", SEOUL + klue_block("s2", "<화성:PL>", "화성", ["B-PL", "I-PL"]))
+    with pytest.raises(CorpusError) as exc:
+        read_klue_tsv(path, labels=["O", "B-LC", "I-LC"])
+    assert_error(exc, path, 10, "sentence 's2', character 0 ('화'): tag 'B-PL' is not in the label set")
+
+
+def test_jsonl_tag_outside_the_label_set_names_its_line(tmp_path: Path) -> None:
+    path = jsonl(tmp_path, {"id": "a", "origin": "봄", "entity_list": []},
+                 {"id": "b", "origin": "화성", "entity_list": [{"text": "화성", "label": "PL", "offset": [0, 2]}]})
+    with pytest.raises(CorpusError) as exc:
+        read_corpus(path, labels=["O", "B-LC", "I-LC"])
+    assert_error(exc, path, 2, "character 0 ('화'): tag 'B-PL' is not in the label set")
+
+
+def test_tags_inside_the_label_set_read_as_without_one(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.tsv", COMMENTS + SEOUL + KIM)
+    assert read_klue_tsv(path, labels=["O", "B-LC", "I-LC", "B-PS", "I-PS"]) == [SEOUL_SENTENCE, KIM_SENTENCE]
+
+
+@pytest.mark.parametrize("name,content,line", [
+    ("long.tsv", COMMENTS + SEOUL + klue_block("s2", "가" * 11, "가" * 11, ["O"] * 11), 11),
+    ("long.jsonl", json.dumps({"origin": "봄"}) + "\n" + json.dumps({"id": "s2", "origin": "가" * 11}) + "\n", 2),
+    ("long.txt", "봄\n\n" + "가" * 11 + "\n", 3),
+])
+def test_a_sentence_over_max_chars_is_an_error_naming_its_line_and_length(
+        tmp_path: Path, name: str, content: str, line: int) -> None:
+    path = write(tmp_path, name, content)
+    with pytest.raises(CorpusError) as exc:
+        read_corpus(path, labelled=False, max_chars=10)
+    assert_error(exc, path, line, "has 11 characters, expected at most max_chars=10")
+    assert len(read_corpus(path, labelled=False, max_chars=11)) == 2  # at the limit is fine

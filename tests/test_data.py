@@ -174,3 +174,191 @@ def test_sentence_sampler_allows_uneven_rank_shares() -> None:
     counts, lens = [1] * 5, [5, 4, 3, 2, 1]
     shares = [list(SortedSentenceBatchSampler(counts, lens, 1, r, 2)) for r in range(2)]
     assert shares == [[[0], [2], [4]], [[1], [3]]]
+
+
+# --------------------------------------------------------------------------- the cache is safe, whole and keyed
+class PlantedPayload:
+    """A pickle that, when unpickled, creates ``marker``: what a hostile cache entry could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def cache_entries(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "cache" / "encoded").iterdir() if not p.name.startswith("."))
+
+
+def test_a_pickle_planted_as_a_cache_entry_never_runs_and_the_entry_is_rebuilt(
+        corpus: Path, encode_calls: list[int]) -> None:
+    import pickle
+
+    first = datamodule(corpus)
+    first.setup("fit")
+    marker = corpus.parent / "pwned"
+    entries = cache_entries(corpus.parent)
+    assert len(entries) == 2
+    for entry in entries:
+        entry.write_bytes(pickle.dumps(PlantedPayload(marker)))
+    second = datamodule(corpus)
+    second.setup("fit")
+    assert not marker.exists()
+    assert encode_calls == [12, 7, 12, 7]  # both entries refused and encoded again
+    assert flat_windows(second) == flat_windows(first)
+    third = datamodule(corpus)
+    third.setup("fit")
+    assert encode_calls == [12, 7, 12, 7]  # the rebuilt entries are used
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
+def test_a_damaged_cache_entry_is_rebuilt_not_an_error(corpus: Path, encode_calls: list[int], damage: str) -> None:
+    first = datamodule(corpus)
+    first.setup("fit")
+    for entry in cache_entries(corpus.parent):
+        data = entry.read_bytes()
+        entry.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbage": b"\x00" * 64 + data[64:]}[damage])
+    second = datamodule(corpus)
+    second.setup("fit")
+    assert encode_calls == [12, 7, 12, 7]
+    assert flat_windows(second) == flat_windows(first)
+
+
+def test_cache_entries_hold_only_integer_arrays_loadable_without_pickle(corpus: Path) -> None:
+    import numpy as np
+
+    datamodule(corpus).setup("fit")
+    for entry in cache_entries(corpus.parent):
+        with np.load(entry, allow_pickle=False) as npz:
+            assert "input_ids" in npz.files
+            assert all(npz[name].dtype.kind == "i" for name in npz.files)
+
+
+def test_cached_encoding_equals_a_fresh_one_field_by_field(corpus: Path) -> None:
+    from dataclasses import asdict
+
+    first = datamodule(corpus)
+    first.setup("fit")
+    second = datamodule(corpus)
+    second.setup("fit")  # from the cache
+    assert [asdict(it.encoded) for it in second.eval_items["validate"]] == [
+        asdict(it.encoded) for it in first.eval_items["validate"]]
+
+
+@pytest.mark.parametrize("change", [{"label_rule": "first_entity"}, {"max_length": 20}, {"scratch_tokenizer": "wordpiece"},
+                                    {"labels": ["O", "B-DT", "I-DT", "B-LC", "I-LC", "B-OG", "I-OG", "B-PS", "I-PS",
+                                                "B-QT", "I-QT", "B-TI", "I-TI", "B-XX", "I-XX"]}])
+def test_every_setting_that_shapes_the_encoding_is_part_of_the_key(
+        corpus: Path, encode_calls: list[int], change: dict) -> None:
+    datamodule(corpus).setup("fit")
+    datamodule(corpus, **change).setup("fit")
+    assert encode_calls == [12, 7, 12, 7]
+
+
+def test_unlabelled_and_labelled_encodings_of_one_file_are_cached_apart(corpus: Path, encode_calls: list[int]) -> None:
+    dm = datamodule(corpus, predict_file="dev.tsv")
+    dm.setup("fit")
+    dm.setup("predict")
+    assert encode_calls == [12, 7, 7]
+    assert all(w.labels is None for it in dm.eval_items["predict"] for w in it.encoded.windows)
+    assert all(w.labels is not None for it in dm.eval_items["validate"] for w in it.encoded.windows)
+
+
+def test_a_cache_write_killed_midway_leaves_no_entry_and_no_temporary_file(
+        corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ner_lit import encoded_cache
+
+    def killed(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(encoded_cache.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        datamodule(corpus).setup("fit")
+    assert list((corpus.parent / "cache" / "encoded").iterdir()) == []
+
+
+def test_a_file_rewritten_while_it_is_read_is_not_cached(corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ner_lit import data as data_module
+
+    original = data_module.read_corpus
+
+    def read_then_rewrite(path, *args, **kwargs):
+        sentences = original(path, *args, **kwargs)
+        if Path(path).name == "dev.tsv":
+            write_klue_tsv(read_klue_tsv(path)[:3], path, overwrite=True)
+        return sentences
+
+    monkeypatch.setattr(data_module, "read_corpus", read_then_rewrite)
+    datamodule(corpus).setup("fit")
+    assert len(cache_entries(corpus.parent)) == 1  # the training file only
+
+
+def test_cache_pack_and_unpack_are_linear_in_corpus_size() -> None:
+    import time
+
+    from ner_lit import encoded_cache
+    from ner_lit.alignment import EncodedSentence, Window
+
+    def corpus_of(n: int) -> list[EncodedSentence]:
+        return [EncodedSentence(i, 6, [Window(i, [2, 5, 6, 3], [-100, 1, 0, -100])], [(0, 2), (3, 6)], [0, 0], [1, 2],
+                                [0, 0, -1, 1, 1, 1]) for i in range(n)]
+
+    def seconds(n: int) -> float:
+        encoded = corpus_of(n)
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            assert len(encoded_cache.unpack(encoded_cache.pack(encoded))) == n
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    small, large = seconds(5_000), seconds(40_000)
+    assert large / small < 8 * 3  # linear: about 8x for 8x the sentences; quadratic would be about 64x
+
+
+# --------------------------------------------------------------------------- reading: limits and label checks
+def test_a_predict_line_over_max_chars_is_an_error_naming_file_line_and_length(corpus: Path) -> None:
+    from ner_lit.corpus import CorpusError
+
+    (corpus / "in.txt").write_text("서울에 갔다\n" + "가" * 100_001 + "\n", encoding="utf-8")
+    dm = datamodule(corpus, predict_file="in.txt")
+    dm.setup("fit")
+    with pytest.raises(CorpusError, match=r"in\.txt:2: sentence 'in-2' has 100,001 characters, expected at most "
+                                          r"max_chars=100,000"):
+        dm.setup("predict")
+
+
+def test_max_chars_can_be_raised_or_lifted(corpus: Path) -> None:
+    (corpus / "in.txt").write_text("서울에 갔다\n" + "가" * 300 + "\n", encoding="utf-8")
+    for limit in (300, None):
+        dm = datamodule(corpus, predict_file="in.txt", max_chars=limit)
+        dm.setup("fit")
+        dm.setup("predict")
+        assert [it.encoded.text_length for it in dm.eval_items["predict"]] == [6, 300]
+
+
+def test_max_chars_applies_to_training_files_too(corpus: Path) -> None:
+    from ner_lit.corpus import CorpusError
+
+    longest = max(len(s.text) for s in read_klue_tsv(corpus / "train.tsv"))
+    with pytest.raises(CorpusError, match=rf"train\.tsv:\d+: sentence .* has {longest} characters"):
+        datamodule(corpus, max_chars=longest - 1).setup("fit")
+
+
+def test_max_chars_must_be_positive(corpus: Path) -> None:
+    from ner_lit.data import DataError
+
+    with pytest.raises(DataError, match="max_chars 0, expected a positive number"):
+        datamodule(corpus, max_chars=0)
+
+
+def test_a_dev_tag_unknown_to_training_is_named_by_its_line(corpus: Path) -> None:
+    from ner_lit.corpus import CorpusError, Sentence
+
+    odd = Sentence("odd-1", "화성에서 왔다", ["B-PL", "I-PL", "O", "O", "O", "O", "O"])
+    write_klue_tsv([*read_klue_tsv(corpus / "dev.tsv")[:2], odd], corpus / "dev.tsv", overwrite=True)
+    line = (corpus / "dev.tsv").read_text(encoding="utf-8").split("\n").index("화\tB-PL") + 1
+    with pytest.raises(CorpusError, match=rf"dev\.tsv:{line}: sentence 'odd-1', character 0 \('화'\): tag 'B-PL'"):
+        datamodule(corpus).setup("fit")
