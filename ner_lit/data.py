@@ -12,6 +12,7 @@ import math
 import os
 import random
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional
 
@@ -29,6 +30,7 @@ from ner_lit.corpus import (
     download_klue_ner,
     read_corpus,
 )
+from ner_lit.streaming import ChunkPlan, PredictStream, count_sentences, iter_sentences
 
 ENCODING_VERSION = 1  # bump when the alignment's output changes, to invalidate caches
 _UNKNOWN = object()
@@ -175,6 +177,7 @@ class NERDataModule(pl.LightningDataModule):
         decoding: Decoding = "viterbi",
         batch_size: int = 32,
         eval_batch_size: int = 64,
+        predict_chunk_size: int = 4096,
         num_workers: int = 0,
         group_by_length: bool = True,
         shuffle: bool = True,
@@ -203,6 +206,8 @@ class NERDataModule(pl.LightningDataModule):
                 sequence, or ``argmax``, each token's most probable tag on its own.
             batch_size: Training windows per batch (per device).
             eval_batch_size: Evaluation windows per batch (per device); whole sentences only.
+            predict_chunk_size: ``predict`` reads, encodes and writes this many sentences at a time (memory
+                stays flat whatever the input's size); under DDP the chunks are dealt to the ranks.
             num_workers: DataLoader worker processes.
             group_by_length: Group training windows of similar length (less padding).
             shuffle: Shuffle the training batches every epoch.
@@ -228,6 +233,10 @@ class NERDataModule(pl.LightningDataModule):
         self.decoding = decoding
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
+        if predict_chunk_size < 1:
+            raise DataError(f"--data.predict_chunk_size {predict_chunk_size}: expected at least 1")
+        self.predict_chunk_size = predict_chunk_size
+        self.predict_count = 0  # sentences in the predict file, counted by setup("predict")
         self.num_workers = num_workers
         self.group_by_length = group_by_length
         self.shuffle = shuffle
@@ -331,7 +340,20 @@ class NERDataModule(pl.LightningDataModule):
         elif stage in ("validate", "test"):
             self.eval_items[stage] = self._eval_items(stage)
         elif stage == "predict":
-            self.eval_items["predict"] = self._eval_items("predict", with_labels=False)
+            self.predict_count = count_sentences(self._predict_path())
+
+    def _predict_path(self) -> Path:
+        path = self.path("predict")
+        if path is None:
+            raise DataError("no --data.predict_file is set, and `predict` needs one")
+        if not path.is_file():
+            raise DataError(f"{path}: no such file (--data.predict_file, --data.data_dir)")
+        return path
+
+    def predict_plan(self) -> ChunkPlan:
+        """How the predict file's chunks are shared between the ranks and DataLoader workers."""
+        _, world = self._rank()
+        return ChunkPlan(self.predict_count, self.predict_chunk_size, world, max(1, self.num_workers))
 
     def _eval_items(self, stage: str, with_labels: bool = True) -> list[EvalItem]:
         sentences = self._read(stage)
@@ -400,7 +422,12 @@ class NERDataModule(pl.LightningDataModule):
         return self._eval_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader("predict")
+        """Batches streamed from the file (:mod:`ner_lit.streaming`): nothing of it is held but a few chunks."""
+        rank, _ = self._rank()
+        path = self._predict_path()
+        stream = PredictStream(partial(iter_sentences, path), self.aligner, self.predict_plan(), rank,
+                               self.eval_batch_size, self._pad_id())
+        return DataLoader(stream, batch_size=None, collate_fn=stream.collate_fn, num_workers=self.num_workers)
 
     def _pad_id(self) -> int:
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0

@@ -183,6 +183,7 @@ class NERModel(pl.LightningModule):
             write_report(report, log_dir, echo=True)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """One row a sentence: ``id``, ``index`` (its position in the input), ``text`` and ``entities``."""
         out = self(batch["input_ids"], batch["attention_mask"])
         items = batch["items"].items
         decoded = self.aligner.decode([it.encoded for it in items], out.logits.float().cpu())
@@ -192,7 +193,7 @@ class NERModel(pl.LightningModule):
             ents = entities_from_tags(it.sentence.text, names, probs.tolist())
             results.append({
                 "id": it.sentence.id,
-                "index": it.encoded.index,
+                "index": it.index,
                 "text": it.sentence.text,
                 "entities": [
                     {"text": e.text, "label": e.label, "start": e.start, "end": e.end, "score": round(float(e.score), 6)}

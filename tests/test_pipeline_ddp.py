@@ -6,7 +6,8 @@ command for rank 1). The 21 validation sentences (27 windows) in batches of at m
 windows make 7 batches: rank 0 gets 4 (11 sentences) and rank 1 gets 3 (10 sentences). ``validate`` must log
 the same scores; ``test`` must also report the same per-type supports (gold entity counts),
 which would grow if a sentence were scored twice. ``fit`` under DDP shares each epoch
-between the ranks and exports the best model from rank 0.
+between the ranks and exports the best model from rank 0. ``predict`` under DDP deals the
+input's chunks to the ranks and writes one file, byte for byte the single-process one.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from ner_lit.data import NERDataModule, SortedSentenceBatchSampler
 
 from pipeline_fixtures import (
     EVAL_BATCH_SIZE,
+    SAMPLE,
     TrainedRun,
     cli,
     cli_process,
@@ -106,3 +108,39 @@ def test_ddp_fit_splits_each_epoch_between_the_ranks(trained_run: TrainedRun, dd
 def test_ddp_fit_exports_the_best_model(ddp_fit: Path) -> None:
     assert (ddp_fit / "hf_model" / "config.json").is_file()
     assert (ddp_fit / "hf_model" / "tokenizer.json").is_file()
+
+
+# --------------------------------------------------------------------------- predict
+@pytest.fixture(scope="module")
+def predict_input(trained_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 45 sample dev sentences and one of many windows (four joined): 46 sentences."""
+    from ner_lit.corpus import read_klue_tsv
+
+    texts = [s.text for s in read_klue_tsv(SAMPLE / "dev.tsv")][:45]
+    path = tmp_path_factory.mktemp("predict-input") / "in.txt"
+    path.write_text("".join(t + "\n" for t in texts[:20] + [" ".join(texts[:4])] + texts[20:]), encoding="utf-8")
+    return path
+
+
+def predict_output(run: TrainedRun, source: Path, root: Path, chunk: int, ddp: bool) -> Path:
+    output = root / "out" / "predictions.jsonl"
+    args = ["predict", *run.args("--trainer.default_root_dir", str(root), "--ckpt_path", str(run.best),
+                                 "--data.predict_file", str(source), "--prediction_writer.output", str(output),
+                                 "--data.predict_chunk_size", str(chunk))]
+    if ddp:
+        proc = cli_process(args + DDP, run.cache)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+    else:
+        cli(args, run.cache)
+    assert sorted(p.name for p in output.parent.iterdir()) == [output.name]  # no part or temporary file left
+    return output
+
+
+@pytest.mark.parametrize("chunk", [5, 4096])  # 10 chunks dealt 5/5; one chunk, rank 1 idle
+def test_ddp_predict_writes_the_single_process_file(trained_run: TrainedRun, predict_input: Path, chunk: int,
+                                                    tmp_path: Path) -> None:
+    single = predict_output(trained_run, predict_input, tmp_path / "single", chunk, ddp=False)
+    ddp = predict_output(trained_run, predict_input, tmp_path / "ddp", chunk, ddp=True)
+    rows = [json.loads(line) for line in ddp.read_text(encoding="utf-8").splitlines()]
+    assert [row["id"] for row in rows] == [f"in-{i}" for i in range(1, 47)]  # each sentence once, in order
+    assert ddp.read_bytes() == single.read_bytes()

@@ -1,4 +1,4 @@
-"""`predict` (plain text, KLUE TSV, JSONL -> JSONL), its refusals, and the exported Hugging Face directory.
+"""`predict` (plain text, KLUE TSV, JSONL -> JSONL), streamed, its refusals, and the exported Hugging Face directory.
 
 The session's tiny model (tests/pipeline_fixtures.py) predicts the 21 dev sentences; after
 one epoch it already tags some characters as entities, which the comparisons below rely on
@@ -7,13 +7,15 @@ one epoch it already tags some characters as entities, which the comparisons bel
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import transformers
 from transformers import AutoModelForTokenClassification
 
-from ner_lit.corpus import read_klue_tsv, write_jsonl
+from ner_lit.callbacks import PredictionWriter
+from ner_lit.corpus import Sentence, read_klue_tsv, write_jsonl
 from ner_lit.predictor import Predictor
 
 from pipeline_fixtures import MAX_LENGTH, STRIDE, TrainedRun, cli
@@ -150,6 +152,156 @@ def test_predictor_from_checkpoint_gives_the_predict_commands_entities(
     for row, pred in zip(predictions["txt"], predictor.predict(texts), strict=True):
         assert [entity_key(e) for e in row["entities"]] == [entity_key(vars(e)) for e in pred.entities], row["text"]
         assert [e["score"] for e in row["entities"]] == pytest.approx([e.score for e in pred.entities], abs=1e-5)
+
+
+# --------------------------------------------------------------------------- streaming
+def write_stream_input(run: TrainedRun, path: Path) -> list[str]:
+    """The dev sentences, a blank line, and one long sentence (six dev sentences joined: many windows)."""
+    texts = [s.text for s in read_klue_tsv(run.data_dir / "dev.tsv")]
+    long = " ".join(texts[:6])
+    lines = texts[:10] + [""] + [long] + texts[10:]
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return texts[:10] + [long] + texts[10:]
+
+
+@pytest.fixture(scope="module")
+def streamed(trained_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same input predicted with chunks of 1, 4 and 4096 sentences (one chunk)."""
+    out = tmp_path_factory.mktemp("streamed")
+    source = out / "in.txt"
+    write_stream_input(trained_run, source)
+    outputs = {"source": source}
+    for chunk in (1, 4, 4096):
+        outputs[str(chunk)] = out / f"chunk{chunk}.jsonl"
+        predict(trained_run, source, outputs[str(chunk)], out / "runs", "--data.predict_chunk_size", str(chunk))
+    return outputs
+
+
+def test_the_stream_input_has_a_sentence_of_many_windows(trained_run: TrainedRun, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NER_LIT_CACHE", str(trained_run.cache))
+    texts = write_stream_input(trained_run, tmp_path / "in.txt")
+    encoded = Predictor.from_checkpoint(trained_run.best).aligner.encode([Sentence("long", texts[10])], with_labels=False)
+    assert len(encoded[0].windows) >= 4
+
+
+def test_streamed_output_does_not_depend_on_the_chunk_size(streamed: dict[str, Path]) -> None:
+    assert streamed["1"].read_bytes() == streamed["4"].read_bytes() == streamed["4096"].read_bytes()
+
+
+def test_streamed_output_keeps_input_order_and_line_ids(trained_run: TrainedRun, streamed: dict[str, Path]) -> None:
+    rows = read_jsonl_rows(streamed["4"])
+    texts = write_stream_input(trained_run, streamed["source"].with_name("again.txt"))
+    assert [row["text"] for row in rows] == texts
+    assert [row["id"] for row in rows] == [f"in-{n}" for n in [*range(1, 11), 12, *range(13, 24)]]
+
+
+def test_streamed_output_gives_the_whole_input_predictors_entities(
+        trained_run: TrainedRun, streamed: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Streamed, chunk by chunk, as one list of all sentences at once (the Predictor) gives them."""
+    monkeypatch.setenv("NER_LIT_CACHE", str(trained_run.cache))
+    rows = read_jsonl_rows(streamed["1"])
+    preds = Predictor.from_checkpoint(trained_run.best).predict([row["text"] for row in rows])
+    assert sum(len(row["entities"]) for row in rows) >= 5
+    for row, pred in zip(rows, preds, strict=True):
+        assert [entity_key(e) for e in row["entities"]] == [entity_key(vars(e)) for e in pred.entities], row["text"]
+        assert [e["score"] for e in row["entities"]] == pytest.approx([e.score for e in pred.entities], abs=1e-5)
+
+
+def test_the_writer_holds_at_most_a_chunk_and_predict_keeps_no_predictions(
+        trained_run: TrainedRun, inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[int, int, int]] = []
+    original = PredictionWriter.on_predict_end
+
+    def record(self, trainer, pl_module) -> None:
+        seen.append((self.max_pending, len(trainer.predict_loop.predictions), trainer.datamodule.predict_count))
+        original(self, trainer, pl_module)
+
+    monkeypatch.setattr(PredictionWriter, "on_predict_end", record)
+    big = tmp_path / "big.txt"
+    big.write_text(inputs["txt"].read_text(encoding="utf-8") * 5, encoding="utf-8")  # 105 sentences
+    predict(trained_run, big, tmp_path / "out.jsonl", tmp_path / "runs", "--data.predict_chunk_size", "8")
+    (max_pending, kept, total), = seen
+    assert total == 105
+    assert 0 < max_pending <= 8
+    assert kept == 0
+    assert len(read_jsonl_rows(tmp_path / "out.jsonl")) == 105
+
+
+# --------------------------------------------------------------------------- output errors, found before predicting
+def unwritable_dir(tmp_path: Path) -> Path:
+    """A folder no file can be created in: read-only for a non-root user; /proc (no new files even for root) otherwise."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        (folder / "probe").touch()
+    except OSError:
+        return folder
+    (folder / "probe").unlink()
+    return Path("/proc")
+
+
+def refused_before_predicting(run: TrainedRun, source: Path, output: Path, root: Path,
+                              capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run predict with an output that can not be written: exit 2, one error line, the model never run."""
+    from ner_lit.model import NERModel
+
+    def fail(*args, **kwargs):
+        raise AssertionError("predict_step ran although the output can not be written")
+
+    monkeypatch.setattr(NERModel, "predict_step", fail)
+    with pytest.raises(SystemExit) as exit_:
+        predict(run, source, output, root)
+    assert exit_.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ner_lit: error:")]
+    assert len(errors) == 1
+    return errors[0]
+
+
+def test_predict_refuses_an_output_that_is_a_directory_before_predicting(
+        trained_run: TrainedRun, inputs: dict[str, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    output = tmp_path / "out"
+    output.mkdir()
+    error = refused_before_predicting(trained_run, inputs["txt"], output, tmp_path / "runs", capsys, monkeypatch)
+    assert f"{output}: is a directory" in error
+    assert os.listdir(output) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out", "runs"]
+
+
+def test_predict_refuses_an_output_under_a_regular_file_before_predicting(
+        trained_run: TrainedRun, inputs: dict[str, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "file").write_text("keep\n", encoding="utf-8")
+    output = tmp_path / "file" / "out.jsonl"
+    error = refused_before_predicting(trained_run, inputs["txt"], output, tmp_path / "runs", capsys, monkeypatch)
+    assert str(output) in error and "can not be created" in error
+    assert (tmp_path / "file").read_text(encoding="utf-8") == "keep\n"
+
+
+def test_predict_refuses_an_output_in_a_read_only_folder_before_predicting(
+        trained_run: TrainedRun, inputs: dict[str, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = unwritable_dir(tmp_path)
+    before = sorted(os.listdir(folder))
+    output = folder / "ner-lit-out.jsonl"
+    error = refused_before_predicting(trained_run, inputs["txt"], output, tmp_path / "runs", capsys, monkeypatch)
+    assert f"{output}: can not write in {folder}" in error
+    assert sorted(os.listdir(folder)) == before
+
+
+def test_a_bad_line_found_while_streaming_leaves_no_output(trained_run: TrainedRun, inputs: dict[str, Path],
+                                                          tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "in.jsonl"
+    lines = inputs["jsonl"].read_text(encoding="utf-8").splitlines()
+    source.write_text("\n".join(lines[:15] + ["{not json"] + lines[15:]) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(SystemExit) as exit_:
+        predict(trained_run, source, out / "p.jsonl", tmp_path / "runs", "--data.predict_chunk_size", "4")
+    assert exit_.value.code == 2
+    assert f"{source}:16: invalid JSON" in capsys.readouterr().err
+    assert os.listdir(out) == []
 
 
 # --------------------------------------------------------------------------- the exported Hugging Face directory

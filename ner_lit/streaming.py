@@ -1,0 +1,205 @@
+"""``predict`` input as a stream: sentences are read, encoded and batched a chunk at a time.
+
+A corpus to tag can be far larger than memory allows to hold encoded, so ``predict`` never
+holds more than a few chunks of it: :class:`PredictStream` reads ``chunk_size`` sentences,
+encodes them in one tokenizer call, cuts them into batches of whole sentences (longest
+first, as evaluation does, so little padding) and yields those; the writer
+(``ner_lit.callbacks.PredictionWriter``) puts the rows back into input order and writes them.
+
+Chunks are the unit of sharing: chunk ``k`` belongs to the DataLoader shard
+``k % (world_size * workers)`` (:class:`ChunkPlan`), so every process and worker reads
+the whole file but encodes and predicts only its own chunks, and knows, from the sentence
+count alone, which sentence indices it owns and in which order.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from torch.utils.data import IterableDataset, get_worker_info
+
+from ner_lit.alignment import Aligner, EncodedSentence, pad_windows
+from ner_lit.corpus import CorpusError, Sentence, _check_unique_id, _json_sentence, read_klue_tsv, resolve_format
+
+
+@dataclass
+class PredictItem:
+    """A sentence to tag, its encoding, and its position in the input (counting sentences, not lines)."""
+
+    sentence: Sentence
+    encoded: EncodedSentence
+    index: int
+
+
+class PredictItems:
+    """The Python side of a predict batch; not a sequence, so Lightning's batch transfer leaves it alone."""
+
+    def __init__(self, items: list[PredictItem]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """Which shard (process ``rank``, DataLoader worker) predicts which chunk of ``total`` sentences."""
+
+    total: int
+    chunk_size: int
+    world_size: int = 1
+    workers: int = 1
+
+    @property
+    def num_chunks(self) -> int:
+        return -(-self.total // self.chunk_size)
+
+    def shard(self, chunk: int) -> int:
+        return chunk % (self.world_size * self.workers)
+
+    def rank_of(self, chunk: int) -> int:
+        return self.shard(chunk) // self.workers
+
+    def chunks_of_rank(self, rank: int) -> Iterator[int]:
+        return (k for k in range(self.num_chunks) if self.rank_of(k) == rank)
+
+    def indices_of_rank(self, rank: int) -> Iterator[int]:
+        """The sentence indices ``rank`` predicts, in the order its part of the output lists them."""
+        for k in self.chunks_of_rank(rank):
+            yield from range(k * self.chunk_size, min((k + 1) * self.chunk_size, self.total))
+
+    def count_of_rank(self, rank: int) -> int:
+        return sum(min(self.chunk_size, self.total - k * self.chunk_size) for k in self.chunks_of_rank(rank))
+
+
+# --------------------------------------------------------------------------- reading
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) without terminators, read lazily; the same lines as ``corpus._read_lines``."""
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        raise CorpusError(f"{path}: no such file, expected an existing file to predict on") from None
+    except IsADirectoryError:
+        raise CorpusError(f"{path}: is a directory, expected a file to predict on") from None
+    with f:
+        offset = 0
+        for lineno, raw in enumerate(f, start=1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw, offset = raw[3:], 3
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise CorpusError(
+                    f"{path}:{lineno}: not UTF-8 ({exc.reason} at byte {offset + exc.start}), expected UTF-8 text"
+                ) from None
+            offset += len(raw)
+            if line.endswith("\n"):
+                line = line[:-1]
+            yield lineno, line[:-1] if line.endswith("\r") else line
+
+
+def _text_sentences(path: Path) -> Iterator[Sentence]:
+    """As ``corpus.read_text``: a sentence per non-blank line, id ``<file stem>-<line number>``."""
+    for lineno, line in _lines(path):
+        if line.strip():
+            yield Sentence(f"{path.stem}-{lineno}", line)
+
+
+def _jsonl_sentences(path: Path) -> Iterator[Sentence]:
+    """As ``corpus.read_jsonl(labelled=False)``; the ids seen are kept to refuse a repeated one."""
+    seen: dict[str, int] = {}
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CorpusError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}), expected one JSON object per line") from None
+        sentence = _json_sentence(obj, where, f"{path.stem}-{lineno}", labelled=False)
+        _check_unique_id(seen, sentence.id, path, lineno)
+        yield sentence
+
+
+def iter_sentences(path: Path) -> Iterator[Sentence]:
+    """The sentences of a predict file, in order. Plain text and JSONL are read line by line;
+    KLUE TSV (a sentence spread over one line a character, checked against its header) is read whole."""
+    fmt = resolve_format(path, "auto")
+    if fmt == "text":
+        return _text_sentences(path)
+    if fmt == "jsonl":
+        return _jsonl_sentences(path)
+    return iter(read_klue_tsv(path))
+
+
+def count_sentences(path: Path) -> int:
+    """How many sentences ``iter_sentences`` will yield, counted cheaply (no parsing, no tokenizing)."""
+    fmt = resolve_format(path, "auto")
+    if fmt == "klue":
+        return len(read_klue_tsv(path))
+    what = "non-blank line" if fmt == "text" else "JSON object line"
+    n = sum(1 for _, line in _lines(path) if line.strip())
+    if n == 0:
+        raise CorpusError(f"{path}: no sentences, expected at least one {what}")
+    return n
+
+
+# --------------------------------------------------------------------------- batching
+def sentence_batches(encoded: list[EncodedSentence], max_windows: int) -> list[list[int]]:
+    """Batches (positions in ``encoded``) of whole sentences, longest first, at most
+    ``max_windows`` windows each: evaluation's batching."""
+    from ner_lit.data import SortedSentenceBatchSampler
+
+    return SortedSentenceBatchSampler(
+        [len(e.windows) for e in encoded], [sum(len(w.input_ids) for w in e.windows) for e in encoded], max_windows
+    ).batches
+
+
+def collate_predict(items: list[PredictItem], pad_id: int) -> dict[str, Any]:
+    batch: dict[str, Any] = pad_windows([w for it in items for w in it.encoded.windows], pad_id)
+    del batch["labels"]  # predict has no gold
+    batch["items"] = PredictItems(items)
+    return batch
+
+
+def _identity(batch: Any) -> Any:
+    return batch
+
+
+class PredictStream(IterableDataset):
+    """Ready predict batches, chunk by chunk, of this process's and this worker's chunks only.
+
+    ``read`` opens the input anew on every iteration (each DataLoader worker iterates its own copy).
+    """
+
+    collate_fn: Callable[[Any], Any] = staticmethod(_identity)
+
+    def __init__(self, read: Callable[[], Iterable[Sentence]], aligner: Aligner, plan: ChunkPlan, rank: int,
+                 max_windows: int, pad_id: int) -> None:
+        self.read = read
+        self.aligner = aligner
+        self.plan = plan
+        self.rank = rank
+        self.max_windows = max_windows
+        self.pad_id = pad_id
+
+    def _shard(self) -> int:
+        info = get_worker_info()
+        return self.rank * self.plan.workers + (info.id if info is not None else 0)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        shard = self._shard()
+        sentences = iter(self.read())
+        chunk = 0
+        while part := list(islice(sentences, self.plan.chunk_size)):
+            if self.plan.shard(chunk) == shard:
+                yield from self._batches(part, chunk * self.plan.chunk_size)
+            chunk += 1
+
+    def _batches(self, part: list[Sentence], first: int) -> Iterator[dict[str, Any]]:
+        encoded = self.aligner.encode(part, with_labels=False)
+        for batch in sentence_batches(encoded, self.max_windows):
+            yield collate_predict([PredictItem(part[i], encoded[i], first + i) for i in batch], self.pad_id)
