@@ -340,7 +340,7 @@ class NERDataModule(pl.LightningDataModule):
         elif stage in ("validate", "test"):
             self.eval_items[stage] = self._eval_items(stage)
         elif stage == "predict":
-            self.predict_count = count_sentences(self._predict_path())
+            self.predict_count = count_sentences(self._predict_path(), self.max_chars)
 
     def _predict_path(self) -> Path:
         path = self.path("predict")
@@ -425,7 +425,7 @@ class NERDataModule(pl.LightningDataModule):
         """Batches streamed from the file (:mod:`ner_lit.streaming`): nothing of it is held but a few chunks."""
         rank, _ = self._rank()
         path = self._predict_path()
-        stream = PredictStream(partial(iter_sentences, path), self.aligner, self.predict_plan(), rank,
+        stream = PredictStream(partial(iter_sentences, path, max_chars=self.max_chars), self.aligner, self.predict_plan(), rank,
                                self.eval_batch_size, self._pad_id())
         return DataLoader(stream, batch_size=None, collate_fn=stream.collate_fn, num_workers=self.num_workers)
 

@@ -22,7 +22,15 @@ from typing import Any, Callable, Iterable, Iterator
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ner_lit.alignment import Aligner, EncodedSentence, pad_windows
-from ner_lit.corpus import CorpusError, Sentence, _check_unique_id, _json_sentence, read_klue_tsv, resolve_format
+from ner_lit.corpus import (
+    CorpusError,
+    Sentence,
+    _check_length,
+    _check_unique_id,
+    _json_sentence,
+    read_klue_tsv,
+    resolve_format,
+)
 
 
 @dataclass
@@ -101,47 +109,65 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             yield lineno, line[:-1] if line.endswith("\r") else line
 
 
-def _text_sentences(path: Path) -> Iterator[Sentence]:
+def _text_sentences(path: Path, max_chars: int | None = None) -> Iterator[Sentence]:
     """As ``corpus.read_text``: a sentence per non-blank line, id ``<file stem>-<line number>``."""
     for lineno, line in _lines(path):
         if line.strip():
-            yield Sentence(f"{path.stem}-{lineno}", line)
+            sentence = Sentence(f"{path.stem}-{lineno}", line)
+            _check_length(f"{path}:{lineno}", sentence, max_chars)
+            yield sentence
 
 
-def _jsonl_sentences(path: Path) -> Iterator[Sentence]:
+def _json_line(path: Path, lineno: int, line: str) -> Sentence:
+    where = f"{path}:{lineno}"
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise CorpusError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}), expected one JSON object per line") from None
+    return _json_sentence(obj, where, f"{path.stem}-{lineno}", labelled=False)
+
+
+def _jsonl_sentences(path: Path, max_chars: int | None = None) -> Iterator[Sentence]:
     """As ``corpus.read_jsonl(labelled=False)``; the ids seen are kept to refuse a repeated one."""
     seen: dict[str, int] = {}
     for lineno, line in _lines(path):
         if not line.strip():
             continue
-        where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CorpusError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}), expected one JSON object per line") from None
-        sentence = _json_sentence(obj, where, f"{path.stem}-{lineno}", labelled=False)
+        sentence = _json_line(path, lineno, line)
+        _check_length(f"{path}:{lineno}", sentence, max_chars)
         _check_unique_id(seen, sentence.id, path, lineno)
         yield sentence
 
 
-def iter_sentences(path: Path) -> Iterator[Sentence]:
+def iter_sentences(path: Path, max_chars: int | None = None) -> Iterator[Sentence]:
     """The sentences of a predict file, in order. Plain text and JSONL are read line by line;
-    KLUE TSV (a sentence spread over one line a character, checked against its header) is read whole."""
+    KLUE TSV (a sentence spread over one line a character, checked against its header) is read whole.
+    ``max_chars``: the longest sentence accepted (``count_sentences`` checks it before predicting)."""
     fmt = resolve_format(path, "auto")
     if fmt == "text":
-        return _text_sentences(path)
+        return _text_sentences(path, max_chars)
     if fmt == "jsonl":
-        return _jsonl_sentences(path)
-    return iter(read_klue_tsv(path))
+        return _jsonl_sentences(path, max_chars)
+    return iter(read_klue_tsv(path, max_chars=max_chars))
 
 
-def count_sentences(path: Path) -> int:
-    """How many sentences ``iter_sentences`` will yield, counted cheaply (no parsing, no tokenizing)."""
+def count_sentences(path: Path, max_chars: int | None = None) -> int:
+    """How many sentences ``iter_sentences`` will yield, counted cheaply (no tokenizing), and
+    ``max_chars`` checked, so an over-long sentence is refused before anything is predicted.
+    A JSONL line is parsed only where it is longer than ``max_chars``: a shorter line can not
+    hold a longer text."""
     fmt = resolve_format(path, "auto")
     if fmt == "klue":
-        return len(read_klue_tsv(path))
+        return len(read_klue_tsv(path, max_chars=max_chars))
     what = "non-blank line" if fmt == "text" else "JSON object line"
-    n = sum(1 for _, line in _lines(path) if line.strip())
+    n = 0
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        n += 1
+        if max_chars is not None and len(line) > max_chars:
+            sentence = Sentence(f"{path.stem}-{lineno}", line) if fmt == "text" else _json_line(path, lineno, line)
+            _check_length(f"{path}:{lineno}", sentence, max_chars)
     if n == 0:
         raise CorpusError(f"{path}: no sentences, expected at least one {what}")
     return n
