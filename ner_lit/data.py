@@ -31,7 +31,7 @@ from ner_lit.corpus import (
     read_corpus,
 )
 
-ENCODING_VERSION = 1  # bump when the alignment's output changes, to invalidate caches
+ENCODING_VERSION = 2  # bump when the alignment's output changes, to invalidate caches
 
 
 class DataError(ValueError):
