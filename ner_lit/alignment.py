@@ -7,9 +7,19 @@ the four paths can not drift apart.
 
 Rules (each chosen for a reason stated in the README's "Alignment" section):
 
-* Tokens are located with the fast tokenizer's character offsets. Whitespace at the edge
+* User text is tokenized as text: the spelling of a special token in it (``[PAD]``,
+  ``<s>``, ``<mask>``) stays ordinary characters and never becomes that special token. The
+  Aligner encodes with a private copy of the tokenizer's ``tokenizers`` pipeline that does
+  not extract special tokens (``encode_special_tokens``) and, for a SentencePiece
+  (Unigram) or WordPiece/WordLevel vocabulary, whose pieces include the special spellings
+  themselves, can not match them either; a tokenizer that still turns one into a special
+  id is refused when the Aligner is built.
+* Tokens are located with the character offsets of that encoding. Whitespace at the edge
   of an offset span is trimmed; a character covered by two tokens (byte-level BPE can split
-  one Hangul syllable into several tokens) belongs to the first. A token that owns no
+  one Hangul syllable into several tokens) belongs to the first. A SentencePiece token that
+  is only the word-boundary mark ``▁`` owns nothing: a standalone ``▁`` is given the
+  offsets of the character after it (transformers issue 17454), which the next token really
+  holds. So every character is labelled through exactly one token. A token that owns no
   character is never trained (label -100) and predicts nothing.
 * A token's label comes from its characters' gold tags (``label_rule``): ``first_char``
   takes the first character's tag, ``first_entity`` the first non-O tag inside the token.
@@ -17,6 +27,9 @@ Rules (each chosen for a reason stated in the README's "Alignment" section):
 * A sentence longer than ``max_length`` tokens becomes several overlapping windows
   (``stride`` tokens of overlap). At prediction time each token takes the logits of the
   window in which it sits farthest from an inner window edge; nothing is truncated.
+  Encoding is linear in the sentence's length (array operations over its tokens and
+  characters; each window holds only its own ids), so a line of a million characters
+  encodes in seconds.
 * Token tags: ``viterbi`` (default) takes, per sentence, the most probable tag sequence
   that is valid IOB2 (``I-X`` only after ``B-X`` or ``I-X``), from the tokens' log
   probabilities; ``argmax`` takes each token's most probable tag on its own. Strict
@@ -28,17 +41,22 @@ Rules (each chosen for a reason stated in the README's "Alignment" section):
 """
 from __future__ import annotations
 
+import json
+import weakref
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import numpy as np
 import torch
+from tokenizers import Encoding, Tokenizer
 
 from ner_lit.corpus import OUTSIDE, Entity, Sentence, spans_from_tags
 
 LabelRule = Literal["first_char", "first_entity"]
 Decoding = Literal["viterbi", "argmax"]
 IGNORE = -100
+#: SentencePiece's word-boundary mark (U+2581), the first character of a word's first piece.
+SPIECE_UNDERLINE = "\u2581"
 
 
 class AlignmentError(ValueError):
@@ -56,15 +74,19 @@ class Window:
 
 @dataclass
 class EncodedSentence:
-    """A sentence's windows plus the maps that turn their predictions back into characters."""
+    """A sentence's windows plus the maps that turn their predictions back into characters.
+
+    The maps are int32 arrays rather than lists: a long line has as many entries as
+    characters, and a Python int list would take several times the memory.
+    """
 
     index: int
     text_length: int
     windows: list[Window]
-    offsets: list[tuple[int, int]]  # per content token: owned characters [start, end)
-    token_window: list[int]  # per content token: the window that predicts it
-    token_pos: list[int]  # per content token: its position in that window's input_ids
-    char_token: list[int]  # per character: the content token owning it, -1 if none
+    offsets: np.ndarray  # [content tokens, 2]: the characters [start, end) each owns
+    token_window: np.ndarray  # per content token: the window that predicts it
+    token_pos: np.ndarray  # per content token: its position in that window's input_ids
+    char_token: np.ndarray  # per character: the content token owning it, -1 if none
 
     @property
     def num_tokens(self) -> int:
@@ -118,6 +140,7 @@ class Aligner:
         if label_rule not in ("first_char", "first_entity"):
             raise AlignmentError(f"label_rule must be 'first_char' or 'first_entity', got {label_rule!r}")
         self.tokenizer = tokenizer
+        self.text_tokenizer, self.marker_ids = text_tokenizer(tokenizer)
         self.labels = list(labels)
         self.label2id = {t: i for i, t in enumerate(self.labels)}
         self.outside_id = self.label2id[OUTSIDE]
@@ -161,78 +184,95 @@ class Aligner:
 
     # ------------------------------------------------------------------ encoding
     def encode(self, sentences: Sequence[Sentence], with_labels: bool = True, chunk: int = 2048) -> list[EncodedSentence]:
+        """Windows and maps of every sentence (training data, predict and serve alike).
+
+        Texts go through :func:`text_tokenizer`'s pipeline, so special-token spellings in
+        them stay text; ``chunk`` sentences are tokenized per call (in parallel by
+        `tokenizers`).
+        """
         out: list[EncodedSentence] = []
         for lo in range(0, len(sentences), chunk):
             part = sentences[lo : lo + chunk]
-            enc = self.tokenizer(
-                [s.text for s in part], add_special_tokens=False, return_offsets_mapping=True, verbose=False
-            )
-            for j, s in enumerate(part):
-                out.append(
-                    self._encode_one(lo + j, s, enc["input_ids"][j], enc["offset_mapping"][j], with_labels)
-                )
+            encodings = self.text_tokenizer.encode_batch([s.text for s in part], add_special_tokens=False)
+            for j, (s, enc) in enumerate(zip(part, encodings)):
+                out.append(self._encode_one(lo + j, s, enc, with_labels))
         return out
 
-    def _encode_one(self, index: int, s: Sentence, ids: list[int], raw_offsets, with_labels: bool) -> EncodedSentence:
-        text = s.text
-        char_token = [-1] * len(text)
-        offsets: list[tuple[int, int]] = []
-        for k, (a, b) in enumerate(raw_offsets):
-            while a < b and text[a].isspace():
-                a += 1
-            while b > a and text[b - 1].isspace():
-                b -= 1
-            # Own only the characters no earlier token owns (byte-level BPE overlaps).
-            while a < b and char_token[a] != -1:
-                a += 1
-            end = a
-            while end < b and char_token[end] == -1:
-                char_token[end] = k
-                end += 1
-            offsets.append((a, end))
-        token_labels: list[int] | None = None
-        if with_labels:
-            token_labels = [self._token_label(s.tags, a, b) for a, b in offsets]
+    def _encode_one(self, index: int, s: Sentence, enc: Encoding, with_labels: bool) -> EncodedSentence:
+        ids = np.asarray(enc.ids, dtype=np.int64)
+        raw = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+        offsets, char_token = owned_spans(s.text, raw, np.isin(ids, self.marker_ids))
+        token_labels = self._token_labels(s.tags, offsets) if with_labels else None
+        starts = self._window_starts(len(ids))
+        windows = self._windows(index, ids, token_labels, starts)
+        token_window, token_pos = self._predicting_window(len(ids), starts)
+        return EncodedSentence(index, len(s.text), windows, offsets, token_window, token_pos, char_token)
 
-        n = len(ids)
+    def _window_starts(self, n: int) -> np.ndarray:
+        """The first content token of each window: every ``content_length - stride`` tokens,
+        until a window reaches the sentence's end."""
+        if n <= self.content_length:
+            return np.zeros(1, dtype=np.int64)
         step = self.content_length - self.stride
-        starts = [0]
-        while starts[-1] + self.content_length < n:
-            starts.append(starts[-1] + step)
+        return np.arange(1 + -(-(n - self.content_length) // step), dtype=np.int64) * step
+
+    def _windows(self, index: int, ids: np.ndarray, token_labels: np.ndarray | None, starts: np.ndarray) -> list[Window]:
+        """Each window's ids (and labels) with the specials around them; only its own slice of the sentence."""
+        n = len(ids)
         windows: list[Window] = []
-        for st in starts:
+        for st in starts.tolist():
             en = min(st + self.content_length, n)
             labels = None
             if token_labels is not None:
-                labels = [IGNORE] * len(self.prefix) + token_labels[st:en] + [IGNORE] * len(self.suffix)
-            windows.append(Window(index, self.prefix + ids[st:en] + self.suffix, labels))
+                labels = [IGNORE] * len(self.prefix) + token_labels[st:en].tolist() + [IGNORE] * len(self.suffix)
+            windows.append(Window(index, self.prefix + ids[st:en].tolist() + self.suffix, labels))
+        return windows
 
-        token_window = [0] * n
-        token_pos = [0] * n
-        for t in range(n):
-            best, best_margin = 0, -1
-            for w, st in enumerate(starts):
-                en = min(st + self.content_length, n)
-                if not st <= t < en:
-                    continue
-                left = t - st if st > 0 else n  # a sentence edge is no window edge
-                right = en - 1 - t if en < n else n
-                margin = min(left, right)
-                if margin > best_margin:
-                    best, best_margin = w, margin
-            token_window[t] = best
-            token_pos[t] = len(self.prefix) + t - starts[best]
-        return EncodedSentence(index, len(text), windows, offsets, token_window, token_pos, char_token)
+    def _predicting_window(self, n: int, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per token, the window where it sits farthest from an inner window edge (ties: the
+        earlier window) and its position there.
 
-    def _token_label(self, tags: Sequence[str], a: int, b: int) -> int:
-        if a == b:
-            return IGNORE
+        A token lies in at most ``ceil(content_length / step)`` windows, so the candidates
+        are a few array passes over the tokens, whatever the sentence's length.
+        """
+        t = np.arange(n, dtype=np.int64)
+        step = self.content_length - self.stride
+        last = len(starts) - 1
+        best = np.zeros(n, dtype=np.int64)
+        best_margin = np.full(n, -1, dtype=np.int64)
+        reach = -(-self.content_length // step)
+        for back in range(reach - 1, -1, -1):  # candidate windows in increasing order
+            w = np.minimum(t // step, last) - back
+            valid = w >= 0
+            st = np.where(valid, w, 0) * step
+            en = np.minimum(st + self.content_length, n)
+            valid &= (st <= t) & (t < en)
+            left = np.where(st > 0, t - st, n)  # a sentence edge is no window edge
+            right = np.where(en < n, en - 1 - t, n)
+            margin = np.where(valid, np.minimum(left, right), -1)
+            better = margin > best_margin
+            best = np.where(better, w, best)
+            best_margin = np.where(better, margin, best_margin)
+        pos = len(self.prefix) + t - best * step
+        return best.astype(np.int32), pos.astype(np.int32)
+
+    def _token_labels(self, tags: Sequence[str], offsets: np.ndarray) -> np.ndarray:
+        """Each token's label from its characters' gold tags (``label_rule``); -100 where it owns none."""
+        n_chars = len(tags)
+        a, b = offsets[:, 0].astype(np.int64), offsets[:, 1].astype(np.int64)
+        if n_chars == 0:
+            return np.full(len(a), IGNORE, dtype=np.int64)
+        tag_ids = np.fromiter((self.label2id[t] for t in tags), dtype=np.int64, count=n_chars)
+        first = np.minimum(a, n_chars - 1)  # a token that owns nothing may sit at the text's end
         if self.label_rule == "first_entity":
-            for tag in tags[a:b]:
-                if tag != OUTSIDE:
-                    return self.label2id[tag]
-            return self.outside_id
-        return self.label2id[tags[a]]
+            # per character, the first entity character at or after it (n_chars where none follows)
+            idx = np.where(tag_ids != self.outside_id, np.arange(n_chars), n_chars)
+            next_entity = np.append(np.minimum.accumulate(idx[::-1])[::-1], n_chars)
+            j = next_entity[a]
+            labels = np.where(j < b, tag_ids[np.minimum(j, n_chars - 1)], self.outside_id)
+        else:
+            labels = tag_ids[first]
+        return np.where(b > a, labels, IGNORE)
 
     # ------------------------------------------------------------------ decoding
     def decode(
@@ -252,36 +292,28 @@ class Aligner:
             for e in encoded:
                 first_row.append(row)
                 row += len(e.windows)
-        rows: list[int] = []
-        pos: list[int] = []
-        char_token: list[int] = []
-        lengths: list[int] = []
-        n_tokens: list[int] = []
-        empty: list[bool] = []
-        base = 0
-        for e, r0 in zip(encoded, first_row):
-            rows.extend(r0 + w for w in e.token_window)
-            pos.extend(e.token_pos)
-            empty.extend(a == b for a, b in e.offsets)
-            char_token.extend(-1 if k < 0 else k + base for k in e.char_token)
-            lengths.append(e.text_length)
-            n_tokens.append(e.num_tokens)
-            base += e.num_tokens
+        lengths = [e.text_length for e in encoded]
+        n_tokens = [e.num_tokens for e in encoded]
+        base = int(sum(n_tokens))
+        rows = _cat([r0 + e.token_window.astype(np.int64) for e, r0 in zip(encoded, first_row)])
+        pos = _cat([e.token_pos for e in encoded])
+        empty = _cat([e.offsets[:, 0] == e.offsets[:, 1] for e in encoded], dtype=bool)
+        char_token = _global_char_token(encoded)
         # One gather on the logits' device, then NumPy: what follows is many operations on a
         # few thousand numbers, where torch's intra-op threads only add synchronisation.
-        token_logits = logits.detach()[torch.tensor(rows, dtype=torch.long), torch.tensor(pos, dtype=torch.long)]
+        token_logits = logits.detach()[torch.from_numpy(rows), torch.from_numpy(pos)]
         z = token_logits.float().cpu().numpy().astype(np.float64)
         z = z - z.max(axis=-1, keepdims=True) if base else z
         logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True)) if base else z
         if self.decoding == "viterbi" and base:
             # A token that owns no character was never trained: let it take whatever keeps the path valid.
             masked = logp.copy()
-            masked[np.asarray(empty, dtype=bool)] = 0.0
+            masked[empty] = 0.0
             top = viterbi(masked, n_tokens, self.allowed, self.may_start)
         else:
             top = logp.argmax(axis=-1) if base else np.zeros(0, dtype=np.int64)
         top_prob = np.exp(np.take_along_axis(logp, top[:, None], axis=1)[:, 0]) if base else np.zeros(0)
-        tags, char_prob = self._chars_from_tokens(np.asarray(char_token, dtype=np.int64), top, top_prob)
+        tags, char_prob = self._chars_from_tokens(char_token, top, top_prob)
         return Decoded(
             _split(tags, lengths), _split(char_prob.astype(np.float32), lengths),
             _split(top, n_tokens), _split(top_prob.astype(np.float32), n_tokens),
@@ -289,16 +321,10 @@ class Aligner:
 
     def decode_labels(self, encoded: Sequence[EncodedSentence], token_labels: Sequence[Sequence[int]]) -> list[torch.Tensor]:
         """Character tags from per-token label ids (the alignment ceiling: gold -> tokens -> characters)."""
-        char_token: list[int] = []
-        lengths: list[int] = []
-        flat: list[int] = []
-        for e, labels in zip(encoded, token_labels):
-            base = len(flat)
-            flat.extend(self.outside_id if x == IGNORE else x for x in labels)
-            char_token.extend(-1 if k < 0 else k + base for k in e.char_token)
-            lengths.append(e.text_length)
-        top = np.asarray(flat, dtype=np.int64)
-        tags, _ = self._chars_from_tokens(np.asarray(char_token, dtype=np.int64), top, np.ones(len(flat)))
+        lengths = [e.text_length for e in encoded]
+        flat = _cat([np.asarray(labels, dtype=np.int64).reshape(-1) for labels in token_labels])
+        top = np.where(flat == IGNORE, self.outside_id, flat)
+        tags, _ = self._chars_from_tokens(_global_char_token(encoded), top, np.ones(len(top)))
         return _split(tags, lengths)
 
     def _chars_from_tokens(self, char_token: np.ndarray, top: np.ndarray, top_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -320,14 +346,27 @@ class Aligner:
     # ------------------------------------------------------------------ helpers
     def token_labels(self, e: EncodedSentence) -> list[int]:
         """The per-content-token labels of an encoded sentence (its windows' labels, overlap removed)."""
-        out = []
-        for t in range(e.num_tokens):
-            labels = e.windows[e.token_window[t]].labels
-            out.append(IGNORE if labels is None else labels[e.token_pos[t]])
-        return out
+        if e.num_tokens == 0 or e.windows[0].labels is None:
+            return [IGNORE] * e.num_tokens
+        return [e.windows[w].labels[p] for w, p in zip(e.token_window.tolist(), e.token_pos.tolist())]
 
     def tag_names(self, ids: torch.Tensor) -> list[str]:
         return [self.labels[i] for i in ids.tolist()]
+
+
+def _cat(parts: Sequence[np.ndarray], dtype=np.int64) -> np.ndarray:
+    """One array of the parts (an empty one when there are none)."""
+    return np.concatenate([np.asarray(p, dtype=dtype) for p in parts]) if len(parts) else np.zeros(0, dtype=dtype)
+
+
+def _global_char_token(encoded: Sequence[EncodedSentence]) -> np.ndarray:
+    """Every sentence's character -> token map, with tokens numbered across the sentences."""
+    parts, base = [], 0
+    for e in encoded:
+        k = e.char_token.astype(np.int64)
+        parts.append(np.where(k < 0, -1, k + base))
+        base += e.num_tokens
+    return _cat(parts)
 
 
 def _split(array: np.ndarray, lengths: Sequence[int]) -> list[torch.Tensor]:
@@ -501,6 +540,101 @@ def pack_windows(windows: Sequence[Window], pad_id: int, width: int, first_posit
     same = segment[:, :, None] == segment[:, None, :]
     mask = torch.zeros(rows, 1, cols, cols).masked_fill_(~same[:, None], torch.finfo(torch.float32).min)
     return PackedBatch(ids, mask, positions, row, start)
+
+
+def owned_spans(text: str, raw: np.ndarray, marker: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The characters each token owns, and per character its owning token (-1 if none).
+
+    ``raw`` is the tokenizer's ``[tokens, 2]`` offsets; ``marker`` flags the tokens that are
+    only SentencePiece's ``▁`` (they own nothing, see the module's rules). A span's edge
+    whitespace is trimmed, and a token owns only characters after the last one an earlier
+    token owns (offsets come in text order), so spans never overlap. Linear in the text's
+    and the tokens' lengths.
+    """
+    n_chars = len(text)
+    space = np.fromiter((c.isspace() for c in text), dtype=bool, count=n_chars)
+    chars = np.arange(n_chars, dtype=np.int64)
+    # next_solid[i]: the first non-space character at or after i; solid_end[b]: one past the last before b
+    next_solid = np.append(np.minimum.accumulate(np.where(space, n_chars, chars)[::-1])[::-1], n_chars)
+    solid_end = np.concatenate(([0], np.maximum.accumulate(np.where(space, 0, chars + 1))))
+    a = np.minimum(next_solid[raw[:, 0]], raw[:, 1])
+    b = np.maximum(solid_end[raw[:, 1]], a)
+    b = np.where(marker, a, b)
+    taken = np.concatenate(([0], np.maximum.accumulate(b)[:-1])) if len(b) else b
+    start = np.maximum(a, taken)
+    end = np.maximum(b, start)
+    offsets = np.stack([start, end], axis=1).astype(np.int32)
+    length = end - start
+    char_token = np.full(n_chars, -1, dtype=np.int32)
+    owner = np.repeat(np.arange(len(b), dtype=np.int32), length)
+    first = np.repeat(start - (np.cumsum(length) - length), length)
+    char_token[first + np.arange(len(owner))] = owner
+    return offsets, char_token
+
+
+#: The text tokenizer of each transformers tokenizer, built once (a 250k-piece vocabulary takes seconds).
+_TEXT_TOKENIZERS: "weakref.WeakKeyDictionary[object, tuple[Tokenizer, np.ndarray]]" = weakref.WeakKeyDictionary()
+
+
+def text_tokenizer(tokenizer) -> tuple[Tokenizer, np.ndarray]:
+    """A private copy of a fast tokenizer's pipeline that tokenizes special-token spellings
+    as text, and the ids of its pieces that are only SentencePiece's ``▁`` (``▁``, ``▁▁``...).
+
+    ``split_special_tokens=True`` alone does not do it: it only stops the added-token pass
+    from extracting them, and a SentencePiece (Unigram) vocabulary holds ``<s>``, ``<pad>``,
+    ``</s>``, ``<unk>`` and ``<mask>`` as pieces of score 0, the best there is, so its model
+    matches them inside words all the same. The copy renames those pieces in its own
+    vocabulary to strings the pipeline can never produce (they contain a plain space, which
+    the SentencePiece pre-tokenizer turns into ``▁``), keeping every id and score; WordPiece
+    and WordLevel vocabularies get the same renaming. Non-special added tokens are still
+    recognised, as in the original. Being a copy, it also shares no padding, truncation or
+    ``encode_special_tokens`` state with transformers' calls on the original. A tokenizer
+    whose copy still turns a special spelling into a special id is refused (AlignmentError).
+    """
+    try:
+        return _TEXT_TOKENIZERS[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    special = {str(t) for t in tokenizer.all_special_tokens}
+    model = spec["model"]
+    pieces: list[tuple[str, int]] = []
+    if model.get("type") == "Unigram":
+        pieces = [(piece, i) for i, (piece, _) in enumerate(model["vocab"])]
+        model["vocab"] = [[f" {piece} " if piece in special else piece, score] for piece, score in model["vocab"]]
+    elif model.get("type") in ("WordPiece", "WordLevel"):
+        pieces = list(model["vocab"].items())
+        model["vocab"] = {f" {piece} " if piece in special else piece: i for piece, i in model["vocab"].items()}
+        if model.get("unk_token") in special:
+            model["unk_token"] = f" {model['unk_token']} "
+    elif isinstance(model.get("vocab"), dict):  # BPE: merges keep to pre-tokens (checked below); markers only
+        pieces = list(model["vocab"].items())
+    spec["truncation"] = spec["padding"] = None
+    copy = Tokenizer.from_str(json.dumps(spec))
+    copy.encode_special_tokens = True
+    _refuse_special_text(tokenizer, copy)
+    markers = np.asarray(sorted(i for piece, i in pieces if piece and not piece.strip(SPIECE_UNDERLINE)), dtype=np.int64)
+    try:
+        _TEXT_TOKENIZERS[tokenizer] = (copy, markers)
+    except TypeError:  # not weak-referenceable: simply not cached
+        pass
+    return copy, markers
+
+
+def _refuse_special_text(tokenizer, text_tok: Tokenizer) -> None:
+    """An AlignmentError if the text tokenizer still turns a special-token spelling into a special id.
+
+    ``<unk>`` is no special id here: unknown characters legitimately become it.
+    """
+    special_ids = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
+    for spelling in tokenizer.all_special_tokens:
+        for text in (str(spelling), f"a {spelling} b", f"a{spelling}b"):
+            hit = special_ids.intersection(text_tok.encode(text, add_special_tokens=False).ids)
+            if hit:
+                raise AlignmentError(
+                    f"{type(tokenizer).__name__}: the text {text!r} becomes special token id {min(hit)}; "
+                    "ner_lit can not keep user text apart from special tokens with this tokenizer"
+                )
 
 
 def special_layout(tokenizer) -> tuple[list[int], list[int]]:

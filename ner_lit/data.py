@@ -32,7 +32,7 @@ from ner_lit.corpus import (
 )
 from ner_lit.streaming import ChunkPlan, PredictStream, count_sentences, iter_sentences
 
-ENCODING_VERSION = 1  # bump when the alignment's output changes, to invalidate caches
+ENCODING_VERSION = 2  # bump when the alignment's output changes, to invalidate caches
 _UNKNOWN = object()
 
 

@@ -71,6 +71,11 @@ def _compact(values: Iterable[int], count: int) -> np.ndarray:
     return array
 
 
+def _concat(arrays: list[np.ndarray], empty_shape: tuple[int, ...]) -> np.ndarray:
+    return np.concatenate([np.asarray(x, dtype=np.int64).reshape(-1, *empty_shape[1:]) for x in arrays]) if arrays \
+        else np.zeros(empty_shape, dtype=np.int64)
+
+
 def pack(encoded: list[EncodedSentence]) -> dict[str, np.ndarray]:
     """The flat arrays of a list of encoded sentences."""
     windows = [w for e in encoded for w in e.windows]
@@ -88,10 +93,10 @@ def pack(encoded: list[EncodedSentence]) -> dict[str, np.ndarray]:
         "window_sentence": _compact((w.sentence for w in windows), len(windows)),
         "window_length": _compact((len(w.input_ids) for w in windows), len(windows)),
         "input_ids": _compact(chain(w.input_ids for w in windows), n_ids),
-        "offsets": _compact(chain(chain(e.offsets) for e in encoded), 2 * n_tokens).reshape(n_tokens, 2),
-        "token_window": _compact(chain(e.token_window for e in encoded), n_tokens),
-        "token_pos": _compact(chain(e.token_pos for e in encoded), n_tokens),
-        "char_token": _compact(chain(e.char_token for e in encoded), n_chars),
+        "offsets": _compact(_concat([e.offsets for e in encoded], (0, 2)).ravel(), 2 * n_tokens).reshape(n_tokens, 2),
+        "token_window": _compact(_concat([e.token_window for e in encoded], (0,)), n_tokens),
+        "token_pos": _compact(_concat([e.token_pos for e in encoded], (0,)), n_tokens),
+        "char_token": _compact(_concat([e.char_token for e in encoded], (0,)), n_chars),
     }
     if with_labels:
         arrays["labels"] = _compact(chain(w.labels for w in windows), n_ids)
@@ -131,14 +136,14 @@ def unpack(a: dict[str, np.ndarray]) -> list[EncodedSentence]:
         end = pos + length
         windows.append(Window(sentence, input_ids[pos:end], labels[pos:end] if labels is not None else None))
         pos = end
-    starts = a["offsets"][:, 0].tolist()
-    ends = a["offsets"][:, 1].tolist()
-    token_window, token_pos, char_token = (a[k].tolist() for k in ("token_window", "token_pos", "char_token"))
+    # The alignment's per-token and per-character maps are int32 arrays: slices of one array each.
+    offsets, token_window, token_pos, char_token = (
+        a[k].astype(np.int32) for k in ("offsets", "token_window", "token_pos", "char_token"))
     out: list[EncodedSentence] = []
     w = t = c = 0
     for index, text_length, n_windows, n_tokens in zip(*(a[k].tolist() for k in _SENTENCE_FIELDS)):
         out.append(EncodedSentence(
-            index, text_length, windows[w:w + n_windows], list(zip(starts[t:t + n_tokens], ends[t:t + n_tokens])),
+            index, text_length, windows[w:w + n_windows], offsets[t:t + n_tokens],
             token_window[t:t + n_tokens], token_pos[t:t + n_tokens], char_token[c:c + text_length],
         ))
         w, t, c = w + n_windows, t + n_tokens, c + text_length

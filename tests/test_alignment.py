@@ -162,24 +162,12 @@ def test_entities_are_strict_iob2_spans_over_nonspace_characters_with_mean_score
     assert ents[0].score == pytest.approx((0.9 + 0.7 + 0.5 + 0.5) / 4)
 
 
-def test_alignment_ceiling_on_klue_dev_does_not_fall(tokenizer, klue_dir):
+def test_alignment_ceiling_on_klue_dev_does_not_fall(tokenizer, klue_dir, alignment_ceiling):
     """Gold characters -> token labels -> characters, scored officially (README figure: 98.11 / 81.70)."""
-    from ner_lit.metrics import CharMacroF1, EntityMacroF1
-
     sentences = read_klue_tsv(klue_dir / "dev.tsv")
-    al = Aligner(tokenizer, KLUE_LABELS, max_length=128, stride=32)
-    enc = al.encode(sentences)
-    decoded = al.decode_labels(enc, [al.token_labels(e) for e in enc])
-    f1c, f1e = CharMacroF1(KLUE_LABELS), EntityMacroF1(KLUE_LABELS)
-    preds, golds = [], []
-    for s, d in zip(sentences, decoded):
-        keep = torch.tensor([not c.isspace() for c in s.text])
-        preds.append(d[keep])
-        golds.append(torch.tensor([al.label2id[t] for t in s.tags])[keep])
-    f1c.update(preds, golds)
-    f1e.update(preds, golds)
-    assert float(f1c.compute()) >= 98.1088
-    assert float(f1e.compute()) >= 81.6954
+    f1c, f1e = alignment_ceiling(Aligner(tokenizer, KLUE_LABELS, max_length=128, stride=32), sentences)
+    assert f1c >= 98.1088
+    assert f1e >= 81.6954
 
 
 def _valid_iob2(tags: list[str]) -> bool:
@@ -297,3 +285,114 @@ def test_packing_opens_a_row_where_a_window_does_not_fit_and_gives_a_too_long_on
     rows = {r: sum(n for n, rr in zip((6, 5, 12, 4), batch.row) if rr == r) for r in set(batch.row)}
     assert all(n <= 10 for r, n in rows.items() if r != batch.row[2])
     assert len(rows) == 3  # 12 | 6 + 4 | 5: first fit, longest first
+
+
+# --------------------------------------------------------------------------- long lines
+def _klue_line(klue_dir, n_chars: int) -> str:
+    """A line of ``n_chars`` characters of real KLUE text (dev sentences joined by spaces)."""
+    base = " ".join(s.text for s in read_klue_tsv(klue_dir / "dev.tsv")[:2000])
+    return (base * (n_chars // len(base) + 1))[:n_chars]
+
+
+def _encode_cpu_seconds(aligner: Aligner, text: str, repeats: int = 3) -> float:
+    """The least CPU time of ``repeats`` encodings (CPU time: other processes' load does not count)."""
+    import time
+
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.process_time()
+        aligner.encode([Sentence("s", text)])
+        best = min(best, time.process_time() - t0)
+    return best
+
+
+def test_encoding_a_long_line_is_linear_in_its_length(tokenizer, klue_dir):
+    # Linear: doubling the line about doubles the time; the old token x window loop took 3.6x.
+    al = Aligner(tokenizer, KLUE_LABELS, max_length=128, stride=32)
+    small = _encode_cpu_seconds(al, _klue_line(klue_dir, 100_000))
+    large = _encode_cpu_seconds(al, _klue_line(klue_dir, 200_000))
+    assert large / small < 2.8, (small, large)
+
+
+def test_a_long_lines_encoding_keeps_compact_maps(tokenizer, klue_dir):
+    """Per character the encoding keeps int32 maps and its windows' ids, not Python lists of the
+    whole sentence (the old encoding kept about 130 bytes a character)."""
+    import tracemalloc
+
+    al = Aligner(tokenizer, KLUE_LABELS, max_length=128, stride=32)
+    text = _klue_line(klue_dir, 20_000)
+    tracemalloc.start()
+    (e,) = al.encode([Sentence("s", text)])
+    kept, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert kept / len(text) < 80, kept / len(text)
+    assert e.char_token.dtype == np.int32 and e.char_token.shape == (len(text),)
+
+
+def test_vectorised_windows_pick_the_farthest_from_an_edge_for_every_token(tokenizer):
+    """Every token's window against the rule spelled out token by token, over many window settings."""
+    text = " ".join(["서울에서", "경찰은", "만났다", "한국어"] * 30)
+    for max_length, stride in [(5, 0), (5, 2), (12, 9), (12, 3), (40, 20), (128, 32)]:
+        al = Aligner(tokenizer, KLUE_LABELS, max_length=max_length, stride=stride)
+        (e,) = al.encode([Sentence("s", text)])
+        n, c, step = e.num_tokens, al.content_length, al.content_length - al.stride
+        starts = [w * step for w in range(len(e.windows))]
+        assert starts[-1] + c >= n and (len(starts) == 1 or starts[-2] + c < n)
+        for t in range(n):
+            margins = []
+            for st in starts:
+                en = min(st + c, n)
+                inside = st <= t < en
+                margins.append(min(t - st if st > 0 else n, en - 1 - t if en < n else n) if inside else -1)
+            want = margins.index(max(margins))
+            assert (e.token_window[t], e.token_pos[t]) == (want, 1 + t - starts[want]), (max_length, stride, t)
+
+
+# --------------------------------------------------------------------------- special-token spellings in text
+SPECIAL_TEXTS = ["[PAD]", "[CLS] 서울 [SEP]", "[MASK]은 [UNK]", "<s>", "</s>", "<pad>", "<mask>", "서울[SEP]부산"]
+
+
+def _content_ids(al: Aligner, text: str) -> list[int]:
+    (e,) = al.encode([Sentence("s", text)])
+    return [e.windows[w].input_ids[p] for w, p in zip(e.token_window, e.token_pos)]
+
+
+@pytest.mark.parametrize("text", SPECIAL_TEXTS)
+def test_special_token_spellings_in_text_stay_text(tokenizer, text):
+    al = Aligner(tokenizer, KLUE_LABELS)
+    ids = _content_ids(al, text)
+    specials = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
+    assert not specials.intersection(ids), tokenizer.convert_ids_to_tokens(ids)
+    (e,) = al.encode([Sentence("s", text)])
+    assert all(e.char_token[i] >= 0 for i, ch in enumerate(text) if not ch.isspace())
+
+
+def test_a_bracketed_special_spelling_is_tokenized_like_any_bracketed_word(tokenizer):
+    al = Aligner(tokenizer, KLUE_LABELS)
+    assert _content_ids(al, "[PAD]") == tokenizer("[ PAD ]", add_special_tokens=False)["input_ids"]
+
+
+def test_the_syllable_scratch_tokenizer_keeps_special_spellings_as_text():
+    from ner_lit.scratch import build_tokenizer
+
+    tok = build_tokenizer(["[PAD] 서울 [CLS] 부산 [SEP] [MASK]"] * 3, kind="syllable", vocab_size=100, min_frequency=1)
+    al = Aligner(tok, KLUE_LABELS)
+    for text in SPECIAL_TEXTS:
+        ids = _content_ids(al, text)
+        assert not (set(tok.all_special_ids) - {tok.unk_token_id}).intersection(ids), (text, ids)
+    assert tok.convert_ids_to_tokens(_content_ids(al, "[SEP]")) == list("[SEP]")
+
+
+def test_the_text_tokenizer_encodes_ordinary_text_exactly_as_the_tokenizer(tokenizer, klue_dir):
+    texts = [s.text for s in read_klue_tsv(klue_dir / "dev.tsv")[:500]]
+    al = Aligner(tokenizer, KLUE_LABELS)
+    ref = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    for text, ids, offsets, enc in zip(texts, ref["input_ids"], ref["offset_mapping"], al.text_tokenizer.encode_batch(texts, add_special_tokens=False)):
+        assert (enc.ids, enc.offsets) == (ids, [tuple(o) for o in offsets]), text
+
+
+def test_the_predictor_answers_special_spellings_as_text(tiny_predictor):
+    (pad,) = tiny_predictor.predict(["[PAD]"])
+    assert [t.token for t in pad.tokens] == ["[", "PAD", "]"]
+    (seps,) = tiny_predictor.predict(["[CLS] 서울 [SEP]"])
+    assert [t.token for t in seps.tokens] == ["[", "CLS", "]", "서", "##울", "[", "SEP", "]"]

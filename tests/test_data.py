@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ner_lit.alignment import Aligner
@@ -227,7 +228,6 @@ def test_a_damaged_cache_entry_is_rebuilt_not_an_error(corpus: Path, encode_call
 
 
 def test_cache_entries_hold_only_integer_arrays_loadable_without_pickle(corpus: Path) -> None:
-    import numpy as np
 
     datamodule(corpus).setup("fit")
     for entry in cache_entries(corpus.parent):
@@ -243,8 +243,12 @@ def test_cached_encoding_equals_a_fresh_one_field_by_field(corpus: Path) -> None
     first.setup("fit")
     second = datamodule(corpus)
     second.setup("fit")  # from the cache
-    assert [asdict(it.encoded) for it in second.eval_items["validate"]] == [
-        asdict(it.encoded) for it in first.eval_items["validate"]]
+
+    def plain(encoded) -> dict:
+        return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in asdict(encoded).items()}
+
+    assert [plain(it.encoded) for it in second.eval_items["validate"]] == [
+        plain(it.encoded) for it in first.eval_items["validate"]]
 
 
 @pytest.mark.parametrize("change", [{"label_rule": "first_entity"}, {"max_length": 20}, {"scratch_tokenizer": "wordpiece"},
