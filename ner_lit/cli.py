@@ -3,11 +3,15 @@
 Every option comes from a typed signature (``NERModel``, ``NERDataModule``, the callbacks,
 ``ner_lit.serve.serve``); nothing is parsed by hand. What this module adds to LightningCLI:
 
-* the project's defaults (ModelCheckpoint on ``val_F1c`` in max mode, LearningRateMonitor,
-  TensorBoard and CSV logs in one ``version_N`` directory per run, seed 7);
+* the project's defaults (ModelCheckpoint on ``val_F1c`` in max mode, ``last.ckpt`` at every
+  epoch end, best files without optimizer state, LearningRateMonitor, TensorBoard and CSV
+  logs in one ``version_N`` directory per run, seed 7);
+* checkpoints written atomically and with the RNG states for an exact resume
+  (:mod:`ner_lit.ckpt_io`), in every run;
 * ``--ckpt_path best|last`` resolved in a new process from the runs under
-  ``trainer.default_root_dir``, and the checkpoint's own labels, tokenizer and model config
-  handed to the datamodule and the model, so evaluating needs no training data and no hub;
+  ``trainer.default_root_dir`` (the choice printed on stderr), the checkpoint checked
+  (digest, labels, tokenizer) and its own labels, tokenizer and model config handed to the
+  datamodule and the model, so evaluating needs no training data and no hub;
 * user errors (bad files, bad settings) end as one line on stderr and exit status 2.
 """
 from __future__ import annotations
@@ -19,13 +23,15 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from jsonargparse import ActionConfigFile, ArgumentParser
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 
 from ner_lit.alignment import AlignmentError
 from ner_lit.callbacks import ExportBestModel, PredictionWriter
-from ner_lit.checkpoint import CheckpointError, payload, resolve_checkpoint, run_dirs
+from ner_lit.checkpoint import SECTION, CheckpointError, choose_checkpoint, load_checkpoint, run_dirs
+from ner_lit.ckpt_io import AtomicCheckpointIO, ExactResume, NERModelCheckpoint, remove_stale_temps_under
 from ner_lit.corpus import CorpusError
 from ner_lit.data import DataError, NERDataModule
 from ner_lit.model import ModelError, NERModel
@@ -65,7 +71,7 @@ def next_version(root: str | Path) -> int:
 
 class NERCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(NERModelCheckpoint, "checkpoint")
         parser.set_defaults({
             "checkpoint.monitor": "val_F1c",
             "checkpoint.mode": "max",
@@ -92,13 +98,10 @@ class NERCLI(LightningCLI):
         cfg = self.config[sub]
         spec = cfg.get("ckpt_path")
         if spec in ("best", "last"):
-            root = cfg.trainer.default_root_dir or DEFAULT_ROOT
-            cfg.ckpt_path = str(resolve_checkpoint(spec, root))
-            print(f"--ckpt_path {spec}: {cfg.ckpt_path}", file=sys.stderr)
-        if cfg.get("ckpt_path"):
-            self._ner_payload = payload(cfg.ckpt_path)
-        else:
-            self._ner_payload = None
+            choice = choose_checkpoint(spec, cfg.trainer.default_root_dir or DEFAULT_ROOT)
+            cfg.ckpt_path = str(choice.path)
+            print(choice.describe(spec), file=sys.stderr)
+        self._ner_payload = checked_payload(cfg.ckpt_path, resume=sub == "fit") if cfg.get("ckpt_path") else None
 
     def after_instantiate_classes(self) -> None:
         if getattr(self, "_ner_payload", None) is not None:
@@ -107,6 +110,8 @@ class NERCLI(LightningCLI):
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
         config["use_distributed_sampler"] = False  # NERDataModule shards by rank itself
+        config["plugins"] = with_atomic_checkpoints(config.get("plugins"))
+        callbacks = [*callbacks, ExactResume()]
         precision = str(config.get("precision") or "")
         if precision.startswith("bf16") and runs_on_cpu(config.get("accelerator")) and not cpu_supports_bf16():
             # Emulated bf16 is slower than fp32: a recipe that asks for bf16 for speed falls back.
@@ -114,6 +119,7 @@ class NERCLI(LightningCLI):
             config["precision"] = "32-true"
         if config.get("default_root_dir") is None:
             config["default_root_dir"] = DEFAULT_ROOT
+        remove_stale_temps_under(config["default_root_dir"])
         if config.get("logger") in (None, True):
             root = config["default_root_dir"]
             # DDP children re-run the CLI; they must land in the run directory rank 0 chose.
@@ -124,6 +130,25 @@ class NERCLI(LightningCLI):
                 CSVLogger(root, name="", version=version),
             ]
         return super()._instantiate_trainer(config, callbacks)
+
+
+def checked_payload(path: str, resume: bool) -> dict[str, Any]:
+    """The checkpoint's ``ner_lit`` section, after checking the whole file (and, to resume, that it can)."""
+    ckpt = load_checkpoint(path)
+    if resume and "optimizer_states" not in ckpt:
+        raise CheckpointError(
+            f"{path}: holds the weights only (a best checkpoint), not the optimizer state training needs to "
+            "resume; resume with --ckpt_path last (or that run's last.ckpt)"
+        )
+    return ckpt[SECTION]
+
+
+def with_atomic_checkpoints(plugins: Any) -> list[Any]:
+    """The trainer's plugins, with :class:`AtomicCheckpointIO` unless one writing checkpoints is given."""
+    given = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    if not any(isinstance(p, CheckpointIO) for p in given):
+        given.append(AtomicCheckpointIO())
+    return given
 
 
 def serve_parser() -> ArgumentParser:
@@ -151,7 +176,9 @@ def run_serve(argv: Sequence[str]) -> None:
     spec = cfg.ckpt_path
     if spec in ("best", "last"):
         root = cfg.run_dir or ((cfg.trainer or {}).get("default_root_dir")) or DEFAULT_ROOT
-        spec = str(resolve_checkpoint(spec, root))
+        choice = choose_checkpoint(spec, root)
+        print(choice.describe(cfg.ckpt_path), file=sys.stderr)
+        spec = str(choice.path)
     kwargs = {k: v for k, v in vars(cfg).items() if k in serve.__code__.co_varnames[: serve.__code__.co_argcount]}
     kwargs["ckpt_path"] = spec
     serve(**kwargs)

@@ -10,7 +10,7 @@ import torch
 from torchmetrics import MeanMetric
 
 from ner_lit.alignment import IGNORE, entities_from_tags
-from ner_lit.checkpoint import FORMAT, SECTION
+from ner_lit.checkpoint import FORMAT, SECTION, weights_digest
 from ner_lit.metrics import CharMacroF1, EntityMacroF1
 
 
@@ -216,4 +216,16 @@ class NERModel(pl.LightningModule):
             "decoding": self.aligner.decoding,
             "name": self.hparams.pretrained or "scratch-bert",
             "scores": {k: float(v) for k, v in metrics.items() if k.startswith("val_")},
+            "monitor": self._monitor_record(metrics),
+            # Last, over the weights as they are written: load_checkpoint refuses a file whose tensors differ.
+            "weights_sha256": weights_digest(checkpoint["state_dict"]),
         }
+
+    def _monitor_record(self, metrics: dict[str, Any]) -> Optional[dict[str, Any]]:
+        """The monitored score this checkpoint was saved with: ``--ckpt_path best`` picks by it."""
+        callback = self.trainer.checkpoint_callback if self._trainer is not None else None
+        name = getattr(callback, "monitor", None)
+        if not name:
+            return None
+        score = metrics.get(name)
+        return {"name": name, "mode": getattr(callback, "mode", "max"), "score": None if score is None else float(score)}

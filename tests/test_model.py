@@ -147,3 +147,17 @@ def test_a_pretrained_model_is_fine_tuned_in_train_mode(tiny_model_dir, tmp_path
                          default_root_dir=str(tmp_path))
     trainer.fit(NERModel(pretrained=str(tiny_model_dir)), datamodule=data)
     assert probe.in_eval == []
+
+
+def test_checkpoint_section_records_the_monitored_score_and_the_weights_digest(
+        trained_run: TrainedRun, checkpoint: dict) -> None:
+    from ner_lit.checkpoint import weights_digest
+
+    section = checkpoint["ner_lit"]
+    assert section["monitor"] == {"name": "val_F1c", "mode": "max", "score": section["scores"]["val_F1c"]}
+    assert section["weights_sha256"] == weights_digest(checkpoint["state_dict"])
+    changed = dict(checkpoint["state_dict"])
+    name = next(iter(changed))
+    changed[name] = changed[name].clone()
+    changed[name].view(-1)[0] += 1
+    assert weights_digest(changed) != section["weights_sha256"]

@@ -1,0 +1,65 @@
+"""Faults injected into a `python -m ner_lit fit` process (tests/test_fault_injection.py).
+
+Given to the CLI in a config file (``trainer.callbacks`` / ``trainer.plugins`` by class
+path, with ``tests/`` on PYTHONPATH), each ends its own process with SIGKILL at a chosen
+point, which is how a reproducible kill at "a random moment" is made: the moments are
+drawn from a fixed seed list by the test.
+"""
+from __future__ import annotations
+
+import io
+import os
+import signal
+from pathlib import Path
+from typing import IO, Any
+
+import lightning.pytorch as pl
+import torch
+
+from ner_lit.ckpt_io import AtomicCheckpointIO
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KillAtBatch(pl.Callback):
+    """SIGKILL after training batch ``batch`` of epoch ``epoch`` (mid-epoch: no checkpoint is being written)."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch = epoch
+        self.batch = batch
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            die()
+
+
+class TornSave(AtomicCheckpointIO):
+    """SIGKILL in the middle of writing the ``occurrence``-th checkpoint whose name starts with ``prefix``.
+
+    The first ``fraction`` of the serialized bytes reach the temporary file, then the
+    process dies: what a kill during a save leaves behind.
+    """
+
+    def __init__(self, prefix: str, occurrence: int, fraction: float) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.occurrence = occurrence
+        self.fraction = fraction
+        self.seen = 0
+
+    def write(self, checkpoint: dict[str, Any], f: IO[bytes]) -> None:
+        name = Path(f.name).name  # ".<final name>.ner_lit-tmp.<pid>"
+        if name[1:].startswith(self.prefix):
+            self.seen += 1
+            if self.seen == self.occurrence:
+                buffer = io.BytesIO()
+                torch.save(checkpoint, buffer)
+                data = buffer.getvalue()
+                f.write(data[: int(len(data) * self.fraction)])
+                f.flush()
+                os.fsync(f.fileno())
+                die()
+        super().write(checkpoint, f)
