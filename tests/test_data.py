@@ -228,7 +228,6 @@ def test_a_damaged_cache_entry_is_rebuilt_not_an_error(corpus: Path, encode_call
 
 
 def test_cache_entries_hold_only_integer_arrays_loadable_without_pickle(corpus: Path) -> None:
-
     datamodule(corpus).setup("fit")
     for entry in cache_entries(corpus.parent):
         with np.load(entry, allow_pickle=False) as npz:
