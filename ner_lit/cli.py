@@ -88,6 +88,8 @@ def next_version(root: str | Path) -> int:
     return int(runs[-1].name.split("_")[1]) + 1 if runs else 0
 
 
+#: Subcommands that evaluate a checkpoint and write beside it, not in a new run.
+EVALUATIONS = ("validate", "test", "predict")
 #: Folders this process's command created, removed again if the command fails (see ner_lit.runs).
 _CREATED: list[Path] = []
 #: Callbacks that act only while training; an evaluation without them restores no training state.
@@ -147,7 +149,7 @@ class NERCLI(LightningCLI):
             config["precision"] = "32-true"
         if config.get("default_root_dir") is None:
             config["default_root_dir"] = DEFAULT_ROOT
-        if self.subcommand != "fit":
+        if self.subcommand in EVALUATIONS:
             callbacks = self._evaluate_beside_checkpoint(config, callbacks)
         elif config.get("logger") in (None, True):
             root = config["default_root_dir"]

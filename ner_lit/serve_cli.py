@@ -84,13 +84,14 @@ def _load(value: str) -> Any:
 
 
 def run_serve(argv: Sequence[str], prog: str = "ner_lit") -> None:
-    from ner_lit.checkpoint import resolve_checkpoint
     from ner_lit.serve import serve
 
     args, config_root = split_training_configs(argv)
     cfg = serve_parser(prog).parse_args(args)
     spec = cfg.ckpt_path
     if spec in ("best", "last"):
+        from ner_lit.checkpoint import resolve_checkpoint  # torch: not for `serve --help`
+
         root = cfg.run_dir or config_root or DEFAULT_ROOT
         spec = str(resolve_checkpoint(spec, root))
         print(chosen(cfg.ckpt_path, spec), file=sys.stderr)
@@ -102,11 +103,14 @@ def run_serve(argv: Sequence[str], prog: str = "ner_lit") -> None:
 
 def main(argv: Sequence[str], prog: str = "ner_lit") -> None:
     """``serve`` with user errors as one line on stderr and exit status 2."""
-    from ner_lit.checkpoint import CheckpointError
-    from ner_lit.serve import ServeError
-
     try:
         run_serve(argv, prog)
-    except (ServeError, CheckpointError) as exc:
+    except ValueError as exc:
+        # Imported here: checkpoint imports torch, which `serve --help` never needs.
+        from ner_lit.checkpoint import CheckpointError
+        from ner_lit.serve import ServeError
+
+        if not isinstance(exc, (ServeError, CheckpointError)):
+            raise
         print(f"ner_lit: error: {exc}", file=sys.stderr)
         sys.exit(2)
