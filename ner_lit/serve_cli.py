@@ -86,6 +86,13 @@ def _load(value: str) -> Any:
 def run_serve(argv: Sequence[str], prog: str = "ner_lit") -> None:
     from ner_lit.serve import serve
 
+    serve(**serve_arguments(argv, prog))
+
+
+def serve_arguments(argv: Sequence[str], prog: str = "ner_lit") -> dict[str, Any]:
+    """The keyword arguments for :func:`ner_lit.serve.serve` a command line asks for (best/last resolved)."""
+    from ner_lit.serve import serve
+
     args, config_root = split_training_configs(argv)
     cfg = serve_parser(prog).parse_args(args)
     spec = cfg.ckpt_path
@@ -98,7 +105,7 @@ def run_serve(argv: Sequence[str], prog: str = "ner_lit") -> None:
     names = serve.__code__.co_varnames[: serve.__code__.co_argcount]
     kwargs = {k: v for k, v in vars(cfg).items() if k in names}
     kwargs["ckpt_path"] = spec
-    serve(**kwargs)
+    return kwargs
 
 
 def main(argv: Sequence[str], prog: str = "ner_lit") -> None:
