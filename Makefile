@@ -3,11 +3,14 @@ PYTHON ?= python
 SHARED ?= ../shared
 KLUE ?= $(SHARED)/data/klue-ner
 
-.PHONY: install install-bench test lint tiny tiny-test tiny-serve klue clean
+.PHONY: install install-bench wheel test lint tiny tiny-test tiny-serve klue clean
 
 install:            ## torch's CPU build first (an unpinned torch pulls CUDA), then the project with test deps
 	$(PYTHON) -m pip install torch==2.13.0
 	$(PYTHON) -m pip install -e ".[dev]"
+
+wheel:              ## build dist/ner_lit-*.whl (carries templates/, configs/ as recipes and the sample corpus)
+	$(PYTHON) -m pip wheel --no-deps -w dist .
 
 install-bench:      ## the bench-only extras (accelerate for the Hugging Face Trainer side by side)
 	$(PYTHON) -m pip install -e ".[bench]"
@@ -19,26 +22,26 @@ lint:               ## ruff with the rules in pyproject.toml (what CI runs)
 	$(PYTHON) -m ruff check ner_lit tests bench
 
 tiny:               ## the offline quickstart: train the tiny recipe on the shipped sample corpus
-	$(PYTHON) -m ner_lit fit --config configs/tiny.yaml
+	$(PYTHON) -m ner_lit fit --config tiny
 
-tiny-test:          ## score the best tiny checkpoint on the sample dev split
-	$(PYTHON) -m ner_lit test --config configs/tiny.yaml --ckpt_path best
+tiny-test:          ## score the best tiny checkpoint on the sample dev split (written beside the checkpoint)
+	$(PYTHON) -m ner_lit test --config tiny --ckpt_path best
 
 tiny-serve:         ## serve the best tiny checkpoint on http://127.0.0.1:5000
-	$(PYTHON) -m ner_lit serve --config configs/tiny.yaml --ckpt_path best
+	$(PYTHON) -m ner_lit serve --config tiny --ckpt_path best
 
 klue:               ## the published recipe (klue/roberta-base; needs the hub or local files, and a GPU)
 	$(PYTHON) -m ner_lit fit --config configs/klue.yaml
 
 clean:
-	rm -rf runs lightning_logs .pytest_cache test-artifacts
+	rm -rf runs lightning_logs .pytest_cache test-artifacts build dist ner_lit.egg-info
 
 # --- benchmarks (issue 5): every README figure comes from these targets -------------------------
 # Real measurements on this machine (30 minutes on an idle 2-core CPU, measured 2026-11-25); SHARED is the
 # workplace's shared folder (KLUE-NER data, the reference-model tool).
 BENCH_SCRIPTS := metric_speed train_throughput accuracy eval_speed profile_step precision
 
-.PHONY: bench bench-quick bench-report bench-budget $(addprefix bench-,$(BENCH_SCRIPTS))
+.PHONY: bench bench-quick bench-report bench-budget bench-startup $(addprefix bench-,$(BENCH_SCRIPTS))
 
 bench: $(addprefix bench-,$(BENCH_SCRIPTS)) bench-serve
 	$(PYTHON) bench/report.py
@@ -57,6 +60,9 @@ bench-quick:
 bench-budget:
 	$(PYTHON) bench/budget.py --shared $(SHARED)
 	$(PYTHON) bench/report.py
+
+bench-startup:      ## start-up time of --help and usage errors (issue 11), not part of `make bench`
+	$(PYTHON) bench/startup.py
 
 bench-serve:        ## serving latency and throughput vs the naive path (issue 4)
 	$(PYTHON) bench/serve_bench.py --shared $(SHARED)

@@ -98,13 +98,13 @@ def fit(args, name: str, model_dir: Path) -> dict:
     if done.is_file() and json.loads(done.read_text()).get("threads"):
         res["threads"] = json.loads(done.read_text())["threads"]
     if name == "main":
-        report = sorted(root.glob("version_*/test_report.json"))
+        report = sorted(root.glob("version_*/test/*/*/test_report.json"))
         if not report or args.rescore:
             cmd = [sys.executable, "-m", "ner_lit", "test"] + cli_args(args, model_dir, root) + ["--ckpt_path", "last"]
             proc = subprocess.run(cmd, cwd=common.REPO, capture_output=True, text=True)
             if proc.returncode:
                 raise SystemExit(f"test failed:\n{proc.stderr[-3000:]}")
-            report = sorted(root.glob("version_*/test_report.json"))
+            report = sorted(root.glob("version_*/test/*/*/test_report.json"))
         res["per_type"] = json.loads(report[-1].read_text()) if report else None
         if res["per_type"]:
             cfg = (report[-1].parent / "config.yaml").read_text() if (report[-1].parent / "config.yaml").is_file() else ""

@@ -1,4 +1,7 @@
-"""``python -m ner_lit``: LightningCLI's fit/validate/test/predict plus ``serve``.
+"""``ner_lit`` (``python -m ner_lit``): LightningCLI's fit/validate/test/predict plus ``serve``.
+
+The command starts in :mod:`ner_lit.command`, which answers ``--help`` and usage errors
+without importing Lightning; ``serve`` runs from :mod:`ner_lit.serve_cli`.
 
 Every option comes from a typed signature (``NERModel``, ``NERDataModule``, the callbacks,
 ``ner_lit.serve.serve``); nothing is parsed by hand. What this module adds to LightningCLI:
@@ -8,6 +11,8 @@ Every option comes from a typed signature (``NERModel``, ``NERDataModule``, the 
   logs in one ``version_N`` directory per run, seed 7);
 * checkpoints written atomically and with the RNG states for an exact resume
   (:mod:`ner_lit.ckpt_io`), in every run;
+* ``test``/``validate``/``predict`` writing beside the checkpoint they use, not in a new run,
+  and a failed command leaving no folders behind (:mod:`ner_lit.runs`);
 * ``--ckpt_path best|last`` resolved in a new process from the runs under
   ``trainer.default_root_dir`` (the choice printed on stderr), the checkpoint checked
   (digest, labels, tokenizer) and its own labels, tokenizer and model config handed to the
@@ -16,14 +21,14 @@ Every option comes from a typed signature (``NERModel``, ``NERDataModule``, the 
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from jsonargparse import ActionConfigFile, ArgumentParser
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -35,16 +40,36 @@ from ner_lit.ckpt_io import AtomicCheckpointIO, ExactResume, NERModelCheckpoint,
 from ner_lit.corpus import CorpusError
 from ner_lit.data import DataError, NERDataModule
 from ner_lit.model import ModelError, NERModel
+from ner_lit.runs import evaluation_dir, new_folders, remove_if_unneeded
+from ner_lit.serve_cli import SERVE_HELP, serve_parser
 
 USER_ERRORS = (CorpusError, AlignmentError, CheckpointError, DataError, ModelError)
 DEFAULT_ROOT = "runs"
-SERVE_HELP = "Serve a trained model over HTTP (an API and a web page)."
 _VERSION_ENV = "NER_LIT_RUN_VERSION"
 
-# TensorBoard and CSV logs share one run directory on purpose; the CSV logger's warning about it is noise.
-warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
-# Evaluation batches are whole sentences from our own sampler, which never drops any.
-warnings.filterwarnings("ignore", message=r"You are using a custom batch sampler")
+
+def _skip_tips(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("💡 Tip:")
+
+
+def quiet() -> None:
+    """Silence what a normal run would print that tells the user nothing about their run.
+
+    Called at every start (pytest resets warning filters between tests). Each filter is
+    precise, with its reason:
+    """
+    # TensorBoard and CSV logs share one run directory on purpose; the CSV logger's warning about it is noise.
+    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+    # Evaluation batches are whole sentences from our own sampler, which never drops any.
+    warnings.filterwarnings("ignore", message=r"You are using a custom batch sampler")
+    # Lightning 2.6's CombinedLoader builds torch's LeafSpec, which torch 2.13 deprecated: not ours, harmless.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning,
+                            module=r"lightning\.pytorch\.utilities\._pytree")
+    # The model summary's parameter counts are right under bf16; only its size estimate assumes 32 bits.
+    warnings.filterwarnings("ignore", message=r"Precision .* is not supported by the model summary")
+    # Lightning's advertisements for its cloud services (litlogger, litmodels), logged on every run.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_skip_tips)
 
 
 def cpu_supports_bf16() -> bool:
@@ -69,7 +94,17 @@ def next_version(root: str | Path) -> int:
     return int(runs[-1].name.split("_")[1]) + 1 if runs else 0
 
 
+#: Subcommands that evaluate a checkpoint and write beside it, not in a new run.
+EVALUATIONS = ("validate", "test", "predict")
+#: Folders this process's command created, removed again if the command fails (see ner_lit.runs).
+_CREATED: list[Path] = []
+#: Callbacks that act only while training; an evaluation without them restores no training state.
+_FIT_ONLY_CALLBACKS = (ModelCheckpoint, LearningRateMonitor, ExportBestModel, ExactResume)
+
+
 class NERCLI(LightningCLI):
+    _ner_prog = "ner_lit"  # the command's name in usage lines, set by main
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(NERModelCheckpoint, "checkpoint")
         parser.set_defaults({
@@ -88,7 +123,7 @@ class NERCLI(LightningCLI):
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
         super()._add_subcommands(parser, **kwargs)
         # Listed here for `--help`; `main` runs it before LightningCLI is involved.
-        parser._subcommands_action.add_subcommand("serve", serve_parser(), help=SERVE_HELP)
+        parser._subcommands_action.add_subcommand("serve", serve_parser(self._ner_prog), help=SERVE_HELP)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
@@ -120,16 +155,42 @@ class NERCLI(LightningCLI):
         if config.get("default_root_dir") is None:
             config["default_root_dir"] = DEFAULT_ROOT
         remove_stale_temps_under(config["default_root_dir"])
-        if config.get("logger") in (None, True):
+        if self.subcommand in EVALUATIONS:
+            callbacks = self._evaluate_beside_checkpoint(config, callbacks)
+        elif config.get("logger") in (None, True):
             root = config["default_root_dir"]
             # DDP children re-run the CLI; they must land in the run directory rank 0 chose.
             version = int(os.environ.get(_VERSION_ENV) or next_version(root))
             os.environ[_VERSION_ENV] = str(version)
+            _CREATED.extend(new_folders(Path(root) / f"version_{version}")[:1])
             config["logger"] = [
                 TensorBoardLogger(root, name="", version=version, default_hp_metric=False),
                 CSVLogger(root, name="", version=version),
             ]
         return super()._instantiate_trainer(config, callbacks)
+
+    def _evaluate_beside_checkpoint(self, config: dict[str, Any], callbacks: list) -> list:
+        """Point test/validate/predict at their folder beside the checkpoint; drop the training-only callbacks.
+
+        Without ModelCheckpoint there is no saved checkpoint state to restore into a callback
+        whose directory differs (Lightning's "dirpath has changed" warning), and no default
+        ModelCheckpoint is added either.
+        """
+        stage = self.subcommand
+        ckpt = self.config[stage].get("ckpt_path")
+        target = evaluation_dir(stage, ckpt, self.datamodule.files.get(stage), config["default_root_dir"])
+        _CREATED.extend(new_folders(target)[:1])
+        config["default_root_dir"] = str(target)
+        config["enable_checkpointing"] = False
+        if config.get("logger") in (None, True):
+            config["logger"] = [
+                TensorBoardLogger(str(target), name="", version="", default_hp_metric=False),
+                CSVLogger(str(target), name="", version=""),
+            ]
+        self.save_config_kwargs["overwrite"] = True  # the folder is this evaluation's own: a rerun replaces it
+        # Lightning asks for the training callbacks whose state the checkpoint holds; an evaluation needs none.
+        warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint")
+        return [c for c in callbacks if not isinstance(c, _FIT_ONLY_CALLBACKS)]
 
 
 def checked_payload(path: str, resume: bool) -> dict[str, Any]:
@@ -151,61 +212,40 @@ def with_atomic_checkpoints(plugins: Any) -> list[Any]:
     return given
 
 
-def serve_parser() -> ArgumentParser:
-    from ner_lit.serve import serve
-
-    parser = ArgumentParser(prog="python -m ner_lit serve", description=SERVE_HELP, exit_on_error=True)
-    parser.add_argument("--config", action=ActionConfigFile, help="A serve config, or the training config of the run to serve (its trainer.default_root_dir locates --ckpt_path best|last).")
-    parser.add_function_arguments(serve, skip={"ckpt_path"})
-    parser.add_argument("--ckpt_path", type=Optional[str], default=None,
-                        help="A checkpoint file, or best/last: the newest run under trainer.default_root_dir (from --config) or --run_dir.")
-    parser.add_argument("--run_dir", type=Optional[str], default=None, help="Run directory (or the directory of runs) for --ckpt_path best|last.")
-    # A training config may be given as --config: its sections are accepted and only
-    # trainer.default_root_dir is used.
-    for section in ("trainer", "model", "data", "checkpoint", "lr_monitor", "prediction_writer", "export", "optimizer", "lr_scheduler"):
-        parser.add_argument(f"--{section}", type=Optional[dict], default=None, help="(from a training config; ignored)")
-    parser.add_argument("--seed_everything", type=Any, default=None, help="(from a training config; ignored)")
-    return parser
-
-
-def run_serve(argv: Sequence[str]) -> None:
-    from ner_lit.serve import serve
-
-    parser = serve_parser()
-    cfg = parser.parse_args(list(argv))
-    spec = cfg.ckpt_path
-    if spec in ("best", "last"):
-        root = cfg.run_dir or ((cfg.trainer or {}).get("default_root_dir")) or DEFAULT_ROOT
-        choice = choose_checkpoint(spec, root)
-        print(choice.describe(cfg.ckpt_path), file=sys.stderr)
-        spec = str(choice.path)
-    kwargs = {k: v for k, v in vars(cfg).items() if k in serve.__code__.co_varnames[: serve.__code__.co_argcount]}
-    kwargs["ckpt_path"] = spec
-    serve(**kwargs)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None, prog: str = "ner_lit") -> None:
+    """Run LightningCLI on ``argv`` (default ``sys.argv[1:]``); ``prog`` is the command's name in usage lines."""
     args = list(sys.argv[1:] if argv is None else argv)
     # Set by a DDP parent for its children; a run that chose its own version forgets it after,
     # or the next in-process run would write into the same directory.
     inherited_version = _VERSION_ENV in os.environ
+    quiet()
+    _CREATED.clear()
+    failed = True
     try:
         if args and args[0] == "serve":
-            run_serve(args[1:])
+            from ner_lit.serve_cli import run_serve
+
+            run_serve(args[1:], prog)
+            failed = False
             return
+        NERCLI._ner_prog = prog
         NERCLI(
             NERModel,
             NERDataModule,
             seed_everything_default=7,
             save_config_kwargs={"overwrite": False},
             auto_configure_optimizers=False,
-            parser_kwargs={"prog": "python -m ner_lit", "description": "Korean NER with Lightning: fit, validate, test, predict, serve."},
+            parser_kwargs={"prog": prog, "description": "Korean NER with Lightning: fit, validate, test, predict, serve."},
             args=None if argv is None else args,
         )
+        failed = False
     except USER_ERRORS + _serve_errors() as exc:
         print(f"ner_lit: error: {exc}", file=sys.stderr)
         sys.exit(2)
     finally:
+        if failed:
+            for folder in _CREATED:
+                remove_if_unneeded(folder)
         if not inherited_version:
             os.environ.pop(_VERSION_ENV, None)
 

@@ -187,9 +187,11 @@ class NERDataModule(pl.LightningDataModule):
     ) -> None:
         """
         Args:
-            data_dir: Directory of the corpus files. None downloads the official KLUE-NER v1.1
+            data_dir: Directory of the corpus files, relative to the current directory (``ner_lit:sample``: the
+                sample corpus shipped in the package). None downloads the official KLUE-NER v1.1
                 train and dev files into ``cache_dir`` (dev is also the test set: KLUE's test set is not public).
-            train_file: Training file, relative to ``data_dir`` (or absolute).
+            train_file: Training file. Like every file option: a bare name is looked for in ``data_dir``, then in
+                the current directory; a path with a directory part in the current directory, then in ``data_dir``.
             val_file: Validation file (scored every epoch; ModelCheckpoint keeps the best val_F1c).
             test_file: Test file; None uses ``val_file``.
             predict_file: File for ``predict``: plain text (one sentence a line), KLUE TSV or JSONL.
@@ -264,13 +266,36 @@ class NERDataModule(pl.LightningDataModule):
         self.decoding = payload.get("decoding", "viterbi")
 
     def path(self, stage: str) -> Optional[Path]:
+        """The file a stage reads: the first of :meth:`candidates` that exists, else the first one."""
+        places = self.candidates(stage)
+        if not places:
+            return None
+        return next((p for p in places if p.is_file()), places[0])
+
+    def candidates(self, stage: str) -> list[Path]:
+        """Where a stage's file may be, in the order tried.
+
+        Paths are relative to the current directory; ``ner_lit:<path>`` names a file shipped in
+        the package (``ner_lit:sample`` is the sample corpus). With ``data_dir`` set, a bare file
+        name (``train.tsv``) is looked for in ``data_dir`` first and then in the current
+        directory; a name with a directory part (``./my.txt``, ``../shared/x.tsv``) in the current
+        directory first and then in ``data_dir``. Without ``data_dir``, training and validation
+        (and ``test`` when no ``test_file`` is given) use the downloaded KLUE-NER files; a
+        ``test_file`` or ``predict_file`` is read from the current directory.
+        """
         name = self.files[stage]
         if name is None:
-            return None
-        if self.data_dir is None:
-            return Path(self._klue_files()["train" if stage == "fit" else "dev"])
-        p = Path(name)
-        return p if p.is_absolute() else Path(self.data_dir) / p
+            return []
+        if self.data_dir is None and (stage in ("fit", "validate") or (stage == "test" and not self.hparams.get("test_file"))):
+            return [Path(self._klue_files()["train" if stage == "fit" else "dev"])]
+        from ner_lit.resources import expand
+
+        p = Path(expand(name))
+        if p.is_absolute() or self.data_dir is None:
+            return [p]
+        in_data_dir = Path(expand(self.data_dir)) / p
+        bare = len(Path(name).parts) == 1
+        return [in_data_dir, p] if bare else [p, in_data_dir]
 
     def _klue_files(self) -> dict[str, Path]:
         if self._klue is None:  # checking the cache verifies sha256 and parses: once per run is enough
@@ -282,13 +307,19 @@ class NERDataModule(pl.LightningDataModule):
         if self.data_dir is None:
             self._klue_files()
 
-    def _read(self, stage: str) -> list[Sentence]:
+    def _existing_path(self, stage: str) -> Path:
+        """The file ``stage`` reads; the error for a missing one names every place looked in."""
         path = self.path(stage)
         option = {"fit": "train_file", "validate": "val_file", "test": "test_file", "predict": "predict_file"}[stage]
         if path is None:
             raise DataError(f"no --data.{option} is set, and `{stage}` needs one")
         if not path.is_file():
-            raise DataError(f"{path}: no such file (--data.{option}, --data.data_dir)")
+            tried = " or ".join(str(p) for p in self.candidates(stage))
+            raise DataError(f"{self.files[stage]}: no such file (--data.{option}); looked for {tried} (from {Path.cwd()})")
+        return path
+
+    def _read(self, stage: str) -> list[Sentence]:
+        path = self._existing_path(stage)
         before = _stat_signature(path)
         digest = encoded_cache.file_sha256(path)
         if stage == "predict":
@@ -343,12 +374,7 @@ class NERDataModule(pl.LightningDataModule):
             self.predict_count = count_sentences(self._predict_path(), self.max_chars)
 
     def _predict_path(self) -> Path:
-        path = self.path("predict")
-        if path is None:
-            raise DataError("no --data.predict_file is set, and `predict` needs one")
-        if not path.is_file():
-            raise DataError(f"{path}: no such file (--data.predict_file, --data.data_dir)")
-        return path
+        return self._existing_path("predict")
 
     def predict_plan(self) -> ChunkPlan:
         """How the predict file's chunks are shared between the ranks and DataLoader workers."""

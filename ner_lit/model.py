@@ -178,9 +178,9 @@ class NERModel(pl.LightningModule):
         report["F1c (macro over characters)"] = {"f1": float(self.test_F1c.compute())}
         log_dir = Path(self.trainer.log_dir or ".")  # a broadcast under DDP: every rank must ask
         if self.trainer.is_global_zero:
-            from ner_lit.report import write_report
+            from ner_lit.report import scored, write_report
 
-            write_report(report, log_dir, echo=True)
+            write_report(report, log_dir, echo=True, about=scored(self.trainer))
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """One row a sentence: ``id``, ``index`` (its position in the input), ``text`` and ``entities``."""

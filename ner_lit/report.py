@@ -1,8 +1,15 @@
-"""The per-type table written at the end of ``test``: JSON for programs, Markdown for people."""
+"""The per-type table written at the end of ``test``: JSON for programs, Markdown for people.
+
+The Markdown file starts with what was scored (checkpoint, data file, date), so a report
+read on its own says where its figures come from; the JSON holds the table only.
+"""
 from __future__ import annotations
 
 import json
+import os
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Optional
 
 
 def markdown_table(report: dict[str, dict[str, float]]) -> str:
@@ -14,11 +21,35 @@ def markdown_table(report: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict[str, dict[str, float]], directory: Path, echo: bool = False, stem: str = "test_report") -> Path:
+def scored(trainer: Any) -> dict[str, str]:
+    """What a test run scored: the checkpoint, the data file and the date (UTC)."""
+    ckpt = getattr(trainer, "ckpt_path", None)
+    datamodule = getattr(trainer, "datamodule", None)
+    data = datamodule.path("test") if datamodule is not None and hasattr(datamodule, "path") else None
+    return {
+        "checkpoint": str(Path(ckpt).resolve()) if ckpt else "none (the model as configured)",
+        "data": str(Path(data).resolve()) if data else "unknown",
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def header(about: dict[str, str]) -> str:
+    return "".join(f"- {key}: {value}\n" for key, value in about.items()) + "\n"
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename, so a kill leaves the old file or the new one, never half."""
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_report(report: dict[str, dict[str, float]], directory: Path, echo: bool = False, stem: str = "test_report",
+                 about: Optional[dict[str, str]] = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{stem}.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    _write_whole(directory / f"{stem}.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     md = directory / f"{stem}.md"
-    md.write_text(markdown_table(report), encoding="utf-8")
+    _write_whole(md, (header(about) if about else "") + markdown_table(report))
     if echo:
         print("\nPer-type entity scores (strict IOB2, seqeval arithmetic); written to", md)
         print(markdown_table(report))

@@ -36,6 +36,7 @@ import waitress.utilities
 from flask_classful import FlaskView, route
 from werkzeug.exceptions import HTTPException
 
+from ner_lit import resources
 from ner_lit.batching import MicroBatcher
 
 __all__ = [
@@ -53,8 +54,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The demo page shipped with the repository.
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "index.html"
+#: The demo page: templates/index.html of the source tree, or its copy in the installed package.
+DEFAULT_TEMPLATE = resources.template()
 
 #: Worst-case JSON bytes per text character: a ``\\uXXXX`` escape is 6 bytes. Used to size
 #: the request body limit so that any text within ``max_text_length`` fits.
@@ -561,6 +562,26 @@ def create_waitress_server(
     return srv
 
 
+def check_port(host: str, port: int) -> None:
+    """Fail now, with one line, if ``host:port`` cannot be listened on (in use, no such interface).
+
+    Binds a socket the way the servers do (SO_REUSEADDR) and closes it again.
+    """
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ServeError(f"cannot listen on {host}:{port}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
@@ -695,6 +716,7 @@ def serve(
         raise ServeError(f"torch_threads must be at least 1, got {torch_threads}")
     if model_workers < 1:
         raise ServeError(f"model_workers must be at least 1, got {model_workers}")
+    check_port(host, port)  # before the model loads: a busy port is known in a moment
     import torch
 
     if torch_threads is not None:

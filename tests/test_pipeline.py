@@ -1,4 +1,4 @@
-"""fit -> checkpoint -> test in a new process; reproducible runs; resuming.
+"""fit -> checkpoint -> test in a new process (written beside the checkpoint); reproducible runs; resuming.
 
 All on the session's tiny run (tests/pipeline_fixtures.py); a test that writes runs does so
 under a root of its own.
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -37,14 +38,15 @@ def tree_digest(directory: Path) -> dict[str, str]:
 # --------------------------------------------------------------------------- test in a new process
 @pytest.fixture(scope="module")
 def tested(trained_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    """`test --ckpt_path best` in a new process, on a copy of the tiny run: (the test's run dir, the process)."""
+    """`test --ckpt_path best` in a new process, on a copy of the tiny run: (the folder it wrote, the process)."""
     root = tmp_path_factory.mktemp("tested")
     copy_run(trained_run.run_dir, root)
     proc = cli_process(["test", *trained_run.args("--trainer.default_root_dir", str(root), "--ckpt_path", "best")],
                        trained_run.cache)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert versions(root) == [root / "version_0", root / "version_1"]
-    return root / "version_1", proc
+    # No new run: the evaluation is written beside the checkpoint it scored.
+    assert versions(root) == [root / "version_0"]
+    return root / "version_0" / "test" / trained_run.best.stem / "dev", proc
 
 
 def test_test_in_new_process_logs_test_F1c_and_F1e_equal_to_the_best_checkpoints_val_scores(
@@ -58,7 +60,25 @@ def test_test_in_new_process_logs_test_F1c_and_F1e_equal_to_the_best_checkpoints
 def test_test_resolves_best_to_the_checkpoint_modelcheckpoint_chose(
         trained_run: TrainedRun, tested: tuple[Path, subprocess.CompletedProcess]) -> None:
     _, proc = tested
-    assert f"--ckpt_path best: {tested[0].parent / 'version_0' / 'checkpoints' / trained_run.best.name}" in proc.stderr
+    run = tested[0].parents[2]
+    assert f"--ckpt_path best: {run / 'checkpoints' / trained_run.best.name} (run {run.name}: the highest val_F1c" \
+        in proc.stderr
+
+
+def test_test_report_names_the_checkpoint_the_data_and_the_date(
+        trained_run: TrainedRun, tested: tuple[Path, subprocess.CompletedProcess]) -> None:
+    run_dir, _ = tested
+    head = (run_dir / "test_report.md").read_text(encoding="utf-8").split("\n\n")[0].splitlines()
+    assert head[0] == f"- checkpoint: {(run_dir.parents[2] / 'checkpoints' / trained_run.best.name).resolve()}"
+    assert head[1] == f"- data: {(trained_run.data_dir / 'dev.tsv').resolve()}"
+    assert re.fullmatch(r"- date: \d{4}-\d\d-\d\d \d\d:\d\d UTC", head[2]), head[2]
+
+
+@pytest.mark.parametrize("noise", ["LeafSpec", "Tip:", "litlogger", "dirpath has changed", "Be aware that when using `ckpt_path`",
+                                   "Warning", "warn"])
+def test_test_prints_no_warnings(tested: tuple[Path, subprocess.CompletedProcess], noise: str) -> None:
+    _, proc = tested
+    assert noise not in proc.stderr + proc.stdout
 
 
 def test_test_writes_per_type_report_with_one_row_per_entity_type_and_the_averages(
@@ -75,7 +95,7 @@ def test_test_writes_per_type_report_with_one_row_per_entity_type_and_the_averag
     assert report[MACRO_AVG]["f1"] == pytest.approx(float(last_value(run_dir, "test_F1e")), abs=1e-9)
     assert report[F1C_ROW]["f1"] == pytest.approx(float(last_value(run_dir, "test_F1c")), abs=1e-9)
 
-    md = (run_dir / "test_report.md").read_text(encoding="utf-8").splitlines()
+    md = (run_dir / "test_report.md").read_text(encoding="utf-8").split("\n\n", 1)[1].splitlines()
     assert md[0] == "| type | precision | recall | F1 | support |"
     assert [line.split("|")[1].strip() for line in md[2:]] == list(report)
 

@@ -26,6 +26,7 @@ from pipeline_fixtures import (
     TrainedRun,
     cli,
     cli_process,
+    copy_run,
     last_value,
     versions,
 )
@@ -34,16 +35,19 @@ DDP = ["--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.d
 
 
 def evaluate(run: TrainedRun, root: Path, subcommand: str, ddp: bool) -> Path:
-    """Run ``subcommand`` on the best checkpoint under ``root`` and return its run directory."""
-    args = [subcommand, *run.args("--trainer.default_root_dir", str(root), "--ckpt_path", str(run.best))]
+    """Run ``subcommand`` on a copy of the best checkpoint under ``root`` and return the folder it wrote."""
+    best = copy_run(run.run_dir, root) / "checkpoints" / run.best.name
+    args = [subcommand, *run.args("--trainer.default_root_dir", str(root), "--ckpt_path", str(best))]
     if ddp:
         proc = cli_process(args + DDP, run.cache)
         assert proc.returncode == 0, proc.stderr[-4000:]
     else:
         cli(args, run.cache)
-    # Under DDP, rank 1 re-runs the command: it must log into the directory rank 0 chose, not a second one.
+    # Under DDP, rank 1 re-runs the command: it must log into the folder rank 0 chose, beside the checkpoint.
     assert versions(root) == [root / "version_0"]
-    return root / "version_0"
+    written = root / "version_0" / subcommand / best.stem / "dev"
+    assert sorted(p.name for p in (root / "version_0" / subcommand).rglob("metrics.csv")) == ["metrics.csv"]
+    return written
 
 
 @pytest.fixture(scope="module")
