@@ -167,19 +167,22 @@ class MicroBatcher(Generic[T, R]):
         is the model the bottleneck and worth waiting ``max_wait_s`` for a fuller batch.
         """
         with self._cond:
-            if not self._pending:
-                backlog = False
-            while not self._pending and not self._closed:
-                self._cond.wait()
-            if not self._pending:
-                return None
-            if backlog and not self._closed and not self._enough_queued():
-                deadline = time.monotonic() + self.max_wait_s
-                while not self._enough_queued() and not self._closed:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
+            while True:
+                if not self._pending:
+                    backlog = False
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending:
+                    return None
+                if backlog and not self._closed and not self._enough_queued():
+                    deadline = time.monotonic() + self.max_wait_s
+                    while not self._enough_queued() and not self._closed:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._cond.wait(remaining)
+                if self._pending:  # another worker may have taken everything while this one waited
+                    break
             batch = self._pick()
             if self._pending:  # more than one batch was waiting: an idle worker can take the next
                 self._cond.notify()

@@ -98,6 +98,9 @@ def next_version(root: str | Path) -> int:
 EVALUATIONS = ("validate", "test", "predict")
 #: Folders this process's command created, removed again if the command fails (see ner_lit.runs).
 _CREATED: list[Path] = []
+#: The loggers this process's command made: closed before a failed command's folders are removed,
+#: or TensorBoard's writer thread would flush into a folder that is gone (a traceback at exit).
+_LOGGERS: list[Any] = []
 #: Callbacks that act only while training; an evaluation without them restores no training state.
 _FIT_ONLY_CALLBACKS = (ModelCheckpoint, LearningRateMonitor, ExportBestModel, ExactResume)
 
@@ -167,6 +170,8 @@ class NERCLI(LightningCLI):
                 TensorBoardLogger(root, name="", version=version, default_hp_metric=False),
                 CSVLogger(root, name="", version=version),
             ]
+        if isinstance(config.get("logger"), list):
+            _LOGGERS.extend(config["logger"])
         return super()._instantiate_trainer(config, callbacks)
 
     def _evaluate_beside_checkpoint(self, config: dict[str, Any], callbacks: list) -> list:
@@ -191,6 +196,14 @@ class NERCLI(LightningCLI):
         # Lightning asks for the training callbacks whose state the checkpoint holds; an evaluation needs none.
         warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint")
         return [c for c in callbacks if not isinstance(c, _FIT_ONLY_CALLBACKS)]
+
+
+def close_quietly(logger: Any) -> None:
+    """Stop a logger's writing (TensorBoard's writer thread included) without raising: its run failed."""
+    try:
+        logger.finalize("failed")
+    except Exception:  # noqa: BLE001 - the command's own error is the one to report
+        pass
 
 
 def checked_payload(path: str, resume: bool) -> dict[str, Any]:
@@ -220,6 +233,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ner_lit") -> None:
     inherited_version = _VERSION_ENV in os.environ
     quiet()
     _CREATED.clear()
+    _LOGGERS.clear()
     failed = True
     try:
         if args and args[0] == "serve":
@@ -244,6 +258,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ner_lit") -> None:
         sys.exit(2)
     finally:
         if failed:
+            for logger in _LOGGERS:
+                close_quietly(logger)
             for folder in _CREATED:
                 remove_if_unneeded(folder)
         if not inherited_version:

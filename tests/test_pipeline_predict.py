@@ -266,7 +266,7 @@ def test_predict_refuses_an_output_that_is_a_directory_before_predicting(
     output.mkdir()
     error = refused_before_predicting(trained_run, inputs["txt"], output, tmp_path / "runs", capsys, monkeypatch)
     assert f"{output}: is a directory" in error
-    assert os.listdir(output) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out", "runs"]
+    assert os.listdir(output) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no run folder either
 
 
 def test_predict_refuses_an_output_under_a_regular_file_before_predicting(

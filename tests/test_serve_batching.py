@@ -269,3 +269,30 @@ def test_a_batch_stops_at_max_batch_cost_but_always_takes_one_item():
 def test_a_max_batch_cost_below_one_is_refused():
     with pytest.raises(ValueError, match="max_batch_cost must be at least 1, got 0"):
         MicroBatcher(shout, cost=len, max_batch_cost=0)
+
+
+def test_a_worker_whose_wait_for_a_fuller_batch_finds_the_queue_emptied_by_another_keeps_serving():
+    """Two workers both finish a batch with requests queued, so both wait for a fuller batch;
+    the first to stop waiting takes everything, and the other must go back to waiting, not die."""
+    release = {"a": threading.Event(), "b": threading.Event()}
+    started = threading.Barrier(3, timeout=5)
+
+    def held(texts: list[str]) -> list[str]:
+        if texts[0] in release:
+            started.wait()
+            release[texts[0]].wait(5)
+        return shout(texts)
+
+    with MicroBatcher(held, max_batch_size=8, max_wait_ms=300, workers=2) as batcher:
+        first = batcher.submit_async(["a"])
+        while batcher.pending:  # the first worker took "a" alone
+            time.sleep(0.001)
+        first += batcher.submit_async(["b"])
+        started.wait()  # both workers are inside a batch
+        queued = batcher.submit_async(["c"])  # queued while both run: a backlog for each
+        release["a"].set()
+        release["b"].set()
+        assert [f.result(5) for f in first + queued] == ["A!", "B!", "C!"]
+        time.sleep(0.6)  # past both workers' deadlines
+        assert all(w.is_alive() for w in batcher._workers)  # noqa: SLF001
+        assert batcher.submit("d", timeout=5) == "D!"
