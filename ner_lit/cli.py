@@ -27,7 +27,7 @@ from ner_lit.alignment import AlignmentError
 from ner_lit.callbacks import ExportBestModel, PredictionWriter
 from ner_lit.checkpoint import CheckpointError, payload, resolve_checkpoint, run_dirs
 from ner_lit.corpus import CorpusError
-from ner_lit.data import DataError, NERDataModule
+from ner_lit.data import DataError, NERDataModule, check_writable_dir
 from ner_lit.model import ModelError, NERModel
 
 USER_ERRORS = (CorpusError, AlignmentError, CheckpointError, DataError, ModelError)
@@ -114,6 +114,7 @@ class NERCLI(LightningCLI):
             config["precision"] = "32-true"
         if config.get("default_root_dir") is None:
             config["default_root_dir"] = DEFAULT_ROOT
+        check_writable_dir(config["default_root_dir"], "the runs root (--trainer.default_root_dir)")
         if config.get("logger") in (None, True):
             root = config["default_root_dir"]
             # DDP children re-run the CLI; they must land in the run directory rank 0 chose.
