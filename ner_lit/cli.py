@@ -38,7 +38,7 @@ from ner_lit.callbacks import ExportBestModel, PredictionWriter
 from ner_lit.checkpoint import SECTION, CheckpointError, choose_checkpoint, load_checkpoint, run_dirs
 from ner_lit.ckpt_io import AtomicCheckpointIO, ExactResume, NERModelCheckpoint, remove_stale_temps_under
 from ner_lit.corpus import CorpusError
-from ner_lit.data import DataError, NERDataModule
+from ner_lit.data import DataError, NERDataModule, check_writable_dir
 from ner_lit.model import ModelError, NERModel
 from ner_lit.runs import evaluation_dir, new_folders, remove_if_unneeded
 from ner_lit.serve_cli import SERVE_HELP, serve_parser
@@ -161,6 +161,7 @@ class NERCLI(LightningCLI):
         if self.subcommand in EVALUATIONS:
             callbacks = self._evaluate_beside_checkpoint(config, callbacks)
         elif config.get("logger") in (None, True):
+            check_writable_dir(config["default_root_dir"], "the runs root (--trainer.default_root_dir)")
             root = config["default_root_dir"]
             # DDP children re-run the CLI; they must land in the run directory rank 0 chose.
             version = int(os.environ.get(_VERSION_ENV) or next_version(root))
@@ -185,6 +186,7 @@ class NERCLI(LightningCLI):
         ckpt = self.config[stage].get("ckpt_path")
         target = evaluation_dir(stage, ckpt, self.datamodule.files.get(stage), config["default_root_dir"])
         _CREATED.extend(new_folders(target)[:1])
+        check_writable_dir(target, f"the {stage} folder beside the checkpoint")
         config["default_root_dir"] = str(target)
         config["enable_checkpointing"] = False
         if config.get("logger") in (None, True):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,6 +39,24 @@ _UNKNOWN = object()
 
 class DataError(ValueError):
     """A data setting that can not work (missing file, unknown tokenizer, ...)."""
+
+
+def check_writable_dir(path: str | os.PathLike[str], what: str) -> None:
+    """Create ``path`` if needed and write (then remove) a probe file in it.
+
+    Run before any work starts, so that a read-only runs root or cache is one clear line
+    naming the directory, not an OSError traceback after the corpus was read or the model trained.
+    A probe, not ``os.access``: that says yes to root on a read-only mount and knows nothing of quotas.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".ner_lit-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise DataError(f"{path}: {what} is not a writable directory ({reason}); give a writable one") from None
 
 
 def _stat_signature(path: Path) -> tuple[int, int, int]:
@@ -303,7 +322,13 @@ class NERDataModule(pl.LightningDataModule):
             self._klue = download_klue_ner(self.cache_dir / "klue-ner-v1.1", **kwargs)
         return self._klue
 
+    def check_cache_dir(self) -> None:
+        """The cache (downloads, scratch tokenizers, encodings) must be writable: checked before any work."""
+        for path in (self.cache_dir, self.cache_dir / "encoded"):
+            check_writable_dir(path, "the cache directory (--data.cache_dir, default $NER_LIT_CACHE or ~/.cache/ner_lit)")
+
     def prepare_data(self) -> None:
+        self.check_cache_dir()
         if self.data_dir is None:
             self._klue_files()
 
@@ -357,6 +382,7 @@ class NERDataModule(pl.LightningDataModule):
         self._tokenizer_files = self._tokenizer_files or tokenizer_files(self.tokenizer)
 
     def setup(self, stage: str) -> None:
+        self.check_cache_dir()  # every rank: prepare_data runs on one rank per node only
         train = self._read("fit") if stage == "fit" else None
         if self.labels is None:
             if train is None:

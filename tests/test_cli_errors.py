@@ -26,6 +26,13 @@ def cases(run: TrainedRun, tmp: Path) -> dict[str, tuple[list[str], str]]:
     odd = Sentence("odd-1", "화성에서 왔다", ["B-PL", "I-PL", "O", "O", "O", "O", "O"])
     write_klue_tsv([*dev, odd], tmp / "dev-odd-label.tsv")
 
+    (tmp / "blocker").write_text("a file where a directory is expected\n", encoding="utf-8")
+    (tmp / "long-line.tsv").write_text("## s1\t서울\n" + "서" * 1_000_000 + "\n\n", encoding="utf-8")
+    dev_bytes = (run.data_dir / "dev.tsv").read_bytes().split(b"\n")
+    dev_bytes[6] = dev_bytes[6][:3] + b"\xff" + dev_bytes[6][3:]  # after the first (3-byte) character
+    (tmp / "dev-latin1.tsv").write_bytes(b"\n".join(dev_bytes))
+    (tmp / "long.txt").write_text("서울에 갔다\n" + "가" * 60 + "\n", encoding="utf-8")
+
     fit = ["fit", *run.args("--trainer.default_root_dir", str(tmp / "runs"))]
     test = ["test", *run.args("--trainer.default_root_dir", str(tmp / "runs"))]
     return {
@@ -37,6 +44,18 @@ def cases(run: TrainedRun, tmp: Path) -> dict[str, tuple[list[str], str]]:
         "checkpoint is a text file": (test + ["--ckpt_path", str(tmp / "notes.txt")], "not a readable PyTorch checkpoint"),
         "checkpoint is not ner_lit's": (test + ["--ckpt_path", str(tmp / "plain.ckpt")], "not a ner_lit checkpoint"),
         "validation label unknown to training": (fit + ["--data.val_file", str(tmp / "dev-odd-label.tsv")], "tag 'B-PL' is not in the label set"),
+        "runs root not writable": (["fit", *run.args("--trainer.default_root_dir", str(tmp / "blocker" / "runs"))],
+                                   f"{tmp / 'blocker' / 'runs'}: the runs root (--trainer.default_root_dir) is not a writable"),
+        "cache not writable": (test + ["--ckpt_path", str(run.best), "--data.cache_dir", str(tmp / "blocker" / "cache")],
+                               f"{tmp / 'blocker' / 'cache'}: the cache directory (--data.cache_dir"),
+        "50 MB-style line without a tab": (fit + ["--data.train_file", str(tmp / "long-line.tsv")],
+                                           f"{tmp / 'long-line.tsv'}:2: no tab in '서서"),
+        "byte that is not UTF-8": (fit + ["--data.val_file", str(tmp / "dev-latin1.tsv")],
+                                   f"{tmp / 'dev-latin1.tsv'}:7: byte 0xff at byte column 4 is not UTF-8"),
+        "predict line over max_chars": (["predict", *run.args("--trainer.default_root_dir", str(tmp / "runs"),
+                                                              "--ckpt_path", str(run.best), "--data.predict_file",
+                                                              str(tmp / "long.txt"), "--data.max_chars", "50")],
+                                        f"{tmp / 'long.txt'}:2: sentence 'long-2' has 60 characters, expected at most max_chars=50"),
     }
 
 
@@ -57,6 +76,11 @@ CASES = [
     "checkpoint is a text file",
     "checkpoint is not ner_lit's",
     "validation label unknown to training",
+    "runs root not writable",
+    "cache not writable",
+    "50 MB-style line without a tab",
+    "byte that is not UTF-8",
+    "predict line over max_chars",
 ]
 
 
@@ -70,3 +94,18 @@ def test_bad_input_exits_2_with_one_error_line_and_no_traceback(
     assert len(errors) == 1, proc.stderr[-4000:]
     assert errors[0].startswith("ner_lit: error: ")
     assert expected in errors[0]
+
+
+def test_a_huge_bad_line_gives_a_short_error(results: dict[str, tuple[subprocess.CompletedProcess, str]]) -> None:
+    proc, _ = results["50 MB-style line without a tab"]
+    assert "… (1,000,000 characters)" in proc.stderr
+    assert len(proc.stderr) < 2000
+
+
+def test_the_validation_tag_error_names_the_line_of_the_tag(
+        trained_run: TrainedRun, results: dict[str, tuple[subprocess.CompletedProcess, str]]) -> None:
+    proc, _ = results["validation label unknown to training"]
+    error = next(line for line in proc.stderr.splitlines() if line.startswith("ner_lit: error: "))
+    path = error.removeprefix("ner_lit: error: ").split(":", 1)[0]
+    line = Path(path).read_text(encoding="utf-8").split("\n").index("화\tB-PL") + 1
+    assert error.startswith(f"ner_lit: error: {path}:{line}: sentence 'odd-1', character 0")
