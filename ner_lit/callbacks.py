@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, TextIO
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, TQDMProgressBar
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ProgressBar
 from tqdm import tqdm
 
 from ner_lit.streaming import ChunkPlan
@@ -55,7 +55,7 @@ class PredictionWriter(BasePredictionWriter):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         progress = trainer.progress_bar_callback
-        if stage == "predict" and isinstance(progress, TQDMProgressBar) and progress.is_enabled:
+        if stage == "predict" and isinstance(progress, ProgressBar) and progress.is_enabled:
             progress.disable()  # it counts batches of unknown number: this writer shows sentences instead
             self._show_progress = True
 

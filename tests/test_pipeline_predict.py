@@ -228,6 +228,13 @@ def test_the_writer_holds_at_most_a_chunk_and_predict_keeps_no_predictions(
     assert len(read_jsonl_rows(tmp_path / "out.jsonl")) == 105
 
 
+def test_predict_shows_sentences_per_second_against_the_known_total(
+        trained_run: TrainedRun, inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    predict(trained_run, inputs["txt"], tmp_path / "out.jsonl", tmp_path / "runs", "--trainer.enable_progress_bar", "true")
+    err = capsys.readouterr().err
+    assert "21/21" in err and "sentences/s" in err
+
+
 # --------------------------------------------------------------------------- output errors, found before predicting
 def unwritable_dir(tmp_path: Path) -> Path:
     """A folder no file can be created in: read-only for a non-root user; /proc (no new files even for root) otherwise."""
