@@ -95,6 +95,10 @@ class PredictionWriter(BasePredictionWriter):
                             "choose another --prediction_writer.output") from None
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
+        if trainer.received_sigterm:  # Lightning's predict loop notes a SIGTERM but runs on: stop, leaving nothing
+            from ner_lit.data import DataError
+
+            raise DataError(f"{self._target_path}: predict stopped by SIGTERM; nothing was written")
         for row in prediction:
             self._pending[row["index"]] = row
         self.max_pending = max(self.max_pending, len(self._pending))
