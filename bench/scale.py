@@ -35,8 +35,13 @@ KLUE_LABELS = "[O,B-PS,B-LC,B-OG,B-DT,B-TI,B-QT,I-PS,I-LC,I-OG,I-DT,I-TI,I-QT]" 
 SHARE_SENTENCES = 2000
 
 
+THREADS: list[int] = []  # --threads, for the children
+
+
 def child_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PL_", "NER_LIT_"))}
+    if THREADS:
+        env["OMP_NUM_THREADS"] = str(THREADS[0])  # torch's intra-op threads in the child
     env.update({"NER_LIT_CACHE": str(WORK / "cache"), "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1",
                 "TRANSFORMERS_OFFLINE": "1"})
     return env
@@ -172,12 +177,18 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", choices=("tiny", "reference"), default=["tiny", "reference"])
     ap.add_argument("--reference-sizes", type=int, nargs="+", default=None,
                     help="input lines per run of the reference model (default: --sizes); it is several times slower")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads of the predict children (OMP_NUM_THREADS); on a machine busy with other jobs "
+                         "1 thread avoids the intra-op threads waiting for each other")
     ap.add_argument("--note", default="", help="a remark stored with the results (e.g. what else ran on the machine)")
     args = ap.parse_args()
     sizes = [200, 400] if args.quick else args.sizes
     SCALE.mkdir(parents=True, exist_ok=True)
     record = start_record("scale", args)
     record["note"] = args.note
+    if args.threads:
+        THREADS.append(args.threads)
+    record["child_torch_threads"] = args.threads or record["machine"]["torch_threads"]
     record["forward_share"] = [forward_share(m, args) for m in args.models]
     per_model = {"tiny": sizes, "reference": sizes if args.quick or not args.reference_sizes else args.reference_sizes}
     record["runs"] = [run_once(m, n, args) for m in args.models for n in per_model[m]]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, TextIO
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, TQDMProgressBar
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ProgressBar
 from tqdm import tqdm
 
 from ner_lit.streaming import ChunkPlan
@@ -55,7 +55,7 @@ class PredictionWriter(BasePredictionWriter):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         progress = trainer.progress_bar_callback
-        if stage == "predict" and isinstance(progress, TQDMProgressBar) and progress.is_enabled:
+        if stage == "predict" and isinstance(progress, ProgressBar) and progress.is_enabled:
             progress.disable()  # it counts batches of unknown number: this writer shows sentences instead
             self._show_progress = True
 
@@ -95,6 +95,10 @@ class PredictionWriter(BasePredictionWriter):
                             "choose another --prediction_writer.output") from None
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
+        if trainer.received_sigterm:  # Lightning's predict loop notes a SIGTERM but runs on: stop, leaving nothing
+            from ner_lit.data import DataError
+
+            raise DataError(f"{self._target_path}: predict stopped by SIGTERM; nothing was written")
         for row in prediction:
             self._pending[row["index"]] = row
         self.max_pending = max(self.max_pending, len(self._pending))

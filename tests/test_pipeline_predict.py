@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from ner_lit.callbacks import PredictionWriter
 from ner_lit.corpus import Sentence, read_klue_tsv, write_jsonl
 from ner_lit.predictor import Predictor
 
-from pipeline_fixtures import MAX_LENGTH, STRIDE, TrainedRun, cli
+from pipeline_fixtures import MAX_LENGTH, STRIDE, TrainedRun, cli, finish, start_cli_process
 
 FORMATS = ("txt", "tsv", "jsonl")
 
@@ -228,6 +230,13 @@ def test_the_writer_holds_at_most_a_chunk_and_predict_keeps_no_predictions(
     assert len(read_jsonl_rows(tmp_path / "out.jsonl")) == 105
 
 
+def test_predict_shows_sentences_per_second_against_the_known_total(
+        trained_run: TrainedRun, inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    predict(trained_run, inputs["txt"], tmp_path / "out.jsonl", tmp_path / "runs", "--trainer.enable_progress_bar", "true")
+    err = capsys.readouterr().err
+    assert "21/21" in err and "sentences/s" in err
+
+
 # --------------------------------------------------------------------------- output errors, found before predicting
 def unwritable_dir(tmp_path: Path) -> Path:
     """A folder no file can be created in: read-only for a non-root user; /proc (no new files even for root) otherwise."""
@@ -344,3 +353,24 @@ def test_pipeline_with_simple_aggregation_groups_the_tagged_tokens(hf_dir: Path,
                        for g in groups), (text, t)
         groups_seen += len(groups)
     assert groups_seen > 0
+
+
+def test_sigterm_during_predict_stops_it_and_leaves_no_file(trained_run: TrainedRun, inputs: dict[str, Path],
+                                                           tmp_path: Path) -> None:
+    big = tmp_path / "big.txt"
+    big.write_text(inputs["txt"].read_text(encoding="utf-8") * 200, encoding="utf-8")  # 4,200 sentences
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = start_cli_process(["predict", *trained_run.args(
+        "--trainer.default_root_dir", str(tmp_path / "runs"), "--ckpt_path", str(trained_run.best),
+        "--data.predict_file", str(big), "--prediction_writer.output", str(out / "p.jsonl"),
+        "--data.predict_chunk_size", "16")], trained_run.cache)
+    deadline = time.monotonic() + 120
+    while not os.listdir(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the writer's temporary file appears just before the first batch
+    assert os.listdir(out) and proc.poll() is None, "predict never started writing"
+    proc.send_signal(signal.SIGTERM)
+    done = finish(proc, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "predict stopped by SIGTERM; nothing was written" in done.stderr
+    assert os.listdir(out) == []
