@@ -39,6 +39,8 @@ class NERModel(pl.LightningModule):
         warmup_ratio: float = 0.1,
         schedule: Literal["linear", "constant"] = "linear",
         adam_epsilon: float = 1e-8,
+        freeze_word_embeddings: bool = False,
+        head_learning_rate: Optional[float] = None,
     ) -> None:
         """
         Args:
@@ -54,6 +56,13 @@ class NERModel(pl.LightningModule):
             warmup_ratio: Fraction of the training steps with a linear warmup (step k of w runs at (k+1)/(w+1) of the peak).
             schedule: ``linear`` decays to 0 after the warmup; ``constant`` keeps the peak rate.
             adam_epsilon: AdamW epsilon.
+            freeze_word_embeddings: Keep the input word embeddings fixed: they get no gradient and no AdamW
+                state. For large-vocabulary encoders (an XLM-R vocabulary is most of a small model's
+                weights), this saves the optimizer memory and step time of rows that mostly never
+                occur in the training data; positions, LayerNorms and the layers still train.
+            head_learning_rate: Peak learning rate of the classification head (the parameters outside
+                the encoder), on the same warmup and decay; None uses ``learning_rate``. A freshly
+                initialised head often wants a higher rate than the pretrained encoder.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -104,6 +113,8 @@ class NERModel(pl.LightningModule):
         # from_pretrained returns the model in eval mode (dropout off); Lightning switches modes
         # only for modules it saw change, so a pretrained model would be fine-tuned without dropout.
         self.model.train(self.training)
+        if hp.freeze_word_embeddings:
+            self.model.get_input_embeddings().weight.requires_grad_(False)
         if self.model.config.num_labels != len(self.labels):
             raise ModelError(f"the model has {self.model.config.num_labels} labels, the data {len(self.labels)}")
         for split in ("val", "test"):
@@ -115,12 +126,7 @@ class NERModel(pl.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
         hp = self.hparams
-        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias")
-        params = [
-            {"params": [p for n, p in self.model.named_parameters() if not n.endswith(no_decay)], "weight_decay": hp.weight_decay},
-            {"params": [p for n, p in self.model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-        ]
-        optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, eps=hp.adam_epsilon)
+        optimizer = torch.optim.AdamW(self._param_groups(), lr=hp.learning_rate, eps=hp.adam_epsilon)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(total * hp.warmup_ratio)
 
@@ -131,8 +137,34 @@ class NERModel(pl.LightningModule):
                 return 1.0
             return max(0.0, (total - step) / max(1, total - warmup))
 
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)  # one factor, every group's own peak
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """AdamW groups of the trainable parameters: weight decay except on biases and LayerNorms, and
+        with ``head_learning_rate`` the head (what lies outside ``base_model``) in groups of its own.
+
+        Frozen parameters are left out, so AdamW keeps no state for them. Without a head rate the
+        groups are the two unnamed ones of earlier runs, whose optimizer state still resumes.
+        """
+        hp = self.hparams
+        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias")
+        encoder = {id(p) for p in self.model.base_model.parameters()}
+        split_head = hp.head_learning_rate is not None
+        groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                head = split_head and id(p) not in encoder
+                groups.setdefault((head, name.endswith(no_decay)), []).append(p)
+        result = []
+        for head in ((False, True) if split_head else (False,)):
+            for plain in (False, True):
+                group: dict[str, Any] = {"params": groups.get((head, plain), []), "weight_decay": 0.0 if plain else hp.weight_decay}
+                if split_head:
+                    group["name"] = ("head" if head else "encoder") + ("_no_decay" if plain else "")
+                    group["lr"] = hp.head_learning_rate if head else hp.learning_rate
+                result.append(group)
+        return [g for g in result if g["params"]]
 
     # ------------------------------------------------------------------ steps
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: Optional[torch.Tensor] = None):

@@ -19,22 +19,35 @@ PEAK = 1e-3
 TOTAL = 100  # optimizer steps; warmup_ratio 0.1 makes the first 10 the warmup
 
 
-def learning_rates(schedule: str = "linear", total: int = TOTAL) -> list[float]:
-    """The learning rate of every step 0..total, through the model's own configure_optimizers."""
-    model = NERModel(learning_rate=PEAK, warmup_ratio=0.1, schedule=schedule)
+def small_bert(num_labels: int = 3) -> torch.nn.Module:
     config = BertConfig(vocab_size=20, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, num_labels=3)
-    model.model = AutoModelForTokenClassification.from_config(config)
+                        intermediate_size=64, num_labels=num_labels)
+    return AutoModelForTokenClassification.from_config(config)
+
+
+def group_rates(total: int = TOTAL, **hparams) -> list[list[float]]:
+    """The learning rate of every parameter group at every step 0..total, through the model's own
+    configure_optimizers (the groups in the optimizer's order)."""
+    model = NERModel(learning_rate=PEAK, warmup_ratio=0.1, **hparams)
+    model.model = small_bert()
     model._trainer = SimpleNamespace(estimated_stepping_batches=total)
     configured = model.configure_optimizers()
     optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
     assert configured["lr_scheduler"]["interval"] == "step"
-    rates = []
+    rates: list[list[float]] = [[] for _ in optimizer.param_groups]
     for _ in range(total + 1):
-        rates.append(optimizer.param_groups[0]["lr"])
+        for group, column in zip(optimizer.param_groups, rates):
+            column.append(group["lr"])
         optimizer.step()
         scheduler.step()
     return rates
+
+
+def learning_rates(schedule: str = "linear", total: int = TOTAL) -> list[float]:
+    """The learning rate of every step 0..total (of the first group; all groups share it)."""
+    rates = group_rates(total, schedule=schedule)
+    assert all(column == rates[0] for column in rates)
+    return rates[0]
 
 
 def test_linear_schedule_warms_up_linearly_to_the_peak() -> None:
@@ -62,8 +75,7 @@ def test_constant_schedule_keeps_the_peak_after_warmup() -> None:
 
 def test_biases_and_layernorm_weights_get_no_weight_decay() -> None:
     model = NERModel(weight_decay=0.05)
-    model.model = AutoModelForTokenClassification.from_config(
-        BertConfig(vocab_size=20, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
+    model.model = small_bert()
     model._trainer = SimpleNamespace(estimated_stepping_batches=10)
     groups = model.configure_optimizers()["optimizer"].param_groups
     names = {id(p): n for n, p in model.model.named_parameters()}
@@ -72,6 +84,28 @@ def test_biases_and_layernorm_weights_get_no_weight_decay() -> None:
     assert decayed | plain == set(names.values()) and not decayed & plain
     assert all(n.endswith("bias") or "LayerNorm" in n for n in plain)
     assert "classifier.weight" in decayed
+
+
+# --------------------------------------------------------------------------- the head's learning rate
+def test_head_learning_rate_follows_the_same_schedule_from_its_own_peak() -> None:
+    encoder, encoder_plain, head, head_plain = group_rates(head_learning_rate=PEAK * 20)
+    assert encoder == encoder_plain and head == head_plain
+    assert encoder == learning_rates()
+    assert head[10] == pytest.approx(PEAK * 20) and head[100] == 0.0
+    assert all(h == pytest.approx(20 * e) for h, e in zip(head, encoder))
+
+
+def test_head_learning_rate_puts_exactly_the_head_in_groups_of_its_own() -> None:
+    model = NERModel(weight_decay=0.05, head_learning_rate=1e-2)
+    model.model = small_bert()
+    model._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    groups = model.configure_optimizers()["optimizer"].param_groups
+    names = {id(p): n for n, p in model.model.named_parameters()}
+    members = {g["name"]: {names[id(p)] for p in g["params"]} for g in groups}
+    assert members["head"] == {"classifier.weight"} and members["head_no_decay"] == {"classifier.bias"}
+    assert [(g["name"], g["initial_lr"], g["weight_decay"]) for g in groups] == [  # initial_lr: the peak
+        ("encoder", 5e-5, 0.05), ("encoder_no_decay", 5e-5, 0.0), ("head", 1e-2, 0.05), ("head_no_decay", 1e-2, 0.0)]
+    assert set().union(*members.values()) == set(names.values())
 
 
 # --------------------------------------------------------------------------- the checkpoint
@@ -137,15 +171,22 @@ class _ModesAtFirstStep(pl.Callback):
             self.in_eval = [name for name, m in pl_module.named_modules() if not m.training]
 
 
+def fit_tiny_pretrained(model_dir, tmp_path, callback: pl.Callback, **hparams) -> tuple[NERModel, pl.Trainer]:
+    """Two optimizer steps of the tiny pretrained model on the sample corpus."""
+    data = NERDataModule(data_dir=str(SAMPLE), tokenizer=str(model_dir), max_length=32, stride=8,
+                         batch_size=4, cache_dir=str(tmp_path / "cache"))
+    trainer = pl.Trainer(max_steps=2, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[callback],
+                         default_root_dir=str(tmp_path))
+    model = NERModel(pretrained=str(model_dir), learning_rate=1e-2, **hparams)
+    trainer.fit(model, datamodule=data)
+    return model, trainer
+
+
 def test_a_pretrained_model_is_fine_tuned_in_train_mode(tiny_model_dir, tmp_path) -> None:
     """from_pretrained returns eval mode; fine-tuning with dropout off would be a silent regression."""
     probe = _ModesAtFirstStep()
-    data = NERDataModule(data_dir=str(SAMPLE), tokenizer=str(tiny_model_dir), max_length=32, stride=8,
-                         batch_size=4, cache_dir=str(tmp_path / "cache"))
-    trainer = pl.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[probe],
-                         default_root_dir=str(tmp_path))
-    trainer.fit(NERModel(pretrained=str(tiny_model_dir)), datamodule=data)
+    fit_tiny_pretrained(tiny_model_dir, tmp_path, probe)
     assert probe.in_eval == []
 
 
@@ -161,3 +202,33 @@ def test_checkpoint_section_records_the_monitored_score_and_the_weights_digest(
     changed[name] = changed[name].clone()
     changed[name].view(-1)[0] += 1
     assert weights_digest(changed) != section["weights_sha256"]
+
+
+# --------------------------------------------------------------------------- frozen word embeddings
+class _GradientsAtStep(pl.Callback):
+    """Records, before each optimizer step, which parameters have a gradient."""
+
+    def __init__(self) -> None:
+        self.with_grad: list[set[str]] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.with_grad.append({n for n, p in pl_module.model.named_parameters() if p.grad is not None})
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_frozen_word_embeddings_get_no_gradient_no_state_and_stay_as_loaded(tiny_model_dir, tmp_path, freeze) -> None:
+    before = AutoModelForTokenClassification.from_pretrained(tiny_model_dir).state_dict()
+    probe = _GradientsAtStep()
+    model, trainer = fit_tiny_pretrained(tiny_model_dir, tmp_path, probe, freeze_word_embeddings=freeze)
+    word = "bert.embeddings.word_embeddings.weight"
+    after = model.model.state_dict()
+    optimizer = trainer.optimizers[0]
+    optimized = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    embedding = model.model.get_input_embeddings().weight
+    assert len(probe.with_grad) == 2
+    assert all((word in names) is not freeze for names in probe.with_grad)
+    assert all("bert.embeddings.position_embeddings.weight" in names for names in probe.with_grad)
+    assert torch.equal(after[word], before[word]) is freeze
+    assert (id(embedding) in optimized) is not freeze and (embedding in optimizer.state) is not freeze
+    assert not torch.equal(after["bert.encoder.layer.0.attention.self.query.weight"],
+                           before["bert.encoder.layer.0.attention.self.query.weight"])
