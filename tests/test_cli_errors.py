@@ -59,11 +59,17 @@ def cases(run: TrainedRun, tmp: Path) -> dict[str, tuple[list[str], str]]:
     }
 
 
+def own_root(args: list[str], shared: Path, k: int) -> list[str]:
+    """The command with a runs root of its own under ``shared``: the commands run at once, and a
+    failed one removes the run folder it made, which must not be another's."""
+    return [str(shared / f"case{k}") if a == str(shared) else a for a in args]
+
+
 @pytest.fixture(scope="module")
 def results(trained_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[subprocess.CompletedProcess, str]]:
     tmp = tmp_path_factory.mktemp("bad-inputs")
-    started = {name: (start_cli_process(args, trained_run.cache), expected)
-               for name, (args, expected) in cases(trained_run, tmp).items()}
+    started = {name: (start_cli_process(own_root(args, tmp / "runs", k), trained_run.cache), expected)
+               for k, (name, (args, expected)) in enumerate(cases(trained_run, tmp).items())}
     return {name: (finish(proc), expected) for name, (proc, expected) in started.items()}
 
 

@@ -26,7 +26,6 @@ import torch
 from ner_lit.corpus import derive_labels, read_klue_tsv, write_klue_tsv
 
 from pipeline_fixtures import REPO, cli, last_value
-from pretrained_fixtures import build_me5
 from serve_fixtures import _wait_for_url, post_json
 
 TRAIN_SENTENCES = 48  # 3 batches of 16, or 4 where sentences take two windows: limit_train_batches 3
@@ -55,10 +54,10 @@ class Me5Run:
 
 
 @pytest.fixture(scope="module")
-def me5_run(klue_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Me5Run:
+def me5_run(klue_dir: Path, pretrained_me5: Path, tmp_path_factory: pytest.TempPathFactory) -> Me5Run:
     """multilingual-e5-small fine-tuned by ``fit --config configs/me5.yaml`` for 3 steps."""
     base = tmp_path_factory.mktemp("me5-pipeline")
-    model_dir = build_me5(base / "me5")
+    model_dir = pretrained_me5  # built once per session (tests/conftest.py), read only
     data_dir = base / "data"
     data_dir.mkdir()
     write_klue_tsv(read_klue_tsv(klue_dir / "train.tsv")[:TRAIN_SENTENCES], data_dir / "train.tsv")
