@@ -118,8 +118,8 @@ def test_fit_exports_a_hugging_face_directory_that_the_pipeline_loads(me5_run: M
 def test_test_scores_the_best_checkpoint(me5_run: Me5Run) -> None:
     cli(["test", "--config", str(me5_run.run_dir / "config.yaml"), "--ckpt_path", str(me5_run.best),
          "--data.test_file", "dev.tsv"], me5_run.cache)
-    reports = sorted(me5_run.run_dir.parent.glob("version_*/test_report.json"))
-    assert len(reports) == 1, reports
+    reports = sorted(me5_run.run_dir.rglob("test_report.json"))  # beside the checkpoint it scored
+    assert reports == [me5_run.run_dir / "test" / me5_run.best.stem / "dev" / "test_report.json"], reports
     report = json.loads(reports[0].read_text(encoding="utf-8"))
     assert set(report) >= {"micro avg", "macro avg", "F1c (macro over characters)"}
     for row in report.values():
