@@ -15,7 +15,14 @@ The server must survive whatever a client sends: malformed input is a 400 that s
 was expected, oversized input a 413, and an unexpected failure a logged 500 whose body
 carries no traceback. All inference goes through one :class:`MicroBatcher`, so the model
 is only called from the batcher's worker thread(s) (one unless ``--model_workers``) and
-concurrent requests share forward passes.
+concurrent requests share forward passes; it takes items fairly across requests and long
+texts go in pieces, so a short request is not stuck behind big batches.
+
+Under waitress (:func:`create_waitress_server`) the limits are the app's: a body over the
+app's limit is refused as soon as its headers arrive, connections are bounded in number,
+idle time and time to arrive, and what waitress answers itself (a request it can not parse)
+is the API's JSON too. At most ``max_concurrent_batches`` ``/api/batch`` requests run at
+once (503 beyond), so request threads stay free for ``/api``.
 """
 from __future__ import annotations
 
