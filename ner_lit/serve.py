@@ -15,7 +15,14 @@ The server must survive whatever a client sends: malformed input is a 400 that s
 was expected, oversized input a 413, and an unexpected failure a logged 500 whose body
 carries no traceback. All inference goes through one :class:`MicroBatcher`, so the model
 is only called from the batcher's worker thread(s) (one unless ``--model_workers``) and
-concurrent requests share forward passes.
+concurrent requests share forward passes; it takes items fairly across requests and long
+texts go in pieces, so a short request is not stuck behind big batches.
+
+Under waitress (:func:`create_waitress_server`) the limits are the app's: a body over the
+app's limit is refused as soon as its headers arrive, connections are bounded in number,
+idle time and time to arrive, and what waitress answers itself (a request it can not parse)
+is the API's JSON too. At most ``max_concurrent_batches`` ``/api/batch`` requests run at
+once (503 beyond), so request threads stay free for ``/api``.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ import json
 import logging
 import math
 import resource
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,10 +118,11 @@ class PredictorLike(Protocol):
 class _BadRequest(Exception):
     """Client input the API refuses; carries the HTTP status and the user-facing message."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.headers = headers or {}
 
 
 # --------------------------------------------------------------------------- JSON shapes
@@ -147,6 +156,8 @@ class _ServerState:
     page: str
     max_text_length: int
     max_batch_size: int
+    batch_slots: threading.BoundedSemaphore | None = None  # None: no limit on concurrent /api/batch
+    max_concurrent_batches: int | None = None
 
 
 def _parse_body() -> Any:
@@ -258,7 +269,19 @@ class NERView(FlaskView):
                 f'"texts" has {len(texts)} items; the limit is {self.state.max_batch_size}', status=413
             )
         checked = [self._check_text(t, f'"texts"[{i}]') for i, t in enumerate(texts)]
-        return flask.jsonify(results=self._predict(checked))
+        slots = self.state.batch_slots
+        if slots is not None and not slots.acquire(blocking=False):
+            raise _BadRequest(
+                f"the server is answering {self.state.max_concurrent_batches} batch request(s) already, its limit; "
+                "retry shortly",
+                status=503,
+                headers={"Retry-After": "1"},
+            )
+        try:
+            return flask.jsonify(results=self._predict(checked))
+        finally:
+            if slots is not None:
+                slots.release()
 
 
 def _json_type(value: Any) -> str:
@@ -303,6 +326,7 @@ def create_app(
     max_text_length: int = 10_000,
     max_batch_size: int = 32,
     batcher: MicroBatcher[Any, Any] | None = None,
+    max_concurrent_batches: int | None = None,
 ) -> flask.Flask:
     """Build the Flask app around a loaded predictor.
 
@@ -316,11 +340,16 @@ def create_app(
             batcher built when none is given.
         batcher: the micro-batcher to run inference through; by default one over
             ``predictor.forward`` (the app owns it: ``app.extensions["ner_lit"].batcher``).
+        max_concurrent_batches: the most ``/api/batch`` requests answered at once (None: no
+            limit); more get 503 with ``Retry-After``. Each holds a request thread while its
+            texts run, so below the server's thread count this keeps threads free for ``/api``.
     """
     if max_text_length < 1:
         raise ServeError(f"max_text_length must be at least 1, got {max_text_length}")
     if max_batch_size < 1:
         raise ServeError(f"max_batch_size must be at least 1, got {max_batch_size}")
+    if max_concurrent_batches is not None and max_concurrent_batches < 1:
+        raise ServeError(f"max_concurrent_batches must be at least 1, got {max_concurrent_batches}")
     template = Path(template)
     try:
         page = template.read_text(encoding="utf-8")
@@ -334,13 +363,16 @@ def create_app(
     app.json.ensure_ascii = False  # Korean stays readable in the answers
     # Werkzeug refuses larger bodies with 413 before they are read into memory.
     app.config["MAX_CONTENT_LENGTH"] = max_batch_size * (max_text_length * _JSON_BYTES_PER_CHAR + 64) + 4096
-    state = _ServerState(predictor, batcher, page, max_text_length, max_batch_size)
+    slots = None if max_concurrent_batches is None else threading.BoundedSemaphore(max_concurrent_batches)
+    state = _ServerState(predictor, batcher, page, max_text_length, max_batch_size, slots, max_concurrent_batches)
     app.extensions["ner_lit"] = state
     NERView.register(app, init_argument=state)
 
     @app.errorhandler(_BadRequest)
     def bad_request(exc: _BadRequest) -> tuple[flask.Response, int]:
-        return _error(exc.message, exc.status)
+        response, status = _error(exc.message, exc.status)
+        response.headers.update(exc.headers)
+        return response, status
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> flask.Response:
@@ -672,6 +704,7 @@ def serve(
     connection_limit: int = DEFAULT_CONNECTION_LIMIT,
     channel_timeout: int = DEFAULT_CHANNEL_TIMEOUT,
     request_timeout: int = DEFAULT_REQUEST_TIMEOUT,
+    max_concurrent_batches: int | None = None,
 ) -> None:
     """Serve a trained model over HTTP: a JSON API (POST /api, POST /api/batch, GET /health)
     and a demo page at /.
@@ -711,6 +744,9 @@ def serve(
         request_timeout: seconds a request may take to arrive whole (headers and body); a
             slower one is answered 408 and its connection closed, so clients that trickle a
             byte now and then can not hold connections for ever.
+        max_concurrent_batches: the most POST /api/batch requests answered at once (default:
+            half of threads); more get 503 with Retry-After: 1. Each holds a request thread
+            while its texts run, so the rest stay free for POST /api.
     """
     if torch_threads is not None and torch_threads < 1:
         raise ServeError(f"torch_threads must be at least 1, got {torch_threads}")
@@ -733,6 +769,7 @@ def serve(
             max_text_length=max_text_length,
             max_batch_size=max_batch_size,
             batcher=batcher,
+            max_concurrent_batches=max(1, threads // 2) if max_concurrent_batches is None else max_concurrent_batches,
         )
         print(describe(predictor, _url(host, port), torch.get_num_threads(), model_workers), flush=True)
         try:

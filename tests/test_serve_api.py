@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import flask
 import pytest
 
+from ner_lit.batching import MicroBatcher
 from ner_lit.serve import DEFAULT_TEMPLATE, ServeError, create_app, describe, run_server, serve
 
 from serve_fixtures import (
@@ -342,6 +343,49 @@ def test_requests_piling_up_behind_a_slow_model_share_a_forward_pass():
         assert sorted(t for b in fake.batches for t in b) == sorted(f"서울 {i}" for i in range(24))
     finally:
         app.extensions["ner_lit"].batcher.close()
+
+
+def test_batch_requests_beyond_max_concurrent_batches_get_503_json_with_retry_after():
+    fake = FakePredictor()
+    entered, release = threading.Semaphore(0), threading.Event()
+
+    def gated(texts: list[str]) -> list[Any]:
+        entered.release()
+        assert release.wait(10), "the test never released the model"
+        return fake.forward(texts)
+
+    batcher = MicroBatcher(gated, max_batch_size=1, workers=2)
+    app = make_app(fake, batcher=batcher, max_concurrent_batches=2)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            held = [pool.submit(app.test_client().post, "/api/batch", json={"texts": [f"서울 {i}"]}) for i in range(2)]
+            assert entered.acquire(timeout=5) and entered.acquire(timeout=5)  # both in the model
+            refused = app.test_client().post("/api/batch", json={"texts": ["부산"]})
+            release.set()
+            assert [f.result(10).status_code for f in held] == [200, 200]
+        assert refused.status_code == 503
+        assert refused.headers["Retry-After"] == "1"
+        assert refused.get_json() == {
+            "error": "the server is answering 2 batch request(s) already, its limit; retry shortly", "status": 503
+        }
+        assert app.test_client().post("/api/batch", json={"texts": ["부산"]}).status_code == 200  # slots came back
+    finally:
+        batcher.close()
+
+
+def test_single_requests_are_not_limited_by_max_concurrent_batches():
+    app = make_app(FakePredictor(delay_s=0.01), max_concurrent_batches=1)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(lambda i: app.test_client().post("/api", json=f"서울 {i}").status_code, range(8)))
+        assert statuses == [200] * 8
+    finally:
+        app.extensions["ner_lit"].batcher.close()
+
+
+def test_create_app_refuses_max_concurrent_batches_below_one():
+    with pytest.raises(ServeError, match="max_concurrent_batches must be at least 1, got 0"):
+        create_app(FakePredictor(), max_concurrent_batches=0)
 
 
 # --------------------------------------------------------------------------- the real model

@@ -2,6 +2,7 @@
 loopback, hit by 8 client threads at once."""
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -68,3 +69,27 @@ def test_the_flask_development_server_serves_the_same_api(tmp_path: Path):
         status, body = post_json(server.url + "/api", "서울에서 만나요")
     assert status == 200
     assert body["entities"] == [{"text": "서울", "label": "LC", "start": 0, "end": 2, "score": 0.92}]
+
+
+def test_serve_keeps_request_threads_for_single_requests_while_batches_run(tmp_path: Path, tiny_model_dir: Path):
+    """With 2 request threads serve() answers one /api/batch at a time: the others get 503 at
+    once, and the second thread stays free for /api."""
+    long = (SENTENCES[1] * 200)[:3000]
+    with start_server_process(tmp_path, kind="model_dir", arg=str(tiny_model_dir), threads=2) as server:
+        barrier = threading.Barrier(4)  # the three batch clients and this thread
+
+        def batch(_: int) -> tuple[int, Any]:
+            barrier.wait()
+            return post_json(server.url + "/api/batch", {"texts": [long] * 8}, timeout=120)
+
+        with ThreadPoolExecutor(3) as pool:
+            batches = [pool.submit(batch, i) for i in range(3)]
+            barrier.wait()
+            single = post_json(server.url + "/api", SENTENCES[0], timeout=60)
+            answers = [f.result() for f in batches]
+    assert single[0] == 200 and single[1]["text"] == SENTENCES[0]
+    statuses = sorted(status for status, _ in answers)
+    assert statuses[0] == 200 and statuses[-1] == 503, statuses
+    for status, body in answers:
+        if status == 503:
+            assert body["error"] == "the server is answering 1 batch request(s) already, its limit; retry shortly"
