@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Literal, Sequence
+from typing import BinaryIO, Callable, Iterable, Iterator, Literal, Sequence
 
 OUTSIDE = "O"
 TAG_RE = re.compile(r"^(O|[BI]-[^\s]+)$")
@@ -228,14 +228,41 @@ def _read_lines(path: Path, what: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
+def iter_lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) as ``_read_lines`` gives them, read lazily: for input too large to hold."""
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        raise CorpusError(f"{path}: no such file, expected an existing {what} file") from None
+    except IsADirectoryError:
+        raise CorpusError(f"{path}: is a directory, expected a {what} file") from None
+    with f:
+        offset = 0  # of the line in the file
+        for lineno, raw in enumerate(f, start=1):
+            start = len(codecs.BOM_UTF8) if lineno == 1 and raw.startswith(codecs.BOM_UTF8) else 0
+            try:
+                line = raw[start:].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                pos = start + exc.start
+                raise CorpusError(_not_utf8_message(path, lineno, pos + 1, offset + pos, raw[pos], exc.reason)) from None
+            offset += len(raw)
+            if line.endswith("\n"):
+                line = line[:-1]
+            yield lineno, line[:-1] if line.endswith("\r") else line
+
+
+def _not_utf8_message(path: Path, lineno: int, column: int, pos: int, byte: int, reason: str) -> str:
+    return (
+        f"{path}:{lineno}: byte 0x{byte:02x} at byte column {column} is not UTF-8 ({reason}; byte {pos:,} of "
+        f"the file), expected UTF-8 text"
+    )
+
+
 def _not_utf8(path: Path, raw: bytes, pos: int, reason: str) -> str:
     """The error for a byte that is not UTF-8, located by line and byte column (both from 1)."""
     line = raw.count(b"\n", 0, pos) + 1
     column = pos - (raw.rfind(b"\n", 0, pos) + 1) + 1
-    return (
-        f"{path}:{line}: byte 0x{raw[pos]:02x} at byte column {column} is not UTF-8 ({reason}; byte {pos:,} of "
-        f"the file), expected UTF-8 text"
-    )
+    return _not_utf8_message(path, line, column, pos, raw[pos], reason)
 
 
 def _check_not_empty(sentences: list[Sentence], path: Path, what: str) -> list[Sentence]:
@@ -430,23 +457,35 @@ def read_jsonl(
     ``labels`` and ``max_chars`` as for :func:`read_klue_tsv`; errors name the object's line.
     """
     path = Path(path)
+    return _check_not_empty(list(iter_jsonl(path, labelled, labels, max_chars)), path, "JSON object line")
+
+
+def iter_jsonl(
+    path: Path, labelled: bool = True, labels: Sequence[str] | None = None, max_chars: int | None = None,
+) -> Iterator[Sentence]:
+    """:func:`read_jsonl`'s sentences one by one, the file read lazily (``predict`` streams it);
+    the ids seen are kept to refuse a repeated one."""
     known = frozenset(labels) if labels is not None else None
-    sentences: list[Sentence] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(_read_lines(path, "JSONL"), start=1):
+    for lineno, line in iter_lines(path, "JSONL"):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CorpusError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}), expected one JSON object per line") from None
-        sentence = _json_sentence(obj, where, f"{path.stem}-{lineno}", labelled)
+        sentence = json_line(path, lineno, line, labelled)
         _check_length(where, sentence, max_chars)
         _check_known_tags(sentence, known, labels or (), lambda i, where=where: where)
         _check_unique_id(seen, sentence.id, path, lineno)
-        sentences.append(sentence)
-    return _check_not_empty(sentences, path, "JSON object line")
+        yield sentence
+
+
+def json_line(path: Path, lineno: int, line: str, labelled: bool = True) -> Sentence:
+    """The sentence of one JSONL line; errors name ``path:lineno``."""
+    where = f"{path}:{lineno}"
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise CorpusError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}), expected one JSON object per line") from None
+    return _json_sentence(obj, where, f"{path.stem}-{lineno}", labelled)
 
 
 def _json_sentence(obj: object, where: str, default_id: str, labelled: bool = True) -> Sentence:
@@ -570,13 +609,16 @@ def read_text(path: str | os.PathLike[str], max_chars: int | None = None) -> lis
     points at the line the sentence came from. ``max_chars``: the longest line accepted.
     """
     path = Path(path)
-    sentences = []
-    for lineno, line in enumerate(_read_lines(path, "text"), start=1):
+    return _check_not_empty(list(iter_text(path, max_chars)), path, "non-blank line")
+
+
+def iter_text(path: Path, max_chars: int | None = None) -> Iterator[Sentence]:
+    """:func:`read_text`'s sentences one by one, the file read lazily (``predict`` streams it)."""
+    for lineno, line in iter_lines(path, "text"):
         if line.strip():
             sentence = Sentence(f"{path.stem}-{lineno}", line)
             _check_length(f"{path}:{lineno}", sentence, max_chars)
-            sentences.append(sentence)
-    return _check_not_empty(sentences, path, "non-blank line")
+            yield sentence
 
 
 def write_text(sentences: Iterable[Sentence], path: str | os.PathLike[str], overwrite: bool = False) -> Path:

@@ -13,7 +13,6 @@ count alone, which sentence indices it owns and in which order.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -26,8 +25,10 @@ from ner_lit.corpus import (
     CorpusError,
     Sentence,
     _check_length,
-    _check_unique_id,
-    _json_sentence,
+    iter_jsonl,
+    iter_lines,
+    iter_text,
+    json_line,
     read_klue_tsv,
     resolve_format,
 )
@@ -84,70 +85,15 @@ class ChunkPlan:
 
 
 # --------------------------------------------------------------------------- reading
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, line) without terminators, read lazily; the same lines as ``corpus._read_lines``."""
-    try:
-        f = path.open("rb")
-    except FileNotFoundError:
-        raise CorpusError(f"{path}: no such file, expected an existing file to predict on") from None
-    except IsADirectoryError:
-        raise CorpusError(f"{path}: is a directory, expected a file to predict on") from None
-    with f:
-        offset = 0
-        for lineno, raw in enumerate(f, start=1):
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw, offset = raw[3:], 3
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise CorpusError(
-                    f"{path}:{lineno}: not UTF-8 ({exc.reason} at byte {offset + exc.start}), expected UTF-8 text"
-                ) from None
-            offset += len(raw)
-            if line.endswith("\n"):
-                line = line[:-1]
-            yield lineno, line[:-1] if line.endswith("\r") else line
-
-
-def _text_sentences(path: Path, max_chars: int | None = None) -> Iterator[Sentence]:
-    """As ``corpus.read_text``: a sentence per non-blank line, id ``<file stem>-<line number>``."""
-    for lineno, line in _lines(path):
-        if line.strip():
-            sentence = Sentence(f"{path.stem}-{lineno}", line)
-            _check_length(f"{path}:{lineno}", sentence, max_chars)
-            yield sentence
-
-
-def _json_line(path: Path, lineno: int, line: str) -> Sentence:
-    where = f"{path}:{lineno}"
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise CorpusError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}), expected one JSON object per line") from None
-    return _json_sentence(obj, where, f"{path.stem}-{lineno}", labelled=False)
-
-
-def _jsonl_sentences(path: Path, max_chars: int | None = None) -> Iterator[Sentence]:
-    """As ``corpus.read_jsonl(labelled=False)``; the ids seen are kept to refuse a repeated one."""
-    seen: dict[str, int] = {}
-    for lineno, line in _lines(path):
-        if not line.strip():
-            continue
-        sentence = _json_line(path, lineno, line)
-        _check_length(f"{path}:{lineno}", sentence, max_chars)
-        _check_unique_id(seen, sentence.id, path, lineno)
-        yield sentence
-
-
 def iter_sentences(path: Path, max_chars: int | None = None) -> Iterator[Sentence]:
     """The sentences of a predict file, in order. Plain text and JSONL are read line by line;
     KLUE TSV (a sentence spread over one line a character, checked against its header) is read whole.
     ``max_chars``: the longest sentence accepted (``count_sentences`` checks it before predicting)."""
     fmt = resolve_format(path, "auto")
     if fmt == "text":
-        return _text_sentences(path, max_chars)
+        return iter_text(path, max_chars)
     if fmt == "jsonl":
-        return _jsonl_sentences(path, max_chars)
+        return iter_jsonl(path, labelled=False, max_chars=max_chars)
     return iter(read_klue_tsv(path, max_chars=max_chars))
 
 
@@ -161,12 +107,12 @@ def count_sentences(path: Path, max_chars: int | None = None) -> int:
         return len(read_klue_tsv(path, max_chars=max_chars))
     what = "non-blank line" if fmt == "text" else "JSON object line"
     n = 0
-    for lineno, line in _lines(path):
+    for lineno, line in iter_lines(path, "text" if fmt == "text" else "JSONL"):
         if not line.strip():
             continue
         n += 1
         if max_chars is not None and len(line) > max_chars:
-            sentence = Sentence(f"{path.stem}-{lineno}", line) if fmt == "text" else _json_line(path, lineno, line)
+            sentence = Sentence(f"{path.stem}-{lineno}", line) if fmt == "text" else json_line(path, lineno, line, labelled=False)
             _check_length(f"{path}:{lineno}", sentence, max_chars)
     if n == 0:
         raise CorpusError(f"{path}: no sentences, expected at least one {what}")

@@ -422,3 +422,22 @@ def test_a_sentence_over_max_chars_is_an_error_naming_its_line_and_length(
         read_corpus(path, labelled=False, max_chars=10)
     assert_error(exc, path, line, "has 11 characters, expected at most max_chars=10")
     assert len(read_corpus(path, labelled=False, max_chars=11)) == 2  # at the limit is fine
+
+
+def test_the_streamed_readers_give_the_whole_file_readers_sentences_and_errors(tmp_path: Path) -> None:
+    """predict streams through iter_text/iter_jsonl: the same sentences, and the same error at the same place."""
+    from ner_lit.corpus import iter_jsonl, iter_text, read_jsonl, read_text
+
+    text = tmp_path / "in.txt"
+    text.write_bytes("\ufeff서울\r\n\n부산\n".encode() + b"\xc3\x28\n")
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"origin": "서울"}\n\n{"id": "b", "origin": "부산"}\n', encoding="utf-8")
+    assert list(iter_jsonl(jsonl, labelled=False)) == read_jsonl(jsonl, labelled=False)
+    with pytest.raises(CorpusError) as whole:
+        read_text(text)
+    with pytest.raises(CorpusError) as streamed:
+        list(iter_text(text))
+    assert str(streamed.value) == str(whole.value)
+    assert f"{text}:4: byte 0xc3 at byte column 1" in str(whole.value)
+    text.write_bytes("\ufeff서울\r\n\n부산\n".encode())
+    assert list(iter_text(text)) == read_text(text) and [s.id for s in read_text(text)] == ["in-1", "in-3"]
