@@ -3,8 +3,9 @@
 Lightning's checkpoint holds the weights and the init arguments. A model built from a
 hub id, or a tokenizer trained at run time, would still need the hub or the training data
 to be rebuilt, so ``NERModel.on_save_checkpoint`` adds a ``"ner_lit"`` section: the
-labels, the Hugging Face model config, the tokenizer's files (as text) and the window
-settings. ``test``, ``validate``, ``predict`` and ``serve`` rebuild everything from it.
+model's :class:`~ner_lit.spec.TaggerSpec` (labels, Hugging Face model config, tokenizer
+files as text, window settings, decoding, scores, provenance). ``test``, ``validate``,
+``predict`` and ``serve`` rebuild everything from it.
 
 The section holds only str/int/float/list/dict, so ``torch.load(weights_only=True)``
 reads it (LightningCLI itself loads checkpoints that way): loading a checkpoint runs no
@@ -28,13 +29,13 @@ from typing import Any, Optional
 
 import torch
 
-SECTION = "ner_lit"
-FORMAT = 1  # the newest section layout this version reads; newer files are refused
-#: A checkpoint needs at least one of these to rebuild its tokenizer.
-TOKENIZER_FILES = frozenset({"tokenizer.json", "vocab.txt", "tokenizer_config.json"})
+from ner_lit.spec import FORMAT as FORMAT
+from ner_lit.spec import SECTION as SECTION
+from ner_lit.spec import TOKENIZER_FILES as TOKENIZER_FILES
+from ner_lit.spec import SpecError, TaggerSpec, check_format
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SpecError):
     """A checkpoint that is missing, unreadable or not ner_lit's."""
 
 
@@ -87,38 +88,17 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def _check_format(section: dict[str, Any], path: Path) -> None:
-    fmt = section.get("format")
-    if not isinstance(fmt, int) or fmt < 1:
-        raise CheckpointError(f"{path}: the '{SECTION}' section has no valid format number (got {fmt!r})")
-    if fmt > FORMAT:
-        raise CheckpointError(
-            f"{path}: written by a newer ner_lit (checkpoint format {fmt}; this version reads format {FORMAT} "
-            "and older): upgrade ner_lit to use it"
-        )
-
-
-def _check_labels_and_tokenizer(section: dict[str, Any], path: Path) -> None:
-    """The label list, the model config and the tokenizer files must agree before anything is built."""
-    labels = section.get("labels")
-    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
-        raise CheckpointError(f"{path}: the '{SECTION}' section has no label list")
-    config = section.get("model_config")
-    if not isinstance(config, dict) or "model_type" not in config:
-        raise CheckpointError(f"{path}: the '{SECTION}' section has no Hugging Face model config")
-    id2label = config.get("id2label")
-    outputs = len(id2label) if isinstance(id2label, dict) else config.get("num_labels")
-    if outputs is not None and int(outputs) != len(labels):
-        raise CheckpointError(
-            f"{path}: its label list has {len(labels)} labels but its model config has {outputs} outputs"
-        )
-    files = section.get("tokenizer_files")
-    if not isinstance(files, dict) or not (TOKENIZER_FILES & set(files)):
-        names = sorted(files) if isinstance(files, dict) else []
-        raise CheckpointError(
-            f"{path}: the '{SECTION}' section holds no tokenizer files (expected one of "
-            f"{', '.join(sorted(TOKENIZER_FILES))}; found {names or 'none'})"
-        )
+def _check_spec(section: dict[str, Any], path: Path, verify: bool) -> None:
+    """The section's format first (a newer file is refused before anything else is read), then, with
+    ``verify``, the whole record: labels against the model config, tokenizer files, windows."""
+    try:
+        check_format(section.get("format"), str(path))
+        if verify:
+            TaggerSpec.from_dict(section, str(path))
+    except CheckpointError:
+        raise
+    except SpecError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def _check_weights_fit(ckpt: dict[str, Any], path: Path) -> None:
@@ -181,16 +161,16 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> dict[str, Any]:
             f"{path}: not a ner_lit checkpoint (it has no '{SECTION}' section with labels, model config and "
             "tokenizer); pass a .ckpt written by `python -m ner_lit fit`"
         )
-    _check_format(ckpt[SECTION], path)
+    _check_spec(ckpt[SECTION], path, verify)
     if verify:
-        _check_labels_and_tokenizer(ckpt[SECTION], path)
         _check_digest(ckpt, path)
         _check_weights_fit(ckpt, path)
     return ckpt
 
 
-def payload(path: str | Path) -> dict[str, Any]:
-    return load_checkpoint(path)[SECTION]
+def spec_of(path: str | Path) -> TaggerSpec:
+    """The tagger spec of a checkpoint file, after every check of :func:`load_checkpoint`."""
+    return TaggerSpec.from_dict(load_checkpoint(path)[SECTION], str(path))
 
 
 _VERSION = re.compile(r"^version_(\d+)$")

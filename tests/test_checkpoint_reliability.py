@@ -232,7 +232,7 @@ BAD_EDITS: dict[str, tuple[Callable[[dict], None], bool, str]] = {
                                           "model.classifier.bias": c["state_dict"]["model.classifier.bias"][:5]}),
         True, "its weights do not fit its model config: 2 with the wrong shape"),
     "no tokenizer files": (lambda c: c[SECTION].update(tokenizer_files={}), False, "holds no tokenizer files"),
-    "a newer format": (lambda c: c[SECTION].update(format=99), False, "written by a newer ner_lit (checkpoint format 99"),
+    "a newer format": (lambda c: c[SECTION].update(format=99), False, "written by a newer ner_lit (format 99"),
 }
 
 
