@@ -183,7 +183,9 @@ class ExportBestModel(Callback):
     """At the end of ``fit``, saves the best checkpoint as a Hugging Face directory.
 
     The directory loads with ``AutoModelForTokenClassification.from_pretrained`` and works in
-    ``transformers.pipeline("token-classification")``; ``id2label`` carries the labels.
+    ``transformers.pipeline("token-classification")``; ``id2label`` carries the labels, and
+    ``ner_lit.json`` beside ``config.json`` the rest of the tagger's spec (windows, decoding,
+    scores, provenance) for ``serve --model_dir``.
     """
 
     def __init__(self, dirname: Optional[str] = "hf_model") -> None:
@@ -205,9 +207,12 @@ class ExportBestModel(Callback):
         best = trainer.checkpoint_callback.best_model_path or getattr(trainer.checkpoint_callback, "last_model_path", "")
         if not best:
             return
+        from ner_lit.spec import TaggerSpec
+
         predictor = Predictor.from_checkpoint(best)
         target = log_dir / self.dirname
         predictor.model.save_pretrained(target)
         predictor.tokenizer.save_pretrained(target)
+        TaggerSpec.from_checkpoint(best).save(target)  # windows, decoding, scores: serve --model_dir predicts as predict does
         self.exported = target
         print(f"Exported the best model ({Path(best).name}) as a Hugging Face directory: {target}")

@@ -15,8 +15,8 @@ Every option comes from a typed signature (``NERModel``, ``NERDataModule``, the 
   and a failed command leaving no folders behind (:mod:`ner_lit.runs`);
 * ``--ckpt_path best|last`` resolved in a new process from the runs under
   ``trainer.default_root_dir`` (the choice printed on stderr), the checkpoint checked
-  (digest, labels, tokenizer) and its own labels, tokenizer and model config handed to the
-  datamodule and the model, so evaluating needs no training data and no hub;
+  (digest, labels, tokenizer) and its :class:`~ner_lit.spec.TaggerSpec` handed to the
+  datamodule and the model (``use_spec``), so evaluating needs no training data and no hub;
 * user errors (bad files, bad settings) end as one line on stderr and exit status 2.
 """
 from __future__ import annotations
@@ -42,8 +42,9 @@ from ner_lit.data import DataError, NERDataModule, check_writable_dir
 from ner_lit.model import ModelError, NERModel
 from ner_lit.runs import evaluation_dir, new_folders, remove_if_unneeded
 from ner_lit.serve_cli import SERVE_HELP, serve_parser
+from ner_lit.spec import SpecError, TaggerSpec
 
-USER_ERRORS = (CorpusError, AlignmentError, CheckpointError, DataError, ModelError)
+USER_ERRORS = (CorpusError, AlignmentError, CheckpointError, SpecError, DataError, ModelError)
 DEFAULT_ROOT = "runs"
 _VERSION_ENV = "NER_LIT_RUN_VERSION"
 
@@ -139,12 +140,13 @@ class NERCLI(LightningCLI):
             choice = choose_checkpoint(spec, cfg.trainer.default_root_dir or DEFAULT_ROOT)
             cfg.ckpt_path = str(choice.path)
             print(choice.describe(spec), file=sys.stderr)
-        self._ner_payload = checked_payload(cfg.ckpt_path, resume=sub == "fit") if cfg.get("ckpt_path") else None
+        self._ner_spec = checked_spec(cfg.ckpt_path, resume=sub == "fit") if cfg.get("ckpt_path") else None
 
     def after_instantiate_classes(self) -> None:
-        if getattr(self, "_ner_payload", None) is not None:
-            self.datamodule.adopt_checkpoint(self._ner_payload)
-            self.model.adopt_checkpoint(self._ner_payload)
+        """A checkpoint's spec goes to both: the data is encoded, and the network built, as that tagger's."""
+        if getattr(self, "_ner_spec", None) is not None:
+            self.datamodule.use_spec(self._ner_spec)
+            self.model.use_spec(self._ner_spec)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
         config["use_distributed_sampler"] = False  # NERDataModule shards by rank itself
@@ -208,15 +210,15 @@ def close_quietly(logger: Any) -> None:
         pass
 
 
-def checked_payload(path: str, resume: bool) -> dict[str, Any]:
-    """The checkpoint's ``ner_lit`` section, after checking the whole file (and, to resume, that it can)."""
+def checked_spec(path: str, resume: bool) -> TaggerSpec:
+    """The checkpoint's tagger spec, after checking the whole file (and, to resume, that it can)."""
     ckpt = load_checkpoint(path)
     if resume and "optimizer_states" not in ckpt:
         raise CheckpointError(
             f"{path}: holds the weights only (a best checkpoint), not the optimizer state training needs to "
             "resume; resume with --ckpt_path last (or that run's last.ckpt)"
         )
-    return ckpt[SECTION]
+    return TaggerSpec.from_dict(ckpt[SECTION], path)
 
 
 def with_atomic_checkpoints(plugins: Any) -> list[Any]:

@@ -31,6 +31,7 @@ from ner_lit.corpus import (
     download_klue_ner,
     read_corpus,
 )
+from ner_lit.spec import Provenance, TaggerSpec
 from ner_lit.streaming import ChunkPlan, PredictStream, count_sentences, iter_sentences
 
 ENCODING_VERSION = 2  # bump when the alignment's output changes, to invalidate caches
@@ -270,19 +271,43 @@ class NERDataModule(pl.LightningDataModule):
         self.tokenizer = None
         self.aligner: Optional[Aligner] = None
         self._tokenizer_files: Optional[dict[str, str]] = None
+        self._spec: Optional[TaggerSpec] = None  # given by use_spec (a checkpoint's), else made by `spec`
         self.train_windows: list[Window] = []
         self.eval_items: dict[str, list[EvalItem]] = {}
         self._digests: dict[str, Optional[str]] = {}  # file -> sha256 of the bytes read, None if it changed meanwhile
 
     # ------------------------------------------------------------------ wiring
-    def adopt_checkpoint(self, payload: dict[str, Any]) -> None:
-        """Take labels, tokenizer and window settings from a checkpoint (test/validate/predict/resume)."""
-        self.labels = list(payload["labels"])
-        self._tokenizer_files = dict(payload["tokenizer_files"])
-        self.max_length = int(payload["max_length"])
-        self.stride = int(payload["stride"])
-        self.label_rule = payload["label_rule"]
-        self.decoding = payload.get("decoding", "viterbi")
+    def use_spec(self, spec: TaggerSpec) -> None:
+        """Encode as a trained tagger did: its labels, tokenizer and window settings (test/validate/predict/resume).
+
+        The one way a tagger's settings reach the data module; they win over the init arguments.
+        """
+        self._spec = spec
+        self.labels = list(spec.labels)
+        self._tokenizer_files = dict(spec.tokenizer_files)
+        self.max_length = spec.max_length
+        self.stride = spec.stride
+        self.label_rule = spec.label_rule
+        self.decoding = spec.decoding
+
+    @property
+    def spec(self) -> TaggerSpec:
+        """What a tagger trained on this data must record (no model config: the model adds it).
+
+        The spec given to :meth:`use_spec` if any; else made from this module's settings once
+        ``setup`` has the labels and the tokenizer, with the training file and its digest as provenance.
+        """
+        if self._spec is not None:
+            return self._spec
+        if self.labels is None or self._tokenizer_files is None:
+            raise DataError("the data module has no labels or tokenizer yet: call setup() first")
+        train = self.path("fit") if self.files.get("fit") else None
+        digest = self._digests.get(str(train)) if train is not None else None
+        return TaggerSpec(
+            labels=tuple(self.labels), tokenizer_files=dict(self._tokenizer_files), max_length=self.max_length,
+            stride=self.stride, label_rule=self.label_rule, decoding=self.decoding,
+            provenance=Provenance.now(train_file=None if train is None else str(train), train_sha256=digest),
+        )
 
     def path(self, stage: str) -> Optional[Path]:
         """The file a stage reads: the first of :meth:`candidates` that exists, else the first one."""

@@ -10,8 +10,9 @@ import torch
 from torchmetrics import MeanMetric
 
 from ner_lit.alignment import IGNORE, entities_from_tags
-from ner_lit.checkpoint import FORMAT, SECTION, weights_digest
+from ner_lit.checkpoint import SECTION, CheckpointError, weights_digest
 from ner_lit.metrics import CharMacroF1, EntityMacroF1
+from ner_lit.spec import SpecError, TaggerSpec
 
 
 class ModelError(ValueError):
@@ -21,9 +22,13 @@ class ModelError(ValueError):
 class NERModel(pl.LightningModule):
     """Token classification over the windows of ``NERDataModule``.
 
-    The label list and the tokenizer come from the datamodule at ``configure_model`` time
-    (they are only known once the training file has been read, or a checkpoint adopted),
-    which is why the network is built there and not in ``__init__``.
+    What the network is trained for (labels, tokenizer, windows) is a
+    :class:`~ner_lit.spec.TaggerSpec`, known only once the training file has been read or a
+    checkpoint chosen, which is why the network is built in ``configure_model`` and not in
+    ``__init__``. The spec reaches the model through :meth:`use_spec` (the CLI, from a
+    checkpoint), else from the attached datamodule's ``spec``; ``load_from_checkpoint`` needs
+    neither a Trainer nor data, since :meth:`on_load_checkpoint` reads the checkpoint's own.
+    The model completes the spec with its network's config and writes it into every checkpoint.
     """
 
     def __init__(
@@ -68,29 +73,68 @@ class NERModel(pl.LightningModule):
         self.save_hyperparameters()
         self.model = None
         self.labels: list[str] = []
-        self._payload: Optional[dict[str, Any]] = None
+        self.spec: Optional[TaggerSpec] = None
+        self._tokenizer = None
+        self._aligner = None
 
     # ------------------------------------------------------------------ building
-    def adopt_checkpoint(self, payload: dict[str, Any]) -> None:
-        """Build from a checkpoint's own model config (no hub, no training data) before its weights load."""
-        self._payload = payload
+    def use_spec(self, spec: TaggerSpec) -> None:
+        """Build for this tagger spec: a checkpoint's (its own network config, no hub, no training data)
+        or a datamodule's (a new network from ``pretrained`` or from scratch). Call before ``configure_model``."""
+        if self.model is not None:
+            raise ModelError("use_spec after the network was built: give the spec before configure_model")
+        self.spec = spec
+        self.labels = list(spec.labels)
+
+    @property
+    def tokenizer(self):
+        """The spec's tokenizer: the datamodule's own object when one is attached, else rebuilt from the spec's files."""
+        if self._tokenizer is None:
+            dm = self._datamodule()
+            self._tokenizer = dm.tokenizer if dm is not None and dm.tokenizer is not None else self._require_spec().tokenizer()
+        return self._tokenizer
+
+    @property
+    def aligner(self):
+        """The alignment training and evaluation used (the datamodule's, or one made from the spec)."""
+        if self._aligner is None:
+            dm = self._datamodule()
+            if dm is not None and dm.aligner is not None:
+                self._aligner = dm.aligner
+            else:
+                from ner_lit.alignment import Aligner
+
+                spec = self._require_spec()
+                self._aligner = Aligner(self.tokenizer, list(spec.labels), spec.max_length, spec.stride,
+                                        spec.label_rule, spec.decoding)
+        return self._aligner
+
+    def _datamodule(self):
+        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+
+    def _require_spec(self) -> TaggerSpec:
+        if self.spec is None:
+            raise ModelError("the model has no tagger spec: attach a datamodule, call use_spec, or load a checkpoint")
+        return self.spec
 
     def configure_model(self) -> None:
         if self.model is not None:
             return
+        if self.spec is None:
+            dm = self._datamodule()
+            if dm is None:
+                return  # load_from_checkpoint: on_load_checkpoint builds from the checkpoint's own spec
+            self.use_spec(dm.spec)
+        self._build(self._require_spec())
+
+    def _build(self, spec: TaggerSpec) -> None:
         from transformers import AutoConfig, AutoModelForTokenClassification
 
-        dm = self.trainer.datamodule
-        self.aligner = dm.aligner
-        self.tokenizer = dm.tokenizer
-        self.tokenizer_files = dm._tokenizer_files
-        self.labels = list(dm.labels)
-        id2label = dict(enumerate(self.labels))
+        id2label = spec.id2label
         label2id = {v: k for k, v in id2label.items()}
         hp = self.hparams
-        if self._payload is not None:
-            config = AutoConfig.for_model(**self._payload["model_config"])
-            self.model = AutoModelForTokenClassification.from_config(config)
+        if spec.model_config is not None:
+            self.model = AutoModelForTokenClassification.from_config(spec.hf_config())
         elif hp.pretrained is not None:
             try:
                 config = AutoConfig.from_pretrained(hp.pretrained, num_labels=len(self.labels), id2label=id2label, label2id=label2id)
@@ -117,6 +161,13 @@ class NERModel(pl.LightningModule):
             self.model.get_input_embeddings().weight.requires_grad_(False)
         if self.model.config.num_labels != len(self.labels):
             raise ModelError(f"the model has {self.model.config.num_labels} labels, the data {len(self.labels)}")
+        if spec.model_config is None:  # a new network: the spec records it, and where its weights came from
+            from dataclasses import replace
+
+            spec = replace(spec.with_model_config(json.loads(self.model.config.to_json_string()),
+                                                  hp.pretrained or "scratch-bert"),
+                           provenance=replace(spec.provenance, pretrained=hp.pretrained))
+        self.spec = spec
         for split in ("val", "test"):
             setattr(self, f"{split}_F1c", CharMacroF1(self.labels))
             setattr(self, f"{split}_F1e", EntityMacroF1(self.labels))
@@ -237,21 +288,31 @@ class NERModel(pl.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         metrics = self.trainer.callback_metrics if self._trainer is not None else {}
+        spec = self._require_spec().with_scores({k: float(v) for k, v in metrics.items() if k.startswith("val_")})
         checkpoint[SECTION] = {
-            "format": FORMAT,
-            "labels": list(self.labels),
-            "model_config": json.loads(self.model.config.to_json_string()),
-            "tokenizer_files": dict(self.tokenizer_files),
-            "max_length": int(self.aligner.max_length),
-            "stride": int(self.aligner.stride),
-            "label_rule": self.aligner.label_rule,
-            "decoding": self.aligner.decoding,
-            "name": self.hparams.pretrained or "scratch-bert",
-            "scores": {k: float(v) for k, v in metrics.items() if k.startswith("val_")},
+            **spec.to_dict(),
             "monitor": self._monitor_record(metrics),
             # Last, over the weights as they are written: load_checkpoint refuses a file whose tensors differ.
             "weights_sha256": weights_digest(checkpoint["state_dict"]),
         }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Without a Trainer (``NERModel.load_from_checkpoint``), build the network from the checkpoint's own
+        spec before its weights load, after the same checks ``test``/``serve`` run on a file."""
+        if self.model is not None:
+            return  # under the Trainer the CLI gave the spec (checked) and configure_model built the network
+        section = checkpoint.get(SECTION)
+        where = "the checkpoint"
+        try:
+            spec = TaggerSpec.from_dict(section, where)
+        except SpecError as exc:
+            raise CheckpointError(str(exc)) from None
+        recorded = section.get("weights_sha256")
+        if recorded is not None and weights_digest(checkpoint["state_dict"]) != recorded:
+            raise CheckpointError(f"{where}: its weights do not match the digest recorded when it was written "
+                                  "(the file is damaged)")
+        self.use_spec(spec)
+        self._build(spec)
 
     def _monitor_record(self, metrics: dict[str, Any]) -> Optional[dict[str, Any]]:
         """The monitored score this checkpoint was saved with: ``--ckpt_path best`` picks by it."""

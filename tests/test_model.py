@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer, BertConfig
 
-from ner_lit.checkpoint import materialize_tokenizer
+from ner_lit.checkpoint import FORMAT, materialize_tokenizer
 from ner_lit.corpus import derive_labels, read_klue_tsv
 from ner_lit.data import NERDataModule
 from ner_lit.model import NERModel
@@ -123,7 +123,7 @@ def test_checkpoint_loads_with_weights_only(trained_run: TrainedRun, checkpoint:
 def test_checkpoint_section_holds_the_labels_of_the_training_file(trained_run: TrainedRun, checkpoint: dict) -> None:
     section = checkpoint["ner_lit"]
     assert section["labels"] == derive_labels(read_klue_tsv(trained_run.data_dir / "train.tsv"))
-    assert section["format"] == 1 and section["name"] == "scratch-bert"
+    assert section["format"] == FORMAT and section["name"] == "scratch-bert"
 
 
 def test_checkpoint_section_holds_the_window_settings(checkpoint: dict) -> None:

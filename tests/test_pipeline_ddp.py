@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ner_lit.checkpoint import payload
+from ner_lit.checkpoint import spec_of
 from ner_lit.data import NERDataModule, SortedSentenceBatchSampler
 
 from pipeline_fixtures import (
@@ -63,7 +63,7 @@ def test_validation_split_is_uneven_across_two_ranks(trained_run: TrainedRun, tm
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NER_LIT_CACHE", str(trained_run.cache))
     dm = NERDataModule(data_dir=str(trained_run.data_dir), val_file="dev.tsv", eval_batch_size=EVAL_BATCH_SIZE)
-    dm.adopt_checkpoint(payload(trained_run.best))
+    dm.use_spec(spec_of(trained_run.best))
     dm.setup("validate")
     items = dm.eval_items["validate"]
     counts = [len(it.encoded.windows) for it in items]
