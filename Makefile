@@ -41,7 +41,7 @@ clean:
 # workplace's shared folder (KLUE-NER data, the reference-model tool).
 BENCH_SCRIPTS := metric_speed train_throughput accuracy eval_speed profile_step precision
 
-.PHONY: bench bench-quick bench-report bench-budget bench-startup $(addprefix bench-,$(BENCH_SCRIPTS))
+.PHONY: bench bench-quick bench-report bench-budget bench-startup bench-pretrained bench-pretrained-quick $(addprefix bench-,$(BENCH_SCRIPTS))
 
 bench: $(addprefix bench-,$(BENCH_SCRIPTS)) bench-serve
 	$(PYTHON) bench/report.py
@@ -66,3 +66,9 @@ bench-startup:      ## start-up time of --help and usage errors (issue 11), not 
 
 bench-serve:        ## serving latency and throughput vs the naive path (issue 4)
 	$(PYTHON) bench/serve_bench.py --shared $(SHARED)
+
+bench-pretrained:   ## multilingual-e5-small (configs/me5.yaml): ner_lit vs HF Trainer, then serve vs a pipeline app (~25 min idle); not part of `make bench`
+	$(PYTHON) bench/pretrained.py --shared $(SHARED)
+
+bench-pretrained-quick: ## the same end to end on 64 + 64 sentences, 1 epoch (a few minutes; bench/work/quick-results only)
+	$(PYTHON) bench/pretrained.py --quick --shared $(SHARED)

@@ -157,6 +157,12 @@ def run_role(role: str, ckpt: Optional[str], model_dir: Optional[str]) -> None:
         app, server = _noop_app(), "waitress"
     else:
         raise SystemExit(f"unknown role {role}")
+    serve_app(app, server)
+
+
+def serve_app(app, server: str) -> None:
+    """Serve a Flask ``app`` on 127.0.0.1, a port the OS picks, announced by a "Serving on" line:
+    ``server`` "flask" is the development server one request at a time, "waitress" 8 threads."""
     if server == "flask":  # what app.run(threaded=False) runs, on a port the OS picks
         from werkzeug.serving import make_server
 

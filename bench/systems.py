@@ -141,19 +141,49 @@ def hf_rows(windows) -> list[dict[str, list[int]]]:
             for w in windows]
 
 
-def hf_args(out: Path, steps: int = -1, epochs: float = 3.0, bf16: bool = False, seed: int = common.SEED, **kw):
+def hf_args(out: Path, steps: int = -1, epochs: float = 3.0, bf16: bool = False, seed: int = common.SEED,
+            batch_size: int = common.BATCH_SIZE, learning_rate: float = common.LEARNING_RATE, eval_batch_size: int = 64, **kw):
     from transformers import TrainingArguments
 
     return TrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=common.BATCH_SIZE, per_device_eval_batch_size=64,
-        learning_rate=common.LEARNING_RATE, max_steps=steps, num_train_epochs=epochs, lr_scheduler_type="linear",
+        output_dir=str(out), per_device_train_batch_size=batch_size, per_device_eval_batch_size=eval_batch_size,
+        learning_rate=learning_rate, max_steps=steps, num_train_epochs=epochs, lr_scheduler_type="linear",
         seed=seed, use_cpu=True, report_to="none", save_strategy="no", eval_strategy="no", logging_strategy="no",
         disable_tqdm=True, dataloader_num_workers=0, bf16=bf16, **kw,
     )
 
 
+def head_rate_trainer(head_learning_rate: float):
+    """A ``Trainer`` whose AdamW gives the head (what lies outside ``base_model``) its own peak rate.
+
+    The groups are Trainer's own (weight decay except on biases and norms, frozen parameters left
+    out), each split into encoder and head, so the scheduler Trainer builds scales both alike.
+    """
+    from transformers import Trainer
+
+    class HeadRateTrainer(Trainer):
+        def create_optimizer(self, model=None):
+            if self.optimizer is None:
+                model = self.model if model is None else model
+                decay = set(self.get_decay_parameter_names(model))
+                encoder = {id(p) for p in model.base_model.parameters()}
+                groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+                for name, p in model.named_parameters():
+                    if p.requires_grad:
+                        groups.setdefault((id(p) not in encoder, name in decay), []).append(p)
+                cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
+                self.optimizer = cls([{"params": ps, "lr": head_learning_rate if head else self.args.learning_rate,
+                                       "weight_decay": self.args.weight_decay if dec else 0.0}
+                                      for (head, dec), ps in sorted(groups.items())], **kwargs)
+            return self.optimizer
+
+    return HeadRateTrainer
+
+
 def hf_train(args, model_dir: Path, steps: int, clock: Optional[Clock] = None, dm=None, seed: int = common.SEED,
-             epochs: float = 3.0, bf16: bool = False):
+             epochs: float = 3.0, bf16: bool = False, head_learning_rate: Optional[float] = None,
+             freeze_word_embeddings: bool = False, out: Optional[Path] = None, callbacks: Optional[list] = None, **train_kw):
+    """``train_kw`` goes to :func:`hf_args` (batch_size, learning_rate, weight_decay, warmup_steps, ...)."""
     from transformers import DataCollatorForTokenClassification, Trainer, TrainerCallback
 
     class _Tick(TrainerCallback):
@@ -168,6 +198,8 @@ def hf_train(args, model_dir: Path, steps: int, clock: Optional[Clock] = None, d
     dm = dm or prepared_data(args, model_dir)
     torch.manual_seed(seed)
     model = load_hf_model(model_dir, dm.labels)
+    if freeze_word_embeddings:  # as NERModel(freeze_word_embeddings=True): no gradient, no AdamW state
+        model.get_input_embeddings().weight.requires_grad_(False)
     collator = DataCollatorForTokenClassification(dm.tokenizer)
 
     def collate(rows):  # remember the batch for the clock
@@ -175,7 +207,9 @@ def hf_train(args, model_dir: Path, steps: int, clock: Optional[Clock] = None, d
         tick.batch = batch
         return batch
 
-    trainer = Trainer(model=model, args=hf_args(common.WORK / "hf-trainer", steps=steps, epochs=epochs, bf16=bf16, seed=seed),
-                      train_dataset=hf_rows(dm.train_windows), data_collator=collate, callbacks=[tick])
+    cls = Trainer if head_learning_rate is None else head_rate_trainer(head_learning_rate)
+    trainer = cls(model=model, args=hf_args(out or common.WORK / "hf-trainer", steps=steps, epochs=epochs, bf16=bf16,
+                                            seed=seed, **train_kw),
+                  train_dataset=hf_rows(dm.train_windows), data_collator=collate, callbacks=[tick] + list(callbacks or []))
     trainer.train()
     return trainer, model
