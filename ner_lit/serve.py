@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import resource
 import threading
 import time
@@ -45,6 +44,7 @@ from flask_classful import FlaskView, route
 from werkzeug.exceptions import HTTPException
 
 from ner_lit import resources
+from ner_lit.answers import prediction_json
 from ner_lit.batching import MicroBatcher
 
 __all__ = [
@@ -126,22 +126,9 @@ class _BadRequest(Exception):
 
 
 # --------------------------------------------------------------------------- JSON shapes
-def _finite(x: float) -> float | None:
-    """JSON has no NaN: a broken score goes out as null rather than as invalid JSON."""
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def prediction_to_json(pred: Any) -> dict[str, Any]:
-    """The API's answer for one prediction (``/api`` and each item of ``/api/batch``)."""
-    return {
-        "text": pred.text,
-        "entities": [
-            {"text": e.text, "label": e.label, "start": int(e.start), "end": int(e.end), "score": _finite(e.score)}
-            for e in pred.entities
-        ],
-        "result": [{"token": t.token, "label": t.label, "prob": _finite(t.prob)} for t in pred.tokens],
-    }
+#: The API's answer for one prediction (``/api`` and each item of ``/api/batch``): the one shape
+#: of :mod:`ner_lit.answers`, which ``predict`` writes too.
+prediction_to_json = prediction_json
 
 
 def _empty_json(text: str) -> dict[str, Any]:
@@ -761,6 +748,9 @@ def serve(
     choose_runtime(predictor, runtime)
     if pack:
         predictor.pack()
+    release = getattr(predictor, "release_eager", None)
+    if release is not None:
+        release()  # a compiled runtime runs every batch now: the eager weights would only take memory
     batcher = make_batcher(predictor, max_batch_size, max_wait_ms=max_wait_ms, workers=model_workers)
     try:
         app = create_app(

@@ -130,7 +130,7 @@ def test_a_model_whose_trace_differs_stays_eager_and_says_why(tiny_predictor):
     p = Predictor(_ShapeDependent(), tiny_predictor.tokenizer, tiny_predictor.labels)
     assert p.trace() is False
     assert p.runtime.startswith("eager (its TorchScript trace differs by")
-    assert p._compiled is None  # noqa: SLF001 - the eager model still answers
+    assert p.runner.compiled is None  # the eager model still answers
 
 
 def test_a_model_the_tracer_can_not_follow_stays_eager(tiny_model_dir, monkeypatch):
@@ -165,13 +165,13 @@ def test_packing_runs_short_texts_several_to_a_row(tiny_model_dir, monkeypatch):
     p = Predictor.from_pretrained(tiny_model_dir)
     assert p.pack()
     rows: list[int] = []
-    runner = p._packed  # noqa: SLF001
+    runner = p.runner.packed
 
     def counting(ids, mask, positions):
         rows.append(ids.shape[0])
         return runner(ids, mask, positions)
 
-    monkeypatch.setattr(p, "_packed", counting)
+    monkeypatch.setattr(p.runner, "packed", counting)
     items = p.prepare(SENTENCES[:6])
     p.forward(items)
     assert sum(rows) < sum(len(i.windows) for i in items)
@@ -183,7 +183,7 @@ def test_packing_packs_the_trace_when_one_is_in_use(tiny_model_dir):
     eager = Predictor.from_pretrained(tiny_model_dir)
     p = Predictor.from_pretrained(tiny_model_dir)
     assert p.trace() and p.pack()
-    assert isinstance(p._packed, torch.jit.ScriptModule)  # noqa: SLF001
+    assert isinstance(p.runner.packed, torch.jit.ScriptModule)
 
     forbid_eager(p, "the packed trace")
     texts = SENTENCES[:6]
@@ -204,7 +204,7 @@ def test_a_roberta_style_model_is_packed_with_positions_counted_from_pad_plus_on
     model = RobertaForTokenClassification(config).eval()
     padded = Predictor(model, tiny_predictor.tokenizer, tiny_predictor.labels, max_length=64, stride=16)
     packed = Predictor(model, tiny_predictor.tokenizer, tiny_predictor.labels, max_length=64, stride=16)
-    assert packed.pack() and packed._first_position == pad + 1  # noqa: SLF001
+    assert packed.pack() and packed.runner.first_position == pad + 1
     texts = SENTENCES[:7]
     for got, want in zip(staged(packed, texts), staged(padded, texts)):
         same(got, want)
@@ -216,7 +216,7 @@ def test_a_model_that_can_not_take_packed_rows_stays_padded_and_says_why(tiny_pr
     p = Predictor(_ShapeDependent(), tiny_predictor.tokenizer, tiny_predictor.labels)  # no position_ids argument
     assert p.pack() is False
     assert p.packing == "padded (packing failed: TypeError)"
-    assert p._packed is None  # noqa: SLF001
+    assert p.runner.packed is None
 
 
 class _IgnoresPositions(torch.nn.Module):
@@ -245,7 +245,7 @@ def test_onnxruntime_packs_too_and_answers_as_the_eager_padded_one(tiny_model_di
     eager = Predictor.from_pretrained(tiny_model_dir)
     p = Predictor.from_pretrained(tiny_model_dir)
     assert p.use_onnxruntime() and p.pack()
-    assert not isinstance(p._packed, torch.nn.Module)  # noqa: SLF001 - the packed export, not the eager module
+    assert not isinstance(p.runner.packed, torch.nn.Module)  # the packed export, not the eager module
     for got, want in zip(staged(p, texts), staged(eager, texts)):
         same(got, want)
 
@@ -268,4 +268,4 @@ def test_a_new_runtime_drops_the_packing_made_for_the_previous_one(tiny_model_di
     p = Predictor.from_pretrained(tiny_model_dir)
     assert p.trace() and p.pack()
     assert p.use_onnxruntime()
-    assert p._packed is None and p.packing == "padded"  # noqa: SLF001 - pack() again to pack this runtime
+    assert p.runner.packed is None and p.packing == "padded"  # pack() again to pack this runtime
