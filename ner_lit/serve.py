@@ -56,6 +56,7 @@ __all__ = [
     "create_waitress_server",
     "make_batcher",
     "prediction_to_json",
+    "prepare_runtime",
     "run_server",
     "serve",
 ]
@@ -672,6 +673,18 @@ def choose_runtime(predictor: Any, runtime: str) -> None:
     predictor.runtime = f"{chosen} ({'; '.join(refused)})" if refused else chosen
 
 
+def prepare_runtime(predictor: Any, runtime: str, pack: bool = True) -> None:
+    """What ``serve`` does to a loaded predictor before the first request: put ``runtime`` in use
+    (:func:`choose_runtime`), pack if asked, and then, where a compiled runtime runs every batch,
+    release the eager network, so the server holds only the weights it runs."""
+    choose_runtime(predictor, runtime)
+    if pack:
+        predictor.pack()
+    release = getattr(predictor, "release_eager", None)
+    if release is not None:
+        release()
+
+
 def serve(
     ckpt_path: str | None = None,
     model_dir: str | None = None,
@@ -745,12 +758,7 @@ def serve(
     if torch_threads is not None:
         torch.set_num_threads(torch_threads)
     predictor = load_predictor(ckpt_path, model_dir, device=device)
-    choose_runtime(predictor, runtime)
-    if pack:
-        predictor.pack()
-    release = getattr(predictor, "release_eager", None)
-    if release is not None:
-        release()  # a compiled runtime runs every batch now: the eager weights would only take memory
+    prepare_runtime(predictor, runtime, pack)
     batcher = make_batcher(predictor, max_batch_size, max_wait_ms=max_wait_ms, workers=model_workers)
     try:
         app = create_app(

@@ -2,6 +2,8 @@
 give the same answers as ``predict``, whatever else shares the forward pass."""
 from __future__ import annotations
 
+import gc
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from types import SimpleNamespace
@@ -269,3 +271,63 @@ def test_a_new_runtime_drops_the_packing_made_for_the_previous_one(tiny_model_di
     assert p.trace() and p.pack()
     assert p.use_onnxruntime()
     assert p.runner.packed is None and p.packing == "padded"  # pack() again to pack this runtime
+
+
+# --------------------------------------------------------------------------- memory
+class _TrackedCheckpoint(dict):
+    """A checkpoint dict that a weak reference can watch (a plain dict can not be one's referent)."""
+
+
+def _parameter_refs(predictor) -> tuple[weakref.ref, list[weakref.ref]]:
+    model = predictor.model
+    return weakref.ref(model), [weakref.ref(p) for p in model.parameters()]
+
+
+@pytest.mark.parametrize("method", ["trace", "use_onnxruntime"])
+def test_serving_a_compiled_runtime_keeps_neither_the_eager_model_nor_its_parameters(tiny_model_dir, method):
+    from ner_lit.predictor import Predictor
+    from ner_lit.serve import prepare_runtime
+
+    p = Predictor.from_pretrained(tiny_model_dir)
+    want = p.predict(SENTENCES + [LONG])
+    model, params = _parameter_refs(p)
+    prepare_runtime(p, "onnxruntime" if method == "use_onnxruntime" else "torchscript", pack=True)
+    assert p.packing.startswith("packed") and p.model is None
+    gc.collect()
+    assert model() is None and all(r() is None for r in params), "the eager model outlived the compiled runtime"
+    for got, expected in zip(p.predict(SENTENCES + [LONG]), want):
+        same(got, expected)
+    assert p.trace() is False and "released" in p.runtime  # nothing left to compile from
+
+
+def test_an_eager_server_keeps_its_model(tiny_model_dir):
+    from ner_lit.predictor import Predictor
+    from ner_lit.serve import prepare_runtime
+
+    p = Predictor.from_pretrained(tiny_model_dir)
+    prepare_runtime(p, "eager", pack=True)
+    assert isinstance(p.model, torch.nn.Module) and p.predict(["서울"])[0].text == "서울"
+
+
+def test_a_predictor_from_a_checkpoint_keeps_no_checkpoint_dict(trained_run, monkeypatch):
+    import ner_lit.checkpoint as checkpoint
+    from ner_lit.predictor import Predictor
+    from ner_lit.serve import prepare_runtime
+
+    monkeypatch.setenv("NER_LIT_CACHE", str(trained_run.cache))
+    seen: list[weakref.ref] = []
+    load = checkpoint.load_checkpoint
+
+    def tracked(*args, **kwargs):
+        ckpt = _TrackedCheckpoint(load(*args, **kwargs))
+        seen.append(weakref.ref(ckpt))
+        return ckpt
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", tracked)
+    p = Predictor.from_checkpoint(trained_run.best)
+    model, params = _parameter_refs(p)
+    gc.collect()
+    assert seen and all(r() is None for r in seen), "the loaded checkpoint dict is kept after loading"
+    prepare_runtime(p, "onnxruntime", pack=True)
+    gc.collect()
+    assert p.runtime == "ONNX Runtime" and model() is None and all(r() is None for r in params)
