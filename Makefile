@@ -41,7 +41,7 @@ clean:
 # workplace's shared folder (KLUE-NER data, the reference-model tool).
 BENCH_SCRIPTS := metric_speed train_throughput accuracy eval_speed profile_step precision
 
-.PHONY: bench bench-quick bench-report bench-budget bench-startup $(addprefix bench-,$(BENCH_SCRIPTS))
+.PHONY: bench bench-quick bench-report bench-budget bench-startup bench-serve-memory $(addprefix bench-,$(BENCH_SCRIPTS))
 
 bench: $(addprefix bench-,$(BENCH_SCRIPTS)) bench-serve
 	$(PYTHON) bench/report.py
@@ -66,3 +66,6 @@ bench-startup:      ## start-up time of --help and usage errors (issue 11), not 
 
 bench-serve:        ## serving latency and throughput vs the naive path (issue 4)
 	$(PYTHON) bench/serve_bench.py --shared $(SHARED)
+
+bench-serve-memory: ## serve's resident memory per runtime on multilingual-e5-small (issue 10), not part of `make bench`
+	$(PYTHON) bench/serve_memory.py --shared $(SHARED)

@@ -43,12 +43,25 @@ def from_checkpoint(path: str | Path) -> LoadedTagger:
     spec = TaggerSpec.from_dict(ckpt[SECTION], str(path))
     state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     del ckpt  # the rest of the file (optimizer state, loops) is never touched
-    model = AutoModelForTokenClassification.from_config(spec.hf_config())
+    with _no_init():  # allocated, never written: the checkpoint's tensors replace every one
+        model = AutoModelForTokenClassification.from_config(spec.hf_config())
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not fit the model config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return LoadedTagger(model.eval(), spec.tokenizer(), spec, str(path))
+
+
+def _no_init():
+    """transformers' context that skips weight initialisation (a network's random weights, written
+    only to be replaced, would take their full size in memory); none where a version lacks it."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return no_init_weights()
 
 
 def from_model_dir(model_dir: str | Path, max_length: Optional[int] = None, stride: Optional[int] = None,

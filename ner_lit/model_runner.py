@@ -43,6 +43,7 @@ class ModelRunner:
         self.packed: Runner | None = None  # the model over packed rows, after pack()
         self.first_position = 0  # the position id a packed window starts from
         self.pack_width = PACK_WIDTH
+        self.packed_only = False  # after release_eager with packing on: every batch through the packed runner
 
     @property
     def vocab_size(self) -> int:
@@ -59,11 +60,15 @@ class ModelRunner:
         self.packed = None  # packed rows, if wanted, must be packed again with this runtime
 
     def release_eager(self) -> bool:
-        """Drop the eager module once a compiled runtime runs every batch (padded, and packed if
-        packing is on): its parameters are freed unless the runtime shares them. Returns whether
-        it was dropped; an eager-only runner keeps its model."""
+        """Drop the eager module once a compiled runtime runs every batch: its parameters are freed
+        unless the runtime shares them. Where packing is on, the packed runner then runs every batch
+        (a window alone in its row is a padded window), so the padded runner goes too: a runtime
+        that copies the weights (ONNX Runtime) holds one copy, not two. Returns whether the eager
+        module was dropped; an eager-only runner keeps its model."""
         if self.compiled is None:
             return False
+        if self.packed is not None:
+            self.compiled, self.packed_only = None, True
         self.model = None
         return True
 
@@ -145,9 +150,10 @@ class ModelRunner:
         for lo in range(0, len(order), self.batch_size):
             rows = order[lo : lo + self.batch_size]
             chunk = [windows[i] for i in rows]
-            if packed and self.packed is not None and len(chunk) > 1:
+            if self.packed is not None and (self.packed_only or (packed and len(chunk) > 1)):
                 batch = pack_windows(chunk, self.pad_id, self.pack_width, self.first_position)
-                if len(batch.input_ids) < len(chunk):  # some windows share a row: worth the 4D mask
+                # Unless the packed runner is the only one, only where some windows share a row: worth the 4D mask.
+                if self.packed_only or len(batch.input_ids) < len(chunk):
                     logits = self.packed(*(t.to(self.device) for t in (batch.input_ids, batch.attention_mask, batch.position_ids)))
                     unpack(chunk, batch, logits.float().cpu(), out, rows)
                     continue

@@ -64,13 +64,12 @@ def torchscript(module: torch.nn.Module, example: tuple) -> Runner:
 def onnxruntime_session(module: torch.nn.Module, example: tuple) -> Runner:
     """``module`` exported to ONNX (TorchScript-based exporter) and loaded in an ONNX Runtime session.
 
-    The export is serialized to bytes in memory and the session built from them; the bytes
-    are dropped once the session holds its weights, so what stays is the session's one copy
-    (with its pre-packed matrices). It runs with torch's intra-op thread count, releases the
-    GIL while it runs, and its threads sleep rather than spin when idle, so request threads
-    keep their cores.
+    The export goes through a temporary file that the session is loaded from by name: given the
+    bytes instead, onnxruntime's Python session keeps them for as long as it lives (a second copy
+    of every weight). It runs with torch's intra-op thread count, releases the GIL while it runs,
+    and its threads sleep rather than spin when idle, so request threads keep their cores.
     """
-    import io
+    import tempfile
 
     import onnxruntime
 
@@ -82,13 +81,11 @@ def onnxruntime_session(module: torch.nn.Module, example: tuple) -> Runner:
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads sleep: request threads keep the cores
     options.log_severity_level = 3  # errors only: its warnings about the exported graph are not the user's
-    buffer = io.BytesIO()
-    torch.onnx.export(module, example, buffer, input_names=names, output_names=["logits"], dynamic_axes=axes,
-                      dynamo=False, opset_version=17)
-    data = buffer.getvalue()
-    del buffer
-    session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    del data
+    with tempfile.TemporaryDirectory(prefix="ner_lit-onnx-") as tmp:
+        path = f"{tmp}/model.onnx"
+        torch.onnx.export(module, example, path, input_names=names, output_names=["logits"], dynamic_axes=axes,
+                          dynamo=False, opset_version=17)
+        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
     def run(*tensors: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {n: t.cpu().numpy() for n, t in zip(names, tensors)})[0])
