@@ -65,7 +65,7 @@ class ModelRunner:
         (a window alone in its row is a padded window), so the padded runner goes too: a runtime
         that copies the weights (ONNX Runtime) holds one copy, not two. Returns whether the eager
         module was dropped; an eager-only runner keeps its model."""
-        if self.compiled is None:
+        if self.compiler is None:  # eager only: the model is what runs
             return False
         if self.packed is not None:
             self.compiled, self.packed_only = None, True
@@ -78,13 +78,15 @@ class ModelRunner:
         return self.model
 
     # ------------------------------------------------------------------ packing
-    def pack(self, width: int = PACK_WIDTH) -> None:
+    def pack(self, width: int = PACK_WIDTH, release: bool = False) -> None:
         """Put several windows in one model row from now on, if the model gives the same logits.
 
         Model families count positions differently (BERT from 0, RoBERTa from the pad id + 1),
         and some may not take a 4D mask or position ids at all, so both counts are checked
         against the padded forward on example windows, with the runtime in use. Where neither
-        agrees, :class:`RuntimeRefused` says by how much.
+        agrees, :class:`RuntimeRefused` says by how much. With ``release`` (a server's last
+        step), the padded runner is freed before the packed one is made and the eager module
+        after (:meth:`release_eager`), so start-up never holds two compiled copies of the weights.
         """
         width = max(2, min(width, self.max_length))
         windows = self.example_windows(width)
@@ -106,13 +108,29 @@ class ModelRunner:
                 raise RuntimeRefused(f"packed logits differ by {worst:.2g}")
             runner: Runner = eager
             if self.compiler is not None:
-                runner = self.compiler(eager, (batch.input_ids, batch.attention_mask, batch.position_ids))
-                # Other shapes than the traced or exported one: more rows, narrower.
-                for check in (batch, pack_windows(windows, self.pad_id, max(2, width // 2), first)):
-                    diff = self._packed_diff(runner, windows, check, want)
-                    if not diff <= SAME_LOGITS:
-                        raise RuntimeRefused(f"the packed {self.compiled_what} differs by {diff:.2g}")
+                if release:
+                    self.compiled = None  # freed now: the packed runner will run every batch
+                try:
+                    runner = self._compiled_packed(windows, batch, width, first, want)
+                except BaseException:
+                    if release:  # packing refused: the padded runner is wanted after all
+                        self.compile(self.compiler, self.compiled_what)
+                    raise
         self.packed, self.first_position, self.pack_width = runner, first, width
+        if release:
+            self.release_eager()
+
+    def _compiled_packed(self, windows: Sequence[Window], batch: PackedBatch, width: int, first: int,
+                         want: torch.Tensor) -> Runner:
+        """The packed module made by the runtime in use, checked on other shapes than the one it was
+        made from (more rows, narrower)."""
+        assert self.compiler is not None
+        runner = self.compiler(PackedLogits(self._eager()).eval(), (batch.input_ids, batch.attention_mask, batch.position_ids))
+        for check in (batch, pack_windows(windows, self.pad_id, max(2, width // 2), first)):
+            diff = self._packed_diff(runner, windows, check, want)
+            if not diff <= SAME_LOGITS:
+                raise RuntimeRefused(f"the packed {self.compiled_what} differs by {diff:.2g}")
+        return runner
 
     def example_windows(self, width: int) -> list[Window]:
         """Windows of several lengths, some short enough to share a row of ``width`` tokens."""

@@ -152,7 +152,7 @@ class Predictor:
         self.runtime = name
         return True
 
-    def pack(self, width: int = PACK_WIDTH) -> bool:
+    def pack(self, width: int = PACK_WIDTH, release: bool = False) -> bool:
         """Put several windows in one model row from now on, if the model gives the same logits.
 
         Padded, a batch of short sentences runs every one of them as long as its longest,
@@ -160,10 +160,12 @@ class Predictor:
         window attends only to itself (a 4D additive mask) and gets the position ids it has
         alone, with the runtime in use (call :meth:`trace` or :meth:`use_onnxruntime` first
         to pack that runtime too). Where that differs, or anything fails, windows stay
-        padded and ``packing`` says why. Returns whether packing is in use.
+        padded and ``packing`` says why. Returns whether packing is in use. With ``release`` (what
+        ``serve`` does), the eager model is freed once the packed runtime runs every batch, as
+        :meth:`release_eager` frees it, and start-up never holds both compiled graphs.
         """
         try:
-            self.runner.pack(width)
+            self.runner.pack(width, release)
         except (RuntimeRefused, EagerReleased) as exc:
             self.packing = f"padded ({exc})"
             return False

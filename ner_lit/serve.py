@@ -679,7 +679,7 @@ def prepare_runtime(predictor: Any, runtime: str, pack: bool = True) -> None:
     release the eager network, so the server holds only the weights it runs."""
     choose_runtime(predictor, runtime)
     if pack:
-        predictor.pack()
+        predictor.pack(release=True)
     release = getattr(predictor, "release_eager", None)
     if release is not None:
         release()

@@ -9,7 +9,6 @@ ONNX Runtime, packed rows, the eager model released.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

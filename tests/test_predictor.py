@@ -331,3 +331,19 @@ def test_a_predictor_from_a_checkpoint_keeps_no_checkpoint_dict(trained_run, mon
     prepare_runtime(p, "onnxruntime", pack=True)
     gc.collect()
     assert p.runtime == "ONNX Runtime" and model() is None and all(r() is None for r in params)
+
+
+def test_a_packed_runtime_refused_at_release_keeps_the_padded_one_and_the_eager_model(tiny_model_dir, monkeypatch):
+    from ner_lit.predictor import Predictor
+    from ner_lit.runtimes import RuntimeRefused
+
+    p = Predictor.from_pretrained(tiny_model_dir)
+    assert p.trace()
+
+    def refuse(*args, **kwargs):
+        raise RuntimeRefused("the packed TorchScript trace differs by 1")
+
+    monkeypatch.setattr(p.runner, "_compiled_packed", refuse)
+    assert p.pack(release=True) is False and p.packing == "padded (the packed TorchScript trace differs by 1)"
+    assert p.runtime == "TorchScript" and p.runner.compiled is not None and p.model is not None
+    assert p.predict(["서울"])[0].text == "서울"
