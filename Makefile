@@ -41,7 +41,7 @@ clean:
 # workplace's shared folder (KLUE-NER data, the reference-model tool).
 BENCH_SCRIPTS := metric_speed train_throughput accuracy eval_speed profile_step precision
 
-.PHONY: bench bench-quick bench-report bench-budget bench-startup bench-pretrained bench-pretrained-quick $(addprefix bench-,$(BENCH_SCRIPTS))
+.PHONY: bench bench-quick bench-report bench-budget bench-startup bench-pretrained bench-pretrained-quick bench-serve-memory $(addprefix bench-,$(BENCH_SCRIPTS))
 
 bench: $(addprefix bench-,$(BENCH_SCRIPTS)) bench-serve
 	$(PYTHON) bench/report.py
@@ -72,3 +72,6 @@ bench-pretrained:   ## multilingual-e5-small (configs/me5.yaml): ner_lit vs HF T
 
 bench-pretrained-quick: ## the same end to end on 64 + 64 sentences, 1 epoch (a few minutes; bench/work/quick-results only)
 	$(PYTHON) bench/pretrained.py --quick --shared $(SHARED)
+
+bench-serve-memory: ## serve's resident memory per runtime on multilingual-e5-small (issue 10), not part of `make bench`
+	$(PYTHON) bench/serve_memory.py --shared $(SHARED)

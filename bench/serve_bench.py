@@ -430,19 +430,20 @@ def find_or_train_checkpoint(args, log_dir: Path) -> tuple[Path, dict[str, Any]]
 
 def checkpoint_facts(path: Path) -> dict[str, Any]:
     from ner_lit.checkpoint import SECTION, load_checkpoint
+    from ner_lit.spec import TaggerSpec
 
     ckpt = load_checkpoint(path)
-    info = ckpt[SECTION]
-    cfg = info.get("model_config", {})
+    spec = TaggerSpec.from_dict(ckpt[SECTION], str(path))
+    cfg = dict(spec.model_config or {})
     state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     return {
         "epoch": ckpt.get("epoch"),
         "global_step": ckpt.get("global_step"),
-        "scores": info.get("scores", {}),
+        "scores": dict(spec.scores),
         "parameters": int(sum(v.numel() for k, v in state.items() if not k.endswith("position_ids"))),
         "model": {k: cfg.get(k) for k in ("model_type", "num_hidden_layers", "hidden_size", "num_attention_heads",
                                          "intermediate_size", "vocab_size", "max_position_embeddings")},
-        "max_length": info.get("max_length"),
+        "max_length": spec.max_length,
     }
 
 

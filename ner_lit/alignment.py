@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from tokenizers import Encoding, Tokenizer
 
-from ner_lit.corpus import OUTSIDE, Entity, Sentence, spans_from_tags
+from ner_lit.corpus import OUTSIDE, Sentence
 
 LabelRule = Literal["first_char", "first_entity"]
 Decoding = Literal["viterbi", "argmax"]
@@ -101,17 +101,6 @@ class Decoded:
     char_probs: list[torch.Tensor]
     token_tags: list[torch.Tensor]
     token_probs: list[torch.Tensor]
-
-
-@dataclass(frozen=True)
-class ScoredEntity:
-    """An entity span in the original text, with the mean top probability of its characters."""
-
-    label: str
-    start: int
-    end: int
-    text: str
-    score: float | None = None
 
 
 class Aligner:
@@ -660,28 +649,3 @@ def nonspace(text: str, tags: torch.Tensor) -> torch.Tensor:
 
 def gold_ids(sentence: Sentence, label2id: dict[str, int]) -> torch.Tensor:
     return torch.tensor([label2id[t] for t in sentence.tags], dtype=torch.long)
-
-
-def entities_from_tags(text: str, tags: Sequence[str], probs: Sequence[float] | None = None) -> list[ScoredEntity]:
-    """Strict IOB2 entities of a character tag sequence, read as KLUE scores them.
-
-    Spans are found on the non-whitespace characters (whitespace is not scored, and a
-    model's whitespace tags mean nothing), then mapped back to offsets in ``text``: an
-    entity that runs over a space, such as a date, comes out as one span.
-    """
-    keep = [i for i, c in enumerate(text) if not c.isspace()]
-    spans = spans_from_tags([tags[i] for i in keep])
-    out = []
-    for sp in spans:
-        start, end = keep[sp.start], keep[sp.end - 1] + 1
-        score = None
-        if probs is not None:
-            chars = [float(probs[keep[i]]) for i in range(sp.start, sp.end)]
-            score = sum(chars) / len(chars)
-        out.append(ScoredEntity(sp.label, start, end, text[start:end], score))
-    return out
-
-
-def sentence_from_entities(sentence_id: str, text: str, entities: Sequence[ScoredEntity]) -> Sentence:
-    """A predicted sentence record (spaces inside an entity tagged ``I-``, as KLUE files do)."""
-    return Sentence.from_entities(sentence_id, text, [Entity(e.label, e.start, e.end) for e in entities])

@@ -202,17 +202,15 @@ class ExportBestModel(Callback):
         log_dir = Path(trainer.log_dir or ".")  # a broadcast under DDP: every rank must ask
         if not trainer.is_global_zero:
             return
-        from ner_lit.predictor import Predictor
+        from ner_lit.loading import from_checkpoint
 
         best = trainer.checkpoint_callback.best_model_path or getattr(trainer.checkpoint_callback, "last_model_path", "")
         if not best:
             return
-        from ner_lit.spec import TaggerSpec
-
-        predictor = Predictor.from_checkpoint(best)
+        loaded = from_checkpoint(best)
         target = log_dir / self.dirname
-        predictor.model.save_pretrained(target)
-        predictor.tokenizer.save_pretrained(target)
-        TaggerSpec.from_checkpoint(best).save(target)  # windows, decoding, scores: serve --model_dir predicts as predict does
+        loaded.model.save_pretrained(target)
+        loaded.tokenizer.save_pretrained(target)
+        loaded.spec.save(target)  # windows, decoding, scores: serve --model_dir predicts as predict does
         self.exported = target
         print(f"Exported the best model ({Path(best).name}) as a Hugging Face directory: {target}")

@@ -9,7 +9,8 @@ import lightning.pytorch as pl
 import torch
 from torchmetrics import MeanMetric
 
-from ner_lit.alignment import IGNORE, entities_from_tags
+from ner_lit.alignment import IGNORE
+from ner_lit.answers import answer
 from ner_lit.checkpoint import SECTION, CheckpointError, weights_digest
 from ner_lit.metrics import CharMacroF1, EntityMacroF1
 from ner_lit.spec import SpecError, TaggerSpec
@@ -270,20 +271,9 @@ class NERModel(pl.LightningModule):
         out = self(batch["input_ids"], batch["attention_mask"])
         items = batch["items"].items
         decoded = self.aligner.decode([it.encoded for it in items], out.logits.float().cpu())
-        results = []
-        for it, tags, probs in zip(items, decoded.char_tags, decoded.char_probs):
-            names = self.aligner.tag_names(tags)
-            ents = entities_from_tags(it.sentence.text, names, probs.tolist())
-            results.append({
-                "id": it.sentence.id,
-                "index": it.index,
-                "text": it.sentence.text,
-                "entities": [
-                    {"text": e.text, "label": e.label, "start": e.start, "end": e.end, "score": round(float(e.score), 6)}
-                    for e in ents
-                ],
-            })
-        return results
+        return [{"id": it.sentence.id, "index": it.index,
+                 **answer(it.sentence.text, self.aligner.tag_names(tags), probs.tolist())}
+                for it, tags, probs in zip(items, decoded.char_tags, decoded.char_probs)]
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

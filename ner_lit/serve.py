@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import resource
 import threading
 import time
@@ -45,6 +44,7 @@ from flask_classful import FlaskView, route
 from werkzeug.exceptions import HTTPException
 
 from ner_lit import resources
+from ner_lit.answers import prediction_json
 from ner_lit.batching import MicroBatcher
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "create_waitress_server",
     "make_batcher",
     "prediction_to_json",
+    "prepare_runtime",
     "run_server",
     "serve",
 ]
@@ -126,22 +127,9 @@ class _BadRequest(Exception):
 
 
 # --------------------------------------------------------------------------- JSON shapes
-def _finite(x: float) -> float | None:
-    """JSON has no NaN: a broken score goes out as null rather than as invalid JSON."""
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def prediction_to_json(pred: Any) -> dict[str, Any]:
-    """The API's answer for one prediction (``/api`` and each item of ``/api/batch``)."""
-    return {
-        "text": pred.text,
-        "entities": [
-            {"text": e.text, "label": e.label, "start": int(e.start), "end": int(e.end), "score": _finite(e.score)}
-            for e in pred.entities
-        ],
-        "result": [{"token": t.token, "label": t.label, "prob": _finite(t.prob)} for t in pred.tokens],
-    }
+#: The API's answer for one prediction (``/api`` and each item of ``/api/batch``): the one shape
+#: of :mod:`ner_lit.answers`, which ``predict`` writes too.
+prediction_to_json = prediction_json
 
 
 def _empty_json(text: str) -> dict[str, Any]:
@@ -685,6 +673,18 @@ def choose_runtime(predictor: Any, runtime: str) -> None:
     predictor.runtime = f"{chosen} ({'; '.join(refused)})" if refused else chosen
 
 
+def prepare_runtime(predictor: Any, runtime: str, pack: bool = True) -> None:
+    """What ``serve`` does to a loaded predictor before the first request: put ``runtime`` in use
+    (:func:`choose_runtime`), pack if asked, and then, where a compiled runtime runs every batch,
+    release the eager network, so the server holds only the weights it runs."""
+    choose_runtime(predictor, runtime)
+    if pack:
+        predictor.pack(release=True)
+    release = getattr(predictor, "release_eager", None)
+    if release is not None:
+        release()
+
+
 def serve(
     ckpt_path: str | None = None,
     model_dir: str | None = None,
@@ -758,9 +758,7 @@ def serve(
     if torch_threads is not None:
         torch.set_num_threads(torch_threads)
     predictor = load_predictor(ckpt_path, model_dir, device=device)
-    choose_runtime(predictor, runtime)
-    if pack:
-        predictor.pack()
+    prepare_runtime(predictor, runtime, pack)
     batcher = make_batcher(predictor, max_batch_size, max_wait_ms=max_wait_ms, workers=model_workers)
     try:
         app = create_app(

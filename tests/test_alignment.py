@@ -12,10 +12,10 @@ from ner_lit.alignment import (
     Aligner,
     AlignmentError,
     Window,
-    entities_from_tags,
     pack_windows,
     special_layout,
 )
+from ner_lit.answers import entities_from_tags
 from ner_lit.corpus import KLUE_LABELS, Sentence, read_klue_tsv
 
 

@@ -2,6 +2,8 @@
 give the same answers as ``predict``, whatever else shares the forward pass."""
 from __future__ import annotations
 
+import gc
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from types import SimpleNamespace
@@ -130,7 +132,7 @@ def test_a_model_whose_trace_differs_stays_eager_and_says_why(tiny_predictor):
     p = Predictor(_ShapeDependent(), tiny_predictor.tokenizer, tiny_predictor.labels)
     assert p.trace() is False
     assert p.runtime.startswith("eager (its TorchScript trace differs by")
-    assert p._compiled is None  # noqa: SLF001 - the eager model still answers
+    assert p.runner.compiled is None  # the eager model still answers
 
 
 def test_a_model_the_tracer_can_not_follow_stays_eager(tiny_model_dir, monkeypatch):
@@ -165,13 +167,13 @@ def test_packing_runs_short_texts_several_to_a_row(tiny_model_dir, monkeypatch):
     p = Predictor.from_pretrained(tiny_model_dir)
     assert p.pack()
     rows: list[int] = []
-    runner = p._packed  # noqa: SLF001
+    runner = p.runner.packed
 
     def counting(ids, mask, positions):
         rows.append(ids.shape[0])
         return runner(ids, mask, positions)
 
-    monkeypatch.setattr(p, "_packed", counting)
+    monkeypatch.setattr(p.runner, "packed", counting)
     items = p.prepare(SENTENCES[:6])
     p.forward(items)
     assert sum(rows) < sum(len(i.windows) for i in items)
@@ -183,7 +185,7 @@ def test_packing_packs_the_trace_when_one_is_in_use(tiny_model_dir):
     eager = Predictor.from_pretrained(tiny_model_dir)
     p = Predictor.from_pretrained(tiny_model_dir)
     assert p.trace() and p.pack()
-    assert isinstance(p._packed, torch.jit.ScriptModule)  # noqa: SLF001
+    assert isinstance(p.runner.packed, torch.jit.ScriptModule)
 
     forbid_eager(p, "the packed trace")
     texts = SENTENCES[:6]
@@ -204,7 +206,7 @@ def test_a_roberta_style_model_is_packed_with_positions_counted_from_pad_plus_on
     model = RobertaForTokenClassification(config).eval()
     padded = Predictor(model, tiny_predictor.tokenizer, tiny_predictor.labels, max_length=64, stride=16)
     packed = Predictor(model, tiny_predictor.tokenizer, tiny_predictor.labels, max_length=64, stride=16)
-    assert packed.pack() and packed._first_position == pad + 1  # noqa: SLF001
+    assert packed.pack() and packed.runner.first_position == pad + 1
     texts = SENTENCES[:7]
     for got, want in zip(staged(packed, texts), staged(padded, texts)):
         same(got, want)
@@ -216,7 +218,7 @@ def test_a_model_that_can_not_take_packed_rows_stays_padded_and_says_why(tiny_pr
     p = Predictor(_ShapeDependent(), tiny_predictor.tokenizer, tiny_predictor.labels)  # no position_ids argument
     assert p.pack() is False
     assert p.packing == "padded (packing failed: TypeError)"
-    assert p._packed is None  # noqa: SLF001
+    assert p.runner.packed is None
 
 
 class _IgnoresPositions(torch.nn.Module):
@@ -245,7 +247,7 @@ def test_onnxruntime_packs_too_and_answers_as_the_eager_padded_one(tiny_model_di
     eager = Predictor.from_pretrained(tiny_model_dir)
     p = Predictor.from_pretrained(tiny_model_dir)
     assert p.use_onnxruntime() and p.pack()
-    assert not isinstance(p._packed, torch.nn.Module)  # noqa: SLF001 - the packed export, not the eager module
+    assert not isinstance(p.runner.packed, torch.nn.Module)  # the packed export, not the eager module
     for got, want in zip(staged(p, texts), staged(eager, texts)):
         same(got, want)
 
@@ -268,4 +270,80 @@ def test_a_new_runtime_drops_the_packing_made_for_the_previous_one(tiny_model_di
     p = Predictor.from_pretrained(tiny_model_dir)
     assert p.trace() and p.pack()
     assert p.use_onnxruntime()
-    assert p._packed is None and p.packing == "padded"  # noqa: SLF001 - pack() again to pack this runtime
+    assert p.runner.packed is None and p.packing == "padded"  # pack() again to pack this runtime
+
+
+# --------------------------------------------------------------------------- memory
+class _TrackedCheckpoint(dict):
+    """A checkpoint dict that a weak reference can watch (a plain dict can not be one's referent)."""
+
+
+def _parameter_refs(predictor) -> tuple[weakref.ref, list[weakref.ref]]:
+    model = predictor.model
+    return weakref.ref(model), [weakref.ref(p) for p in model.parameters()]
+
+
+@pytest.mark.parametrize("method", ["trace", "use_onnxruntime"])
+def test_serving_a_compiled_runtime_keeps_neither_the_eager_model_nor_its_parameters(tiny_model_dir, method):
+    from ner_lit.predictor import Predictor
+    from ner_lit.serve import prepare_runtime
+
+    p = Predictor.from_pretrained(tiny_model_dir)
+    want = p.predict(SENTENCES + [LONG])
+    model, params = _parameter_refs(p)
+    prepare_runtime(p, "onnxruntime" if method == "use_onnxruntime" else "torchscript", pack=True)
+    assert p.packing.startswith("packed") and p.model is None
+    gc.collect()
+    assert model() is None and all(r() is None for r in params), "the eager model outlived the compiled runtime"
+    for got, expected in zip(p.predict(SENTENCES + [LONG]), want):
+        same(got, expected)
+    assert p.trace() is False and "released" in p.runtime  # nothing left to compile from
+
+
+def test_an_eager_server_keeps_its_model(tiny_model_dir):
+    from ner_lit.predictor import Predictor
+    from ner_lit.serve import prepare_runtime
+
+    p = Predictor.from_pretrained(tiny_model_dir)
+    prepare_runtime(p, "eager", pack=True)
+    assert isinstance(p.model, torch.nn.Module) and p.predict(["서울"])[0].text == "서울"
+
+
+def test_a_predictor_from_a_checkpoint_keeps_no_checkpoint_dict(trained_run, monkeypatch):
+    import ner_lit.checkpoint as checkpoint
+    from ner_lit.predictor import Predictor
+    from ner_lit.serve import prepare_runtime
+
+    monkeypatch.setenv("NER_LIT_CACHE", str(trained_run.cache))
+    seen: list[weakref.ref] = []
+    load = checkpoint.load_checkpoint
+
+    def tracked(*args, **kwargs):
+        ckpt = _TrackedCheckpoint(load(*args, **kwargs))
+        seen.append(weakref.ref(ckpt))
+        return ckpt
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", tracked)
+    p = Predictor.from_checkpoint(trained_run.best)
+    model, params = _parameter_refs(p)
+    gc.collect()
+    assert seen and all(r() is None for r in seen), "the loaded checkpoint dict is kept after loading"
+    prepare_runtime(p, "onnxruntime", pack=True)
+    gc.collect()
+    assert p.runtime == "ONNX Runtime" and model() is None and all(r() is None for r in params)
+
+
+def test_a_packed_runtime_refused_at_release_keeps_the_padded_one_and_the_eager_model(tiny_model_dir, monkeypatch):
+    from ner_lit.predictor import Predictor
+    from ner_lit.runtimes import RuntimeRefused
+
+    p = Predictor.from_pretrained(tiny_model_dir)
+    assert p.trace()
+
+    def refuse(*args, **kwargs):
+        raise RuntimeRefused("the packed TorchScript trace differs by 1")
+
+    monkeypatch.setattr(p.runner, "_compiled_packed", refuse)
+    assert p.pack(release=True) is False and p.packing == "padded (the packed TorchScript trace differs by 1)"
+    assert p.runtime == "TorchScript" and p.runner.compiled is not None and p.model is not None
+    assert p.predict(["서울"])[0].text == "서울"

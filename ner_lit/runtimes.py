@@ -1,0 +1,126 @@
+"""What can run a token classifier besides eager PyTorch, and the checks that decide whether it may.
+
+A runtime is made by a :data:`Compiler` from a module and example inputs: a frozen
+TorchScript trace (:func:`torchscript`) or an ONNX export under ONNX Runtime
+(:func:`onnxruntime_session`). Either records one path through the model's Python code,
+so :func:`checked_compile` compares it with the eager model on other shapes than the one
+it was made from, padded and unpadded, before anything uses it.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import torch
+
+#: Runs the model on tensors: ``(input_ids, attention_mask[, position_ids]) -> logits``.
+Runner = Callable[..., torch.Tensor]
+#: Makes a runner from a module and example inputs (a trace, an export).
+Compiler = Callable[[torch.nn.Module, tuple], Runner]
+
+#: How far a trace's or a packed forward's logits may be from the eager padded ones.
+SAME_LOGITS = 1e-4
+
+
+class RuntimeRefused(Exception):
+    """A runtime that failed its check; the message says why, for ``Predictor.runtime``."""
+
+
+class LogitsOnly(torch.nn.Module):
+    """The model as ``(input_ids, attention_mask) -> logits``: the signature a trace records."""
+
+    #: Each input's name and its dimensions that vary (rows, width), for an ONNX export.
+    inputs = {"input_ids": ("rows", "width"), "attention_mask": ("rows", "width")}
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+class PackedLogits(torch.nn.Module):
+    """The model over packed rows: ``(input_ids, 4D additive mask, position_ids) -> logits``."""
+
+    inputs = {
+        "input_ids": ("rows", "width"),
+        "attention_mask": ("rows", None, "width", "width"),
+        "position_ids": ("rows", "width"),
+    }
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+
+
+def torchscript(module: torch.nn.Module, example: tuple) -> Runner:
+    return torch.jit.freeze(torch.jit.trace(module, example, check_trace=False))
+
+
+def onnxruntime_session(module: torch.nn.Module, example: tuple) -> Runner:
+    """``module`` exported to ONNX (TorchScript-based exporter) and loaded in an ONNX Runtime session.
+
+    The export goes through a temporary file that the session is loaded from by name: given the
+    bytes instead, onnxruntime's Python session keeps them for as long as it lives (a second copy
+    of every weight). It runs with torch's intra-op thread count, releases the GIL while it runs,
+    and its threads sleep rather than spin when idle, so request threads keep their cores.
+    """
+    import tempfile
+
+    import onnxruntime
+
+    names = list(module.inputs)  # type: ignore[attr-defined]
+    axes = {n: {d: a for d, a in enumerate(dims) if a is not None} for n, dims in module.inputs.items()}  # type: ignore[attr-defined]
+    axes["logits"] = {0: "rows", 1: "width"}
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads sleep: request threads keep the cores
+    options.log_severity_level = 3  # errors only: its warnings about the exported graph are not the user's
+    with tempfile.TemporaryDirectory(prefix="ner_lit-onnx-") as tmp:
+        path = f"{tmp}/model.onnx"
+        torch.onnx.export(module, example, path, input_names=names, output_names=["logits"], dynamic_axes=axes,
+                          dynamo=False, opset_version=17)
+        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def run(*tensors: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {n: t.cpu().numpy() for n, t in zip(names, tensors)})[0])
+
+    return run
+
+
+def example_batch(vocab: int, pad_id: int, rows: int, width: int, seed: int,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random ids, every row but the first padded, each to another length."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (rows, width), generator=g)
+    mask = torch.ones(rows, width, dtype=torch.long)
+    for r in range(1, rows):
+        mask[r, max(1, width - 3 * r) :] = 0
+    ids[mask == 0] = pad_id
+    return ids.to(device), mask.to(device)
+
+
+def checked_compile(model: torch.nn.Module, make: Compiler, what: str, *, vocab: int, pad_id: int, limit: int,
+                    device: torch.device) -> Runner:
+    """``model`` traced or exported by ``make``, if it gives the eager logits on other shapes than the
+    one it was made from (padded and not); else :class:`RuntimeRefused` saying by how much or why."""
+    try:
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings about Python values: the check below decides
+            compiled = make(LogitsOnly(model).eval(), example_batch(vocab, pad_id, 3, limit, 0, device))
+            for rows, width in ((1, max(2, limit // 3)), (4, limit)):
+                ids, mask = example_batch(vocab, pad_id, rows, width, rows, device)
+                eager = model(input_ids=ids, attention_mask=mask).logits
+                diff = float((compiled(ids, mask).to(eager.device) - eager).abs().max())
+                if not diff <= SAME_LOGITS:
+                    raise RuntimeRefused(f"its {what} differs by {diff:.2g} on a {rows}x{width} batch")
+    except RuntimeRefused:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any model the tracer or exporter can not follow stays eager
+        raise RuntimeRefused(f"{what} failed: {type(exc).__name__}") from None
+    return compiled
