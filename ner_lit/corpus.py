@@ -208,8 +208,13 @@ def _strip_markup(tagged: str) -> str:
     return _MARKUP_RE.sub(lambda m: m.group(1), tagged)
 
 
-def iter_lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
-    """(line number, line) of a UTF-8 file without the terminators (LF or CRLF) and the BOM, read lazily."""
+def iter_lines(path: Path, what: str, block: int = 1 << 20) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a UTF-8 file without the terminators (LF or CRLF) and the BOM, read lazily.
+
+    Read and decoded a block of whole lines at a time (a KLUE TSV has a line per character:
+    decoding each line on its own would cost more than parsing it); a block that is not
+    UTF-8 is gone through line by line to name the line, column and byte of the first bad byte.
+    """
     try:
         f = path.open("rb")
     except FileNotFoundError:
@@ -217,18 +222,46 @@ def iter_lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
     except IsADirectoryError:
         raise CorpusError(f"{path}: is a directory, expected a {what} file") from None
     with f:
-        offset = 0  # of the line in the file
-        for lineno, raw in enumerate(f, start=1):
-            start = len(codecs.BOM_UTF8) if lineno == 1 and raw.startswith(codecs.BOM_UTF8) else 0
+        offset = 0  # of the block in the file
+        lineno = 0  # lines before the block
+        pending: list[bytes] = []  # the start of a line longer than a block
+        while True:
+            data = f.read(block)
+            if data and b"\n" not in data:
+                pending.append(data)
+                continue
+            chunk = b"".join(pending) + data
+            if not chunk:
+                return
+            cut = chunk.rfind(b"\n") + 1 if data else len(chunk)
+            raw, pending = chunk[:cut], [chunk[cut:]]
+            start = len(codecs.BOM_UTF8) if offset == 0 and raw.startswith(codecs.BOM_UTF8) else 0
             try:
-                line = raw[start:].decode("utf-8")
-            except UnicodeDecodeError as exc:
-                pos = start + exc.start
-                raise CorpusError(_not_utf8_message(path, lineno, pos + 1, offset + pos, raw[pos], exc.reason)) from None
+                text = raw[start:].decode("utf-8")
+            except UnicodeDecodeError:
+                _raise_not_utf8(path, raw, start, offset, lineno)
+            lines = text.split("\n")
+            if lines[-1] == "":
+                lines.pop()
+            for line in lines:
+                lineno += 1
+                yield lineno, line[:-1] if line.endswith("\r") else line
             offset += len(raw)
-            if line.endswith("\n"):
-                line = line[:-1]
-            yield lineno, line[:-1] if line.endswith("\r") else line
+
+
+def _raise_not_utf8(path: Path, raw: bytes, start: int, offset: int, lineno: int) -> None:
+    """The CorpusError for the first line of ``raw`` (a block at ``offset``, after ``lineno`` lines) that is not UTF-8."""
+    pos_line = 0
+    for k, line in enumerate(raw.split(b"\n")):
+        skip = start if k == 0 else 0
+        try:
+            line[skip:].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            pos = skip + exc.start
+            raise CorpusError(_not_utf8_message(path, lineno + k + 1, pos + 1, offset + pos_line + pos, line[pos],
+                                                exc.reason)) from None
+        pos_line += len(line) + 1
+    raise AssertionError("a block that does not decode has a line that does not")
 
 
 def _not_utf8_message(path: Path, lineno: int, column: int, pos: int, byte: int, reason: str) -> str:
