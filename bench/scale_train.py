@@ -120,7 +120,7 @@ def train_file(n: int, args) -> Path:
 
 def run_child(code: str, argv: list[str], repo: Path) -> dict[str, Any]:
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, *argv], cwd=REPO, env=child_env(repo), capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code, *argv], cwd=repo, env=child_env(repo), capture_output=True, text=True)
     wall = time.perf_counter() - start
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
     if proc.returncode != 0 or not line:
@@ -146,11 +146,19 @@ def measure_setup(n: int, repo: Path, ref: Path, args, label: str) -> list[dict[
         r["anon_bytes_per_sentence"] = round((r["peak_anon_mb"] - r["import_anon_mb"]) * 2**20 / n)
         print(json.dumps(r), flush=True)
         runs.append(r)
-    encoded = cache / "encoded"
-    entry_bytes = sum(p.stat().st_size for p in encoded.rglob("*") if p.is_file()) if encoded.is_dir() else 0
+    entry_bytes = train_entry_bytes(cache / "encoded", n)
     for r in runs:
-        r["cache_bytes_per_sentence"] = round(entry_bytes / n)
+        if entry_bytes is not None:
+            r["cache_bytes_per_sentence"] = round(entry_bytes / n)
     return runs
+
+
+def train_entry_bytes(encoded: Path, n: int) -> int | None:
+    """The bytes of the training file's cache entry (its manifest counts n sentences); None for another layout."""
+    for manifest in encoded.glob("*/manifest.json") if encoded.is_dir() else ():
+        if json.loads(manifest.read_text())["counts"]["sentences"] == n:
+            return sum(p.stat().st_size for p in manifest.parent.iterdir())
+    return None
 
 
 def measure_fit(n: int, ref: Path, args) -> dict[str, Any]:
