@@ -41,7 +41,7 @@ clean:
 # workplace's shared folder (KLUE-NER data, the reference-model tool).
 BENCH_SCRIPTS := metric_speed train_throughput accuracy eval_speed profile_step precision
 
-.PHONY: bench bench-quick bench-report bench-budget bench-startup bench-pretrained bench-pretrained-quick bench-serve-memory $(addprefix bench-,$(BENCH_SCRIPTS))
+.PHONY: bench bench-quick bench-report bench-budget bench-startup bench-pretrained bench-pretrained-quick bench-serve-memory bench-scale-train $(addprefix bench-,$(BENCH_SCRIPTS))
 
 bench: $(addprefix bench-,$(BENCH_SCRIPTS)) bench-serve
 	$(PYTHON) bench/report.py
@@ -63,6 +63,9 @@ bench-budget:
 
 bench-startup:      ## start-up time of --help and usage errors (issue 11), not part of `make bench`
 	$(PYTHON) bench/startup.py
+
+bench-scale-train:  ## reading, encoding (cold and cached) and a few training steps at 10k/100k sentences (issue 12), not part of `make bench`
+	$(PYTHON) bench/scale_train.py --shared $(SHARED)
 
 bench-serve:        ## serving latency and throughput vs the naive path (issue 4)
 	$(PYTHON) bench/serve_bench.py --shared $(SHARED)

@@ -208,28 +208,13 @@ def _strip_markup(tagged: str) -> str:
     return _MARKUP_RE.sub(lambda m: m.group(1), tagged)
 
 
-def _read_lines(path: Path, what: str) -> list[str]:
-    """The file's lines without their terminators (LF or CRLF); a BOM is an encoding detail, not text."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CorpusError(f"{path}: no such file, expected an existing {what} file") from None
-    except IsADirectoryError:
-        raise CorpusError(f"{path}: is a directory, expected a {what} file") from None
-    start = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
-    try:
-        data = raw[start:].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CorpusError(_not_utf8(path, raw, start + exc.start, exc.reason)) from None
-    del raw
-    lines = data.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+def iter_lines(path: Path, what: str, block: int = 1 << 20) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a UTF-8 file without the terminators (LF or CRLF) and the BOM, read lazily.
 
-
-def iter_lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
-    """(line number, line) as ``_read_lines`` gives them, read lazily: for input too large to hold."""
+    Read and decoded a block of whole lines at a time (a KLUE TSV has a line per character:
+    decoding each line on its own would cost more than parsing it); a block that is not
+    UTF-8 is gone through line by line to name the line, column and byte of the first bad byte.
+    """
     try:
         f = path.open("rb")
     except FileNotFoundError:
@@ -237,18 +222,46 @@ def iter_lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
     except IsADirectoryError:
         raise CorpusError(f"{path}: is a directory, expected a {what} file") from None
     with f:
-        offset = 0  # of the line in the file
-        for lineno, raw in enumerate(f, start=1):
-            start = len(codecs.BOM_UTF8) if lineno == 1 and raw.startswith(codecs.BOM_UTF8) else 0
+        offset = 0  # of the block in the file
+        lineno = 0  # lines before the block
+        pending: list[bytes] = []  # the start of a line longer than a block
+        while True:
+            data = f.read(block)
+            if data and b"\n" not in data:
+                pending.append(data)
+                continue
+            chunk = b"".join(pending) + data
+            if not chunk:
+                return
+            cut = chunk.rfind(b"\n") + 1 if data else len(chunk)
+            raw, pending = chunk[:cut], [chunk[cut:]]
+            start = len(codecs.BOM_UTF8) if offset == 0 and raw.startswith(codecs.BOM_UTF8) else 0
             try:
-                line = raw[start:].decode("utf-8")
-            except UnicodeDecodeError as exc:
-                pos = start + exc.start
-                raise CorpusError(_not_utf8_message(path, lineno, pos + 1, offset + pos, raw[pos], exc.reason)) from None
+                text = raw[start:].decode("utf-8")
+            except UnicodeDecodeError:
+                _raise_not_utf8(path, raw, start, offset, lineno)
+            lines = text.split("\n")
+            if lines[-1] == "":
+                lines.pop()
+            for line in lines:
+                lineno += 1
+                yield lineno, line[:-1] if line.endswith("\r") else line
             offset += len(raw)
-            if line.endswith("\n"):
-                line = line[:-1]
-            yield lineno, line[:-1] if line.endswith("\r") else line
+
+
+def _raise_not_utf8(path: Path, raw: bytes, start: int, offset: int, lineno: int) -> None:
+    """The CorpusError for the first line of ``raw`` (a block at ``offset``, after ``lineno`` lines) that is not UTF-8."""
+    pos_line = 0
+    for k, line in enumerate(raw.split(b"\n")):
+        skip = start if k == 0 else 0
+        try:
+            line[skip:].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            pos = skip + exc.start
+            raise CorpusError(_not_utf8_message(path, lineno + k + 1, pos + 1, offset + pos_line + pos, line[pos],
+                                                exc.reason)) from None
+        pos_line += len(line) + 1
+    raise AssertionError("a block that does not decode has a line that does not")
 
 
 def _not_utf8_message(path: Path, lineno: int, column: int, pos: int, byte: int, reason: str) -> str:
@@ -256,13 +269,6 @@ def _not_utf8_message(path: Path, lineno: int, column: int, pos: int, byte: int,
         f"{path}:{lineno}: byte 0x{byte:02x} at byte column {column} is not UTF-8 ({reason}; byte {pos:,} of "
         f"the file), expected UTF-8 text"
     )
-
-
-def _not_utf8(path: Path, raw: bytes, pos: int, reason: str) -> str:
-    """The error for a byte that is not UTF-8, located by line and byte column (both from 1)."""
-    line = raw.count(b"\n", 0, pos) + 1
-    column = pos - (raw.rfind(b"\n", 0, pos) + 1) + 1
-    return _not_utf8_message(path, line, column, pos, raw[pos], reason)
 
 
 def _check_not_empty(sentences: list[Sentence], path: Path, what: str) -> list[Sentence]:
@@ -296,9 +302,17 @@ def read_klue_tsv(
     ``max_chars``: the longest sentence accepted (the error names its header line).
     """
     path = Path(path)
+    return _check_not_empty(list(iter_klue_tsv(path, labels, max_chars)), path, "'## <id>\\t<tagged sentence>' block")
+
+
+def iter_klue_tsv(
+    path: Path, labels: Sequence[str] | None = None, max_chars: int | None = None
+) -> Iterator[Sentence]:
+    """:func:`read_klue_tsv`'s sentences one by one, the file read lazily (a corpus larger than memory
+    allows is encoded chunk by chunk); the ids seen are kept to refuse a repeated one."""
     known = frozenset(labels) if labels is not None else None
-    lines = _read_lines(path, "KLUE TSV")
-    sentences: list[Sentence] = []
+    done: list[Sentence] = []  # the sentence just finished, handed from finish() to the loop
+    count = 0
     seen: dict[str, int] = {}
     header: tuple[int, str] | None = None  # (line number, line) of the block being read
     hashes: list[tuple[int, str]] = []  # ## lines not yet followed by characters
@@ -312,15 +326,18 @@ def read_klue_tsv(
             sentence = _klue_sentence(path, first, header[1], chars, tags, seen)
             _check_length(f"{path}:{first}", sentence, max_chars)
             _check_known_tags(sentence, known, labels or (), lambda i: f"{path}:{first + 1 + i}")
-            sentences.append(sentence)
+            done.append(sentence)
         header = None
         chars.clear()
         tags.clear()
 
-    for lineno, line in enumerate(lines, start=1):
+    for lineno, line in iter_lines(path, "KLUE TSV"):
         if line == "":
             finish()
-            if hashes and sentences:
+            if done:
+                count += 1
+                yield done.pop()
+            if hashes and count:
                 lineno0, _ = hashes[-1]
                 raise CorpusError(
                     f"{path}:{lineno0}: header without character lines, expected one 'char\\ttag' line per "
@@ -354,12 +371,14 @@ def read_klue_tsv(
             chars.append(char)
             tags.append(tag)
     finish()
-    if hashes and sentences:
+    if done:
+        count += 1
+        yield done.pop()
+    if hashes and count:
         raise CorpusError(
             f"{path}:{hashes[-1][0]}: header without character lines, expected one 'char\\ttag' line per "
             f"character after it"
         )
-    return _check_not_empty(sentences, path, "'## <id>\\t<tagged sentence>' block")
 
 
 def _klue_sentence(
@@ -643,6 +662,28 @@ def resolve_format(path: str | os.PathLike[str], format: CorpusFormat = "auto") 
             f"{path}: unknown extension {excerpt(suffix or '(none)')}, expected one of {accepted} or an explicit format"
         )
     return EXTENSIONS[suffix]
+
+
+def iter_corpus(
+    path: str | os.PathLike[str], format: CorpusFormat = "auto", labelled: bool = True, *,
+    labels: Sequence[str] | None = None, max_chars: int | None = None,
+) -> Iterator[Sentence]:
+    """:func:`read_corpus`'s sentences one by one, the file read lazily, with the same checks and errors
+    (an empty file included, raised once the file is read through)."""
+    path = Path(path)
+    fmt = resolve_format(path, format)
+    if fmt == "jsonl":
+        sentences, what = iter_jsonl(path, labelled, labels, max_chars), "JSON object line"
+    elif fmt == "klue":
+        sentences, what = iter_klue_tsv(path, labels, max_chars), "'## <id>\\t<tagged sentence>' block"
+    else:
+        sentences, what = iter_text(path, max_chars), "non-blank line"
+    count = 0
+    for sentence in sentences:
+        count += 1
+        yield sentence
+    if not count:
+        _check_not_empty([], path, what)
 
 
 def read_corpus(

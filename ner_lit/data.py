@@ -8,34 +8,38 @@ DDP every sentence is scored exactly once (no padding of the dataset, unlike
 """
 from __future__ import annotations
 
+import atexit
+import json
 import math
 import os
 import random
+import shutil
 import tempfile
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional
+from typing import Any, Iterator, Literal, Optional, Sequence
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Sampler
 
 from ner_lit import encoded_cache
-from ner_lit.alignment import Aligner, Decoding, EncodedSentence, LabelRule, Window, pad_windows
+from ner_lit.alignment import Aligner, Decoding, LabelRule, Window, pad_windows
 from ner_lit.checkpoint import default_cache_dir, materialize_tokenizer, tokenizer_files
 from ner_lit.corpus import (
-    Sentence,
     derive_labels,
     download_klue_ner,
-    read_corpus,
+    iter_corpus,
+    resolve_format,
 )
+from ner_lit.encoded_data import EvalItem, EvalSentences, TrainWindows, encode_into
 from ner_lit.spec import Provenance, TaggerSpec
 from ner_lit.streaming import ChunkPlan, PredictStream, count_sentences, iter_sentences
 
 ENCODING_VERSION = 2  # bump when the alignment's output changes, to invalidate caches
-_UNKNOWN = object()
+__all__ = ["DataError", "EvalItem", "EvalItems", "LengthGroupedBatchSampler", "NERDataModule", "SortedSentenceBatchSampler"]
 
 
 class DataError(ValueError):
@@ -60,27 +64,23 @@ def check_writable_dir(path: str | os.PathLike[str], what: str) -> None:
         raise DataError(f"{path}: {what} is not a writable directory ({reason}); give a writable one") from None
 
 
+def _write_json_atomic(path: Path, value: Any) -> None:
+    """A small JSON file written to a temporary name and renamed: readers see all of it or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(value, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _stat_signature(path: Path) -> tuple[int, int, int]:
     """What changes when a file is rewritten: size, modification time, inode."""
     st = path.stat()
     return st.st_size, st.st_mtime_ns, st.st_ino
-
-
-def _fits(encoded: list[EncodedSentence], sentences: list[Sentence]) -> bool:
-    """Whether a cached encoding has one entry per sentence, in order, of the sentence's length."""
-    return len(encoded) == len(sentences) and all(
-        e.index == i and e.text_length == len(s.text) for i, (e, s) in enumerate(zip(encoded, sentences))
-    )
-
-
-@dataclass
-class EvalItem:
-    """A sentence with its encoding and the gold ids of its non-whitespace characters."""
-
-    sentence: Sentence
-    encoded: EncodedSentence
-    gold: torch.Tensor  # label ids of the scored (non-whitespace) characters
-    scored: torch.Tensor  # bool mask over the text: which characters are scored
 
 
 class EvalItems:
@@ -107,9 +107,9 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     batches than ranks, batches are repeated so that every rank has one).
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, shuffle: bool, group_by_length: bool,
+    def __init__(self, lengths: Sequence[int] | np.ndarray, batch_size: int, shuffle: bool, group_by_length: bool,
                  seed: int, rank: int = 0, world_size: int = 1) -> None:
-        self.lengths = lengths
+        self.lengths = np.asarray(lengths, dtype=np.int64)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.group_by_length = group_by_length
@@ -121,16 +121,24 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _batches(self) -> list[list[int]]:
-        order = list(range(len(self.lengths)))
+    def _batches(self) -> list[np.ndarray]:
+        """The epoch's batches as views of one index array (a million windows are one array, not a
+        million Python ints); each mega-batch sorted by a stable argsort, as ``sorted`` would."""
+        n = len(self.lengths)
         rng = random.Random(self.seed * 1_000_003 + self.epoch)
         if self.shuffle:
-            rng.shuffle(order)
+            shuffled = list(range(n))
+            rng.shuffle(shuffled)
+            order = np.asarray(shuffled, dtype=np.int64)
+            del shuffled
+        else:
+            order = np.arange(n, dtype=np.int64)
         if self.group_by_length:
             mega = self.batch_size * 50
-            order = [i for lo in range(0, len(order), mega)
-                     for i in sorted(order[lo:lo + mega], key=lambda i: -self.lengths[i])]
-        batches = [order[lo:lo + self.batch_size] for lo in range(0, len(order), self.batch_size)]
+            for lo in range(0, n, mega):
+                part = order[lo:lo + mega]
+                order[lo:lo + mega] = part[np.argsort(-self.lengths[part], kind="stable")]
+        batches = [order[lo:lo + self.batch_size] for lo in range(0, n, self.batch_size)]
         if self.shuffle and self.group_by_length:
             rng.shuffle(batches)
         if 0 < len(batches) < self.world_size:
@@ -138,7 +146,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return batches[: len(batches) - len(batches) % self.world_size]
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self._batches()[self.rank::self.world_size]
+        for batch in self._batches()[self.rank::self.world_size]:
+            yield batch.tolist()
 
     def __len__(self) -> int:
         n = math.ceil(len(self.lengths) / self.batch_size)
@@ -154,26 +163,30 @@ class SortedSentenceBatchSampler(Sampler[list[int]]):
     shares are exact.
     """
 
-    def __init__(self, window_counts: list[int], lengths: list[int], batch_size: int, rank: int = 0, world_size: int = 1):
-        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        batches: list[list[int]] = []
-        current: list[int] = []
+    def __init__(self, window_counts: Sequence[int] | np.ndarray, lengths: Sequence[int] | np.ndarray, batch_size: int,
+                 rank: int = 0, world_size: int = 1):
+        # One index array and the batch boundaries in it: a large dev set costs two arrays, not a list a batch.
+        self.order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+        starts: list[int] = []
         windows = 0
-        for i in order:
-            if current and windows + window_counts[i] > batch_size:
-                batches.append(current)
-                current, windows = [], 0
-            current.append(i)
-            windows += window_counts[i]
-        if current:
-            batches.append(current)
-        self.batches = batches[rank::world_size]
+        for k, count in enumerate(np.asarray(window_counts, dtype=np.int64)[self.order].tolist()):
+            if not starts or windows + count > batch_size:
+                starts.append(k)
+                windows = 0
+            windows += count
+        bounds = np.asarray(starts + [len(self.order)], dtype=np.int64)
+        self.spans = np.stack([bounds[:-1], bounds[1:]], axis=1)[rank::world_size]
+
+    @property
+    def batches(self) -> list[list[int]]:
+        return list(self)
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self.batches
+        for a, b in self.spans.tolist():
+            yield self.order[a:b].tolist()
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.spans)
 
 
 class NERDataModule(pl.LightningDataModule):
@@ -272,9 +285,10 @@ class NERDataModule(pl.LightningDataModule):
         self.aligner: Optional[Aligner] = None
         self._tokenizer_files: Optional[dict[str, str]] = None
         self._spec: Optional[TaggerSpec] = None  # given by use_spec (a checkpoint's), else made by `spec`
-        self.train_windows: list[Window] = []
-        self.eval_items: dict[str, list[EvalItem]] = {}
+        self.train_windows: Sequence[Window] = []  # TrainWindows over the memory-mapped entry, after setup("fit")
+        self.eval_items: dict[str, Sequence[EvalItem]] = {}  # EvalSentences per stage, likewise
         self._digests: dict[str, Optional[str]] = {}  # file -> sha256 of the bytes read, None if it changed meanwhile
+        self._hashed: dict[str, str] = {}  # file -> sha256, for the setup call under way
 
     # ------------------------------------------------------------------ wiring
     def use_spec(self, spec: TaggerSpec) -> None:
@@ -368,18 +382,68 @@ class NERDataModule(pl.LightningDataModule):
             raise DataError(f"{self.files[stage]}: no such file (--data.{option}); looked for {tried} (from {Path.cwd()})")
         return path
 
-    def _read(self, stage: str) -> list[Sentence]:
-        path = self._existing_path(stage)
-        before = _stat_signature(path)
-        digest = encoded_cache.file_sha256(path)
-        if stage == "predict":
-            sentences = read_corpus(path, "auto", labelled=False, max_chars=self.max_chars)
-        else:  # tags outside a known label set are refused while reading, with their line
-            sentences = read_corpus(path, self.format, labels=self.labels, max_chars=self.max_chars)
-        self._digests[str(path)] = digest if _stat_signature(path) == before else None
-        return sentences
+    def _format(self, path: Path) -> str:
+        return resolve_format(path, self.format)
 
-    def _setup_tokenizer(self, train: Optional[list[Sentence]]) -> None:
+    def _sentences(self, path: Path, labels: Optional[list[str]]):
+        """The file's sentences, read lazily (tags outside ``labels`` are refused while reading, with their line)."""
+        return iter_corpus(path, self.format, labels=labels, max_chars=self.max_chars)
+
+    def _facts(self, path: Path, digest: str, want_texts: bool = False) -> tuple[dict[str, Any], Optional[list[str]]]:
+        """What one pass over the training file tells before encoding (its label set), cached by content.
+
+        Kept in ``<cache>/corpus-facts`` by the same content key as the encodings, so a cached
+        run reads nothing but the file's hash. ``want_texts``: also return the texts (a scratch
+        tokenizer is trained on them), which forces the pass.
+        """
+        key = encoded_cache.cache_key(digest, {"facts": 1, "format": self._format(path), "max_chars": self.max_chars})
+        place = self.cache_dir / "corpus-facts" / f"{key}.json"
+        if not want_texts:
+            try:
+                facts = json.loads(place.read_text(encoding="utf-8"))
+                if isinstance(facts, dict) and isinstance(facts.get("labels"), list):
+                    return facts, None
+            except (OSError, ValueError):
+                pass
+        texts: list[str] = []
+
+        def read():
+            for s in self._sentences(path, None):
+                if want_texts:
+                    texts.append(s.text)
+                yield s
+
+        facts = {"labels": derive_labels(read())}
+        try:
+            _write_json_atomic(place, facts)
+        except OSError as exc:
+            rank_zero_warn(f"{place}: the corpus facts were not cached ({exc.strerror or exc})")
+        return facts, texts if want_texts else None
+
+    def _scratch_tokenizer_dir(self, path: Path, digest: str) -> Path:
+        """The scratch tokenizer of the training file: found by its content key, else trained on its texts."""
+        from ner_lit.scratch import cached_tokenizer
+
+        key = encoded_cache.cache_key(digest, {"scratch_tokenizer": self.scratch_tokenizer, "vocab_size": self.scratch_vocab_size,
+                                               "format": self._format(path), "max_chars": self.max_chars})
+        pointer = self.cache_dir / "corpus-facts" / f"{key}.tokenizer.json"
+        try:
+            name = json.loads(pointer.read_text(encoding="utf-8"))["directory"]
+            found = self.cache_dir / "tokenizers" / str(name)
+            if "/" not in str(name) and (found / "tokenizer.json").is_file():
+                return found
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        _, texts = self._facts(path, digest, want_texts=True)
+        source = cached_tokenizer(texts or [], kind=self.scratch_tokenizer, vocab_size=self.scratch_vocab_size,
+                                  cache_dir=self.cache_dir / "tokenizers")
+        try:
+            _write_json_atomic(pointer, {"directory": source.name})
+        except OSError:
+            pass
+        return source
+
+    def _setup_tokenizer(self, train: Optional[Path]) -> None:
         from transformers import AutoTokenizer
 
         if self.tokenizer is not None:
@@ -391,12 +455,7 @@ class NERDataModule(pl.LightningDataModule):
         else:
             if train is None:
                 raise DataError("a scratch tokenizer is trained on the training file: run `fit`, or give --data.tokenizer")
-            from ner_lit.scratch import cached_tokenizer
-
-            source = cached_tokenizer(
-                [s.text for s in train], kind=self.scratch_tokenizer, vocab_size=self.scratch_vocab_size,
-                cache_dir=self.cache_dir / "tokenizers",
-            )
+            source = self._scratch_tokenizer_dir(train, self._digest(train))
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(source))
         except (OSError, ValueError) as exc:
@@ -406,18 +465,26 @@ class NERDataModule(pl.LightningDataModule):
             ) from None
         self._tokenizer_files = self._tokenizer_files or tokenizer_files(self.tokenizer)
 
+    def _digest(self, path: Path) -> str:
+        """The sha256 of the file's bytes, hashed once per setup (the cache key starts from it)."""
+        digest = self._hashed.get(str(path))
+        if digest is None:
+            digest = self._hashed[str(path)] = encoded_cache.file_sha256(path)
+        return digest
+
     def setup(self, stage: str) -> None:
         self.check_cache_dir()  # every rank: prepare_data runs on one rank per node only
-        train = self._read("fit") if stage == "fit" else None
+        self._hashed = {}
+        train = self._existing_path("fit") if stage == "fit" else None
         if self.labels is None:
             if train is None:
                 raise DataError(f"`{stage}` needs the label list: pass --ckpt_path (labels come from it) or --data.labels")
-            self.labels = derive_labels(train)
+            self.labels = list(self._facts(train, self._digest(train))[0]["labels"])
         self._setup_tokenizer(train)
         if self.aligner is None:
             self.aligner = Aligner(self.tokenizer, self.labels, self.max_length, self.stride, self.label_rule, self.decoding)
         if stage == "fit":
-            self.train_windows = [w for e in self._encode(train, self.path("fit")) for w in e.windows]
+            self.train_windows = TrainWindows(self._encode(train))
             self.eval_items["validate"] = self._eval_items("validate")
         elif stage in ("validate", "test"):
             self.eval_items[stage] = self._eval_items(stage)
@@ -432,42 +499,46 @@ class NERDataModule(pl.LightningDataModule):
         _, world = self._rank()
         return ChunkPlan(self.predict_count, self.predict_chunk_size, world, max(1, self.num_workers))
 
-    def _eval_items(self, stage: str, with_labels: bool = True) -> list[EvalItem]:
-        sentences = self._read(stage)
-        encoded = self._encode(sentences, self.path(stage), with_labels)
-        label2id = self.aligner.label2id
-        items = []
-        for s, e in zip(sentences, encoded):
-            scored = torch.tensor([not c.isspace() for c in s.text], dtype=torch.bool)
-            gold = torch.tensor([label2id.get(t, 0) for t in s.tags], dtype=torch.long)
-            items.append(EvalItem(s, e, gold[scored] if len(s.text) else gold, scored))
-        return items
+    def _eval_items(self, stage: str, with_labels: bool = True) -> EvalSentences:
+        return EvalSentences(self._encode(self._existing_path(stage), with_labels), self.labels)
 
-    def _encode(self, sentences: list[Sentence], path: Path, with_labels: bool = True) -> list[EncodedSentence]:
-        """Encode, or load the encoding cached for this file content, tokenizer and settings.
+    def _encode(self, path: Path, with_labels: bool = True) -> encoded_cache.Entry:
+        """The encoded file, memory-mapped from the cache: loaded when an entry for this content exists,
+        else encoded chunk by chunk straight into a new entry.
 
-        The key is the sha256 of the bytes ``_read`` parsed (not the name or the time) plus every
-        setting that shapes the encoding. A file that changed while it was read is encoded
-        but neither looked up nor cached.
+        The key is the sha256 of the file's bytes (not its name or time) plus every setting that
+        shapes the encoding. A file that changed while it was encoded is used from a private
+        entry that is neither published under the key nor kept, and records no digest.
         """
-        digest = self._digests.get(str(path), _UNKNOWN)
-        if digest is _UNKNOWN:
-            digest = encoded_cache.file_sha256(path)
-        if digest is None:
-            return self.aligner.encode(sentences, with_labels=with_labels)
+        digest = self._digest(path)
         settings = {"tokenizer_files": self._tokenizer_files, "labels": self.labels, "max_length": self.max_length,
                     "stride": self.stride, "label_rule": self.label_rule, "with_labels": with_labels,
-                    "format": self.format, "encoding_version": ENCODING_VERSION}
-        cache = self.cache_dir / "encoded" / f"{encoded_cache.cache_key(digest, settings)}{encoded_cache.SUFFIX}"
-        encoded = encoded_cache.load(cache)
-        if encoded is not None and _fits(encoded, sentences):
-            return encoded
-        encoded = self.aligner.encode(sentences, with_labels=with_labels)
+                    "format": self.format, "max_chars": self.max_chars, "encoding_version": ENCODING_VERSION}
+        final = self.cache_dir / "encoded" / encoded_cache.cache_key(digest, settings)
+        entry = encoded_cache.load(final)
+        if entry is not None:
+            self._digests[str(path)] = digest
+            return entry
+        before = _stat_signature(path)
         try:
-            encoded_cache.save(cache, encoded)
+            with encoded_cache.EntryWriter(final, with_labels) as writer:
+                encode_into(writer, self.aligner, self._sentences(path, self.labels), with_labels)
+                unchanged = _stat_signature(path) == before and encoded_cache.file_sha256(path) == digest
+                self._digests[str(path)] = digest if unchanged else None
+                if unchanged:
+                    place = writer.publish({"file": str(path), "sha256": digest})
+                else:
+                    place = writer.finish({"file": str(path)})
+                    atexit.register(shutil.rmtree, place, True)
         except OSError as exc:  # a full disk costs the cache, not the run (the directory was checked writable)
-            rank_zero_warn(f"{cache}: the encoding was not cached ({exc.strerror or exc})")
-        return encoded
+            rank_zero_warn(f"{final}: the encoding was not cached ({exc.strerror or exc}); it is held in memory")
+            writer = encoded_cache.EntryWriter(None, with_labels)
+            encode_into(writer, self.aligner, self._sentences(path, self.labels), with_labels)
+            return writer.in_memory()
+        entry = encoded_cache.load(place)
+        if entry is None:
+            raise DataError(f"{place}: the encoding just written does not load back (is the cache directory being changed?)")
+        return entry
 
     # ------------------------------------------------------------------ loaders
     def _rank(self) -> tuple[int, int]:
@@ -477,19 +548,20 @@ class NERDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank, world = self._rank()
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        sampler = LengthGroupedBatchSampler(
-            [len(w.input_ids) for w in self.train_windows], self.batch_size, self.shuffle, self.group_by_length, seed, rank, world
-        )
+        windows = self.train_windows
+        lengths = windows.lengths() if isinstance(windows, TrainWindows) else [len(w.input_ids) for w in windows]
+        sampler = LengthGroupedBatchSampler(lengths, self.batch_size, self.shuffle, self.group_by_length, seed, rank, world)
         return DataLoader(self.train_windows, batch_sampler=sampler, collate_fn=self.collate_train, num_workers=self.num_workers)
 
     def _eval_loader(self, stage: str) -> DataLoader:
         rank, world = self._rank()
         items = self.eval_items[stage]
-        sampler = SortedSentenceBatchSampler(
-            [len(it.encoded.windows) for it in items],
-            [sum(len(w.input_ids) for w in it.encoded.windows) for it in items],
-            self.eval_batch_size, rank, world,
-        )
+        if isinstance(items, EvalSentences):
+            counts, lengths = items.window_counts(), items.id_counts()
+        else:
+            counts = [len(it.encoded.windows) for it in items]
+            lengths = [sum(len(w.input_ids) for w in it.encoded.windows) for it in items]
+        sampler = SortedSentenceBatchSampler(counts, lengths, self.eval_batch_size, rank, world)
         return DataLoader(items, batch_sampler=sampler, collate_fn=self.collate_eval, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:

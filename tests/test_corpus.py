@@ -1,6 +1,7 @@
 """Reading and writing corpora: KLUE TSV, JSONL, plain text, and the errors bad files raise."""
 from __future__ import annotations
 
+import codecs
 import json
 import os
 from pathlib import Path
@@ -441,3 +442,29 @@ def test_the_streamed_readers_give_the_whole_file_readers_sentences_and_errors(t
     assert f"{text}:4: byte 0xc3 at byte column 1" in str(whole.value)
     text.write_bytes("\ufeff서울\r\n\n부산\n".encode())
     assert list(iter_text(text)) == read_text(text) and [s.id for s in read_text(text)] == ["in-1", "in-3"]
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 64, 1 << 20])
+def test_iter_lines_reads_blocks_as_the_whole_file_splits_at_any_block_size(tmp_path: Path, block: int) -> None:
+    from ner_lit.corpus import iter_lines
+
+    data = codecs.BOM_UTF8 + "가나\r\n\n다\rx\n" .encode() + "라" .encode() * 9 + b"\nlast"
+    path = tmp_path / "f.txt"
+    path.write_bytes(data)
+    whole = data[len(codecs.BOM_UTF8):].decode().split("\n")
+    assert list(iter_lines(path, "text", block)) == [(i, x[:-1] if x.endswith("\r") else x) for i, x in enumerate(whole, 1)]
+    path.write_bytes(data[:-4])  # ends with a line end: no empty last line
+    assert [x for _, x in iter_lines(path, "text", block)][-1] == "라" * 9
+
+
+@pytest.mark.parametrize("block", [1, 5, 1 << 20])
+def test_iter_lines_names_the_first_bad_byte_at_any_block_size(tmp_path: Path, block: int) -> None:
+    from ner_lit.corpus import CorpusError, iter_lines
+
+    path = tmp_path / "f.txt"
+    path.write_bytes(codecs.BOM_UTF8 + "가\n나다\n".encode() + b"ab\xffc\n")
+    with pytest.raises(CorpusError) as info:
+        list(iter_lines(path, "text", block))
+    offset = len(codecs.BOM_UTF8) + len("가\n나다\n".encode()) + 2
+    assert str(info.value) == (f"{path}:3: byte 0xff at byte column 3 is not UTF-8 (invalid start byte; byte {offset:,} of "
+                               "the file), expected UTF-8 text")

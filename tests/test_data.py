@@ -1,6 +1,7 @@
 """NERDataModule: the encoded-window cache and the rank-aware batch samplers."""
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -8,8 +9,9 @@ import numpy as np
 import pytest
 
 from ner_lit.alignment import Aligner
-from ner_lit.corpus import read_klue_tsv, write_klue_tsv
+from ner_lit.corpus import Sentence, read_klue_tsv, write_klue_tsv
 from ner_lit.data import LengthGroupedBatchSampler, NERDataModule, SortedSentenceBatchSampler
+from ner_lit.encoded_cache import file_sha256
 
 SAMPLE = Path(__file__).resolve().parents[1] / "ner_lit" / "sample"
 
@@ -75,6 +77,27 @@ def test_changing_a_file_reencodes_it(corpus: Path, encode_calls: list[int]) -> 
     dm.setup("fit")
     assert encode_calls == [12, 7, 5]  # only the changed file
     assert len(dm.eval_items["validate"]) == 5
+
+
+def test_a_change_of_content_with_the_same_size_and_time_reencodes(corpus: Path, encode_calls: list[int]) -> None:
+    """The key is the content's hash: an edit that keeps the size, with the mtime put back, still misses."""
+    import os
+
+    dev = corpus / "dev.tsv"
+    datamodule(corpus).setup("fit")
+    before, data = dev.stat(), dev.read_bytes()
+    sentences = read_klue_tsv(dev)
+    k = next(k for k, s in enumerate(sentences) if s.tags[:2] == ["O", "O"] and s.text[0] != s.text[1])
+    text = sentences[k].text
+    sentences[k] = Sentence(sentences[k].id, text[1] + text[0] + text[2:], sentences[k].tags)  # two characters swapped
+    write_klue_tsv(sentences, dev, overwrite=True)
+    assert dev.read_bytes() != data and dev.stat().st_size == before.st_size
+    os.utime(dev, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert dev.stat().st_mtime_ns == before.st_mtime_ns
+    dm = datamodule(corpus)
+    dm.setup("fit")
+    assert encode_calls == [12, 7, 7]
+    assert dm.eval_items["validate"][k].sentence.text == sentences[k].text != text
 
 
 def test_changing_window_settings_reencodes(corpus: Path, encode_calls: list[int]) -> None:
@@ -198,41 +221,73 @@ def test_a_pickle_planted_as_a_cache_entry_never_runs_and_the_entry_is_rebuilt(
 
     first = datamodule(corpus)
     first.setup("fit")
+    expected = flat_windows(first)  # before the files under its memory maps are overwritten in place
     marker = corpus.parent / "pwned"
     entries = cache_entries(corpus.parent)
     assert len(entries) == 2
     for entry in entries:
-        entry.write_bytes(pickle.dumps(PlantedPayload(marker)))
+        # A hostile writer replaces an array with a pickle and fixes the manifest to match it.
+        planted = entry / "input_ids.npy"
+        planted.write_bytes(pickle.dumps(PlantedPayload(marker)))
+        np.save(entry / "offsets.npy", np.array([PlantedPayload(marker)], dtype=object), allow_pickle=True)
+        manifest = json.loads((entry / "manifest.json").read_text())
+        for name in ("input_ids", "offsets"):
+            manifest["fields"][name].update(bytes=(entry / f"{name}.npy").stat().st_size,
+                                            sha256=file_sha256(entry / f"{name}.npy"))
+        (entry / "manifest.json").write_text(json.dumps(manifest))
     second = datamodule(corpus)
     second.setup("fit")
     assert not marker.exists()
     assert encode_calls == [12, 7, 12, 7]  # both entries refused and encoded again
-    assert flat_windows(second) == flat_windows(first)
+    assert flat_windows(second) == expected
     third = datamodule(corpus)
     third.setup("fit")
     assert encode_calls == [12, 7, 12, 7]  # the rebuilt entries are used
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
-def test_a_damaged_cache_entry_is_rebuilt_not_an_error(corpus: Path, encode_calls: list[int], damage: str) -> None:
+def flip_one_byte(data: bytes) -> bytes:
+    middle = len(data) - 3  # in the array's data, past the .npy header
+    return data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1:]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "flipped"])
+@pytest.mark.parametrize("part", ["input_ids.npy", "char_token.npy", "manifest.json"])
+def test_a_damaged_cache_entry_is_rebuilt_not_an_error(
+        corpus: Path, encode_calls: list[int], damage: str, part: str) -> None:
+    """A kill mid-write can not leave a partial entry (see below), but a disk or a person can damage one:
+    every file's size and sha256 is in the manifest, so even one flipped bit is refused, never used."""
     first = datamodule(corpus)
     first.setup("fit")
+    expected = flat_windows(first)  # before the files under its memory maps are overwritten in place
     for entry in cache_entries(corpus.parent):
-        data = entry.read_bytes()
-        entry.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbage": b"\x00" * 64 + data[64:]}[damage])
+        target = entry / part
+        data = target.read_bytes()
+        target.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbage": b"\x00" * 64 + data[64:],
+                            "flipped": flip_one_byte(data)}[damage])
     second = datamodule(corpus)
     second.setup("fit")
     assert encode_calls == [12, 7, 12, 7]
-    assert flat_windows(second) == flat_windows(first)
+    assert flat_windows(second) == expected
+    datamodule(corpus).setup("fit")
+    assert encode_calls == [12, 7, 12, 7]  # the rebuilt entries replaced the damaged ones
 
 
 def test_cache_entries_hold_only_integer_arrays_loadable_without_pickle(corpus: Path) -> None:
     datamodule(corpus).setup("fit")
     for entry in cache_entries(corpus.parent):
-        with np.load(entry, allow_pickle=False) as npz:
-            assert "input_ids" in npz.files
-            assert all(npz[name].dtype.kind == "i" for name in npz.files)
+        arrays = {p.stem: np.load(p, mmap_mode="r", allow_pickle=False) for p in entry.glob("*.npy")}
+        assert {"input_ids", "offsets", "gold", "text"} <= arrays.keys()
+        assert all(a.dtype.kind in "iu" for a in arrays.values())
+        assert {p.name for p in entry.iterdir()} == {f"{name}.npy" for name in arrays} | {"manifest.json"}
+
+
+def test_training_windows_and_eval_maps_are_memory_mapped_not_python_objects(corpus: Path) -> None:
+    dm = datamodule(corpus)
+    dm.setup("fit")
+    for entry in (dm.train_windows.entry, dm.eval_items["validate"].entry):
+        assert all(isinstance(a, np.memmap) or a.base is not None for a in entry.arrays.values() if a.size)
+        assert isinstance(entry.input_ids, np.memmap) and isinstance(entry.char_token, np.memmap)
 
 
 def test_cached_encoding_equals_a_fresh_one_field_by_field(corpus: Path) -> None:
@@ -264,9 +319,11 @@ def test_unlabelled_and_labelled_encodings_of_one_file_are_cached_apart(corpus: 
     dm = datamodule(corpus)
     dm.setup("fit")
     dev = corpus / "dev.tsv"
-    unlabelled = dm._encode(read_klue_tsv(dev), dev, with_labels=False)
+    from ner_lit.encoded_data import EvalSentences
+
+    unlabelled = EvalSentences(dm._encode(dev, with_labels=False), dm.labels)
     assert encode_calls == [12, 7, 7]
-    assert all(w.labels is None for e in unlabelled for w in e.windows)
+    assert all(w.labels is None for it in unlabelled for w in it.encoded.windows)
     assert all(w.labels is not None for it in dm.eval_items["validate"] for w in it.encoded.windows)
 
 
@@ -286,46 +343,19 @@ def test_a_cache_write_killed_midway_leaves_no_entry_and_no_temporary_file(
 def test_a_file_rewritten_while_it_is_read_is_not_cached(corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ner_lit import data as data_module
 
-    original = data_module.read_corpus
+    original = data_module.iter_corpus
 
     def read_then_rewrite(path, *args, **kwargs):
-        sentences = original(path, *args, **kwargs)
+        sentences = list(original(path, *args, **kwargs))
         if Path(path).name == "dev.tsv":
             write_klue_tsv(read_klue_tsv(path)[:3], path, overwrite=True)
-        return sentences
+        return iter(sentences)
 
-    monkeypatch.setattr(data_module, "read_corpus", read_then_rewrite)
-    datamodule(corpus).setup("fit")
+    monkeypatch.setattr(data_module, "iter_corpus", read_then_rewrite)
+    dm = datamodule(corpus)
+    dm.setup("fit")
     assert len(cache_entries(corpus.parent)) == 1  # the training file only
-
-
-def test_cache_pack_and_unpack_are_linear_in_corpus_size() -> None:
-    import gc
-    import time
-
-    from ner_lit import encoded_cache
-    from ner_lit.alignment import EncodedSentence, Window
-
-    def corpus_of(n: int) -> list[EncodedSentence]:
-        return [EncodedSentence(i, 6, [Window(i, [2, 5, 6, 3], [-100, 1, 0, -100])], [(0, 2), (3, 6)], [0, 0], [1, 2],
-                                [0, 0, -1, 1, 1, 1]) for i in range(n)]
-
-    def seconds(n: int) -> float:
-        encoded = corpus_of(n)
-        best = float("inf")
-        gc.disable()  # the collector's passes grow with the heap: they would blur the ratio
-        try:
-            for _ in range(3):
-                start = time.perf_counter()
-                assert len(encoded_cache.unpack(encoded_cache.pack(encoded))) == n
-                best = min(best, time.perf_counter() - start)
-        finally:
-            gc.enable()
-        return best
-
-    large = seconds(32_000)  # first, so that the small run finds the memory the allocator already holds
-    small = seconds(2_000)
-    assert large / small < 16 * 4  # linear: 16x the time for 16x the sentences (plus allocator effects); quadratic: 256x
+    assert len(dm.eval_items["validate"]) == 7  # what was read is what is scored
 
 
 # --------------------------------------------------------------------------- reading: limits and label checks
@@ -383,7 +413,7 @@ def test_an_unusable_cache_directory_is_one_error_naming_it_before_any_reading(
 
     (corpus.parent / "blocker").write_text("a file where the cache directory should be\n", encoding="utf-8")
     cache = corpus.parent / "blocker" / "cache"
-    monkeypatch.setattr(data_module, "read_corpus", lambda *a, **k: pytest.fail("read before the cache check"))
+    monkeypatch.setattr(data_module, "iter_corpus", lambda *a, **k: pytest.fail("read before the cache check"))
     dm = datamodule(corpus, cache_dir=str(cache))
     for hook in (dm.prepare_data, lambda: dm.setup("fit")):
         with pytest.raises(DataError, match=rf"^{cache}: the cache directory \(--data.cache_dir.*\) is not a "
