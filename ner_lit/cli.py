@@ -33,6 +33,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
+from ner_lit import cli_cache
 from ner_lit.alignment import AlignmentError
 from ner_lit.callbacks import ExportBestModel, PredictionWriter
 from ner_lit.checkpoint import SECTION, CheckpointError, choose_checkpoint, load_checkpoint, run_dirs
@@ -130,6 +131,8 @@ class NERCLI(LightningCLI):
         parser._subcommands_action.add_subcommand("serve", serve_parser(self._ner_prog), help=SERVE_HELP)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # Before this line's own parse, which may end the process (its --help, its error).
+        cli_cache.record(parser, self._ner_prog)
         super().parse_arguments(parser, args)
         sub = self.config.get("subcommand")
         if not sub:
