@@ -148,7 +148,7 @@ def load(prog: str) -> Optional[dict[str, Any]]:
         if entry.get("format") != FORMAT or entry.get("key") != key or not isinstance(entry.get("subcommands"), dict):
             return None
         return entry
-    except (OSError, ValueError, UnicodeError):
+    except Exception:  # noqa: BLE001 - whatever keeps an entry from being read, the real parser answers
         return None
 
 
@@ -204,9 +204,11 @@ def recorded(parser: Any, prog: str) -> dict[str, Any]:
         out, err, status = _capture(parser, [name, "--help"])
         if status == 0 and out and not err:
             item["help"] = out
-        positionals = [a for a in sub._actions if not a.option_strings]
+        # What surely_unrecognized assumes: no positional arguments, "-" options, no @file arguments.
+        plain = (not any(not a.option_strings for a in sub._actions) and sub.prefix_chars == parser.prefix_chars == "-"
+                 and not sub.fromfile_prefix_chars and not parser.fromfile_prefix_chars)
         out, err, status = _capture(parser, [name, SENTINEL])
-        if status == 2 and not out and err.count(SENTINEL) == 1 and not positionals:
+        if plain and status == 2 and not out and err.count(SENTINEL) == 1:
             item["unrecognized"] = err
             item["options"] = sorted(sub._option_string_actions)
             item["names"] = sorted({a.dest for a in sub._actions} | {o.lstrip("-") for o in sub._option_string_actions})
