@@ -17,7 +17,9 @@ Every option comes from a typed signature (``NERModel``, ``NERDataModule``, the 
   ``trainer.default_root_dir`` (the choice printed on stderr), the checkpoint checked
   (digest, labels, tokenizer) and its :class:`~ner_lit.spec.TaggerSpec` handed to the
   datamodule and the model (``use_spec``), so evaluating needs no training data and no hub;
-* user errors (bad files, bad settings) end as one line on stderr and exit status 2.
+* user errors (bad files, bad settings) end as one line on stderr and exit status 2;
+* what its parser answers for each subcommand's ``--help`` and for unknown options, recorded
+  once per setting so the light front can replay it without Lightning (:mod:`ner_lit.cli_cache`).
 """
 from __future__ import annotations
 
