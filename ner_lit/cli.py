@@ -17,7 +17,9 @@ Every option comes from a typed signature (``NERModel``, ``NERDataModule``, the 
   ``trainer.default_root_dir`` (the choice printed on stderr), the checkpoint checked
   (digest, labels, tokenizer) and its :class:`~ner_lit.spec.TaggerSpec` handed to the
   datamodule and the model (``use_spec``), so evaluating needs no training data and no hub;
-* user errors (bad files, bad settings) end as one line on stderr and exit status 2.
+* user errors (bad files, bad settings) end as one line on stderr and exit status 2;
+* what its parser answers for each subcommand's ``--help`` and for unknown options, recorded
+  once per setting so the light front can replay it without Lightning (:mod:`ner_lit.cli_cache`).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
+from ner_lit import cli_cache
 from ner_lit.alignment import AlignmentError
 from ner_lit.callbacks import ExportBestModel, PredictionWriter
 from ner_lit.checkpoint import SECTION, CheckpointError, choose_checkpoint, load_checkpoint, run_dirs
@@ -130,6 +133,8 @@ class NERCLI(LightningCLI):
         parser._subcommands_action.add_subcommand("serve", serve_parser(self._ner_prog), help=SERVE_HELP)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # Before this line's own parse, which may end the process (its --help, its error).
+        cli_cache.record(parser, self._ner_prog)
         super().parse_arguments(parser, args)
         sub = self.config.get("subcommand")
         if not sub:

@@ -2,8 +2,10 @@
 
 Importing Lightning takes seconds (torch, torch._dynamo, torchmetrics), so what can be
 answered without it is answered here: the top-level ``--help``, a missing or unknown
-subcommand, a ``--config`` that names nothing. ``serve`` never needs Lightning either
-(:mod:`ner_lit.serve_cli`). Everything else goes to :func:`ner_lit.cli.main`.
+subcommand, a ``--config`` that names nothing; a subcommand's ``--help`` and a line of unknown
+options are replayed from what the real parser answered before (:mod:`ner_lit.cli_cache`).
+``serve`` never needs Lightning either (:mod:`ner_lit.serve_cli`). Everything else goes to
+:func:`ner_lit.cli.main`.
 
 ``--config`` takes a file or the name of a shipped recipe (``--config tiny``), see
 :func:`ner_lit.resources.config_file`.
@@ -94,6 +96,14 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ner_lit") -> None:
     if answer is not None:
         text, status = answer
         print(text, file=sys.stdout if status == 0 else sys.stderr)
+        sys.exit(status)
+    from ner_lit import cli_cache
+
+    replay = cli_cache.answer(args, prog)
+    if replay is not None:
+        out, err, status = replay
+        sys.stdout.write(out)
+        sys.stderr.write(err)
         sys.exit(status)
     if args[0] == "serve":
         from ner_lit.serve_cli import main as serve_main

@@ -1,0 +1,167 @@
+"""The CLI answer cache: replayed --help and unknown-option errors are byte for byte the real parser's."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from ner_lit import cli_cache
+
+REPO = Path(__file__).resolve().parents[1]
+PROG = "ner_lit"
+
+
+def real(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[str, str, int]:
+    """What the real path (LightningCLI's parser, in this process) prints for ``args``, and its exit status."""
+    from ner_lit.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(args, prog=PROG)
+    out, err = capsys.readouterr()
+    return out, err, exit_.value.code
+
+
+@pytest.fixture(scope="module")
+def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A cache folder of this module's own, holding the entry one real ``fit --help`` recorded."""
+    home = tmp_path_factory.mktemp("cli-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NER_LIT_CACHE", str(home))
+        mp.delenv("NER_LIT_CLI_CACHE", raising=False)
+        from ner_lit.cli import main
+
+        with pytest.raises(SystemExit):
+            main(["fit", "--help"], prog=PROG)
+        yield home
+
+
+@pytest.fixture
+def cached(cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("NER_LIT_CACHE", str(cache_home))
+    monkeypatch.delenv("NER_LIT_CLI_CACHE", raising=False)
+    return cache_home
+
+
+def test_a_real_parse_records_one_entry_for_every_lightning_subcommand(cached: Path) -> None:
+    (entry_file,) = (cached / "cli").glob("*.json")
+    entry = json.loads(entry_file.read_text(encoding="utf-8"))
+    assert entry["key"] == cli_cache.cache_key(PROG)
+    assert set(entry["subcommands"]) == set(cli_cache.SUBCOMMANDS)
+    for sub in entry["subcommands"].values():
+        assert {"help", "unrecognized", "names", "typed", "options"} <= set(sub)
+    assert not list((cached / "cli").glob(".*.tmp"))  # written atomically: no temporary left
+
+
+@pytest.mark.parametrize("args", [
+    ["fit", "--help"], ["validate", "-h"], ["test", "--help"], ["predict", "--help"],
+    ["fit", "--model.learning_rte", "1"],
+    ["predict", "--foo=2", "x", "--data.no_such_key", "3"],
+    ["test", "stray", "words"],
+    ["validate", "--checkpoint.no_such_key", "1"],
+], ids=lambda a: " ".join(a))
+def test_a_replayed_answer_is_byte_identical_to_the_real_parser(args: list[str], cached: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    replay = cli_cache.answer(args, PROG)
+    assert replay is not None
+    assert replay == real(args, capsys)
+
+
+@pytest.mark.parametrize("args", [
+    ["fit", "--model.learning_rat", "1", "--foo"],  # an abbreviation argparse expands: a known option
+    ["fit", "--trainer.logger.foo", "1"],  # below a typed option: jsonargparse checks it against the type
+    ["validate", "--model.pretrained.oops", "1"],
+    ["fit", "--model.learning_rate", "abc", "--foo"],  # a known option, whose bad value is the reported error
+    ["fit", "--config", "configs/tiny.yaml", "--foo"],
+    ["fit", "-x"], ["fit", "--foo", "--", "x"], ["fit", "--trainer.callbacks+=X"], ["fit", "--a b"],
+    ["fit"], ["fit", "--help", "--foo"], ["serve", "--help"], ["fti", "--help"],
+], ids=lambda a: " ".join(a))
+def test_a_line_with_anything_the_parser_might_accept_is_not_replayed(args: list[str], cached: Path) -> None:
+    assert cli_cache.answer(args, PROG) is None
+
+
+def test_a_line_not_replayed_gets_the_real_parsers_own_error(cached: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, err, status = real(["fit", "--trainer.logger.foo", "1"], capsys)
+    assert status == 2
+    assert 'error: Parser key "trainer.logger"' in err  # not the "unrecognized arguments" a replay would print
+
+
+def test_a_changed_source_file_invalidates_the_entry(cached: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = tmp_path / "ner_lit"
+    shutil.copytree(REPO / "ner_lit", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cli_cache, "PACKAGE", copy)
+    key = cli_cache.cache_key(PROG)
+    assert cli_cache.cache_key(PROG) == key  # deterministic
+    assert key != cli_cache.cache_key(PROG, REPO / "ner_lit")  # the folder is part of the key
+    monkeypatch.setattr(cli_cache, "PACKAGE", REPO / "ner_lit")
+    assert cli_cache.answer(["fit", "--help"], PROG) is not None
+    monkeypatch.setattr(cli_cache, "PACKAGE", copy)
+    (copy / "model.py").write_text((copy / "model.py").read_text(encoding="utf-8") + "\n# changed\n", encoding="utf-8")
+    assert cli_cache.cache_key(PROG) != key
+    assert cli_cache.source_digest(copy) != cli_cache.source_digest(REPO / "ner_lit")
+
+
+def test_the_command_name_and_the_terminal_width_are_part_of_the_key(cached: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = cli_cache.cache_key(PROG)
+    assert cli_cache.cache_key("python -m ner_lit") != key
+    monkeypatch.setenv("COLUMNS", "57")
+    assert cli_cache.cache_key(PROG) != key
+    assert cli_cache.answer(["fit", "--help"], PROG) is None
+
+
+def test_an_unreadable_entry_means_the_real_path_which_records_it_again(
+        cached: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "93")  # an entry of this test's own
+    entry = cli_cache.entry_path(cli_cache.cache_key(PROG))
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    entry.write_text('{"format": 1, "key": "trunc', encoding="utf-8")
+    assert cli_cache.answer(["fit", "--help"], PROG) is None
+    help_text = real(["fit", "--help"], capsys)
+    assert cli_cache.answer(["fit", "--help"], PROG) == help_text
+    entry.write_bytes(b"\xff\xfe")
+    assert cli_cache.answer(["fit", "--help"], PROG) is None
+
+
+@pytest.mark.parametrize("env", [{"NER_LIT_CLI_CACHE": "0"}, {"JSONARGPARSE_DEBUG": "1"}])
+def test_the_cache_is_off_when_asked_or_when_jsonargparse_is_set_by_the_environment(
+        env: dict[str, str], cached: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cli_cache.answer(["fit", "--help"], PROG) is not None
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli_cache.answer(["fit", "--help"], PROG) is None
+
+
+def test_prune_keeps_the_newest_entries(tmp_path: Path) -> None:
+    for i in range(cli_cache.KEEP + 3):
+        path = tmp_path / f"{i:02d}.json"
+        cli_cache.write_atomic(path, "{}")
+        os.utime(path, ns=(i * 10**9, i * 10**9))
+    cli_cache.prune(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{i:02d}.json" for i in range(3, cli_cache.KEEP + 3)]
+
+
+def test_a_new_process_answers_from_the_cache_without_torch_or_lightning(tmp_path: Path) -> None:
+    """End to end: the first `fit --help` takes the real path and records; the next replays it, importing nothing heavy."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NER_LIT_CACHE": str(tmp_path)}
+    env.pop("NER_LIT_CLI_CACHE", None)
+    probe = ("import sys\nfrom ner_lit.command import main\ntry:\n    main(sys.argv[1:], prog='python -m ner_lit')\n"
+             "except SystemExit as e:\n    code = e.code\n"
+             "print(sorted(m for m in ('torch', 'lightning', 'transformers') if m in sys.modules), code, file=sys.stderr)")
+
+    def run(*args: str, module: bool = True) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "ner_lit", *args] if module else [sys.executable, "-c", probe, *args]
+        return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    cold = run("fit", "--help")
+    assert cold.returncode == 0, cold.stderr
+    warm = run("fit", "--help")
+    assert (warm.returncode, warm.stdout, warm.stderr) == (0, cold.stdout, cold.stderr)
+    assert run("fit", "--help", module=False).stderr.splitlines()[-1] == "[] 0"
+    error = run("fit", "--model.learnig_rate", "1", module=False)
+    assert error.stderr.splitlines()[-2:] == ["error: unrecognized arguments: --model.learnig_rate 1", "[] 2"]
