@@ -91,7 +91,7 @@ def main() -> None:
             if k in old:
                 record[k] = old[k]
     record["cpu"] = cpu_facts()
-    # Without native bf16 a bf16 matmul is emulated, over a minute for one 2048^2 product here: skip it.
+    # Without native bf16 a bf16 matmul is emulated and far too slow to time: skip it (recorded as None).
     native_bf16 = record["cpu"].get("is_mkldnn_bf16_supported") is True
     record["matmul_gflops_2048"] = {dt: common.matmul_gflops(dtype=dt, repeats=8) if dt == "float32" or native_bf16
                                     else None for dt in ("float32", "bfloat16")}
