@@ -4,6 +4,7 @@ The model is multilingual-e5-small (BERT 12 x 384, XLM-R vocabulary, 117.5 M wei
 of them word embeddings) built offline by ../shared/tools/pretrained-me5/build.py into
 bench/work/me5; the data KLUE-NER train.tsv -> dev.tsv; every hyperparameter is
 configs/me5.yaml's (lr 2e-4, head lr 2e-3, weight decay 0.01, warmup 0.1 then linear decay,
+gradient norm clipped at 1.0 (the Trainer's max_grad_norm default),
 frozen word embeddings, bf16-mixed (both fall back to 32-true on a CPU without native bf16, as
 ner_lit does), batch 16, max_length 128, stride 32, seed 7; epochs ``--epochs``, default the config's). Each system trains in its own child process:
 
@@ -209,7 +210,8 @@ def hf_fit(args, model_dir: Path, data: Path, work: Path, cfg: dict[str, Any]) -
     out.mkdir(parents=True)
     settings = {"model_dir": str(model_dir), "data_dir": str(data), "out": str(out), "epochs": args.epochs,
                 "cache_dir": str(work / "cache"), "seed": cfg["seed_everything"], **cfg["model"], **cfg["data"],
-                "bf16": precision(cfg) == "bf16-mixed"}
+                "bf16": precision(cfg) == "bf16-mixed",
+                "max_grad_norm": float(cfg["trainer"].get("gradient_clip_val") or 0.0)}  # 0: Trainer clips nothing
     settings["data_dir"] = str(data)
     write_json(out / "settings.json", settings)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_hf-train", str(out / "settings.json")]
@@ -241,7 +243,8 @@ def hf_train_child(settings_file: Path) -> None:
         None, Path(s["model_dir"]), steps=-1, dm=dm, seed=s["seed"], epochs=s["epochs"], bf16=s["bf16"],
         head_learning_rate=s["head_learning_rate"], freeze_word_embeddings=s["freeze_word_embeddings"],
         out=out / "trainer", callbacks=[clock], batch_size=s["batch_size"], learning_rate=s["learning_rate"],
-        eval_batch_size=s["eval_batch_size"], weight_decay=s["weight_decay"], warmup_steps=warmup)
+        eval_batch_size=s["eval_batch_size"], weight_decay=s["weight_decay"], warmup_steps=warmup,
+        max_grad_norm=s.get("max_grad_norm", 1.0))
     trainer.save_model(str(out / "hf_model"))  # what run_ner.py keeps: weights, config, training args
     dm.tokenizer.save_pretrained(str(out / "hf_model"))
     labels = list(dm.labels)
