@@ -117,6 +117,7 @@ class EncodedChunk:
     token_window: np.ndarray  # per content token: the window (of its sentence) that predicts it
     token_pos: np.ndarray  # per content token: its position in that window's ids
     char_token: np.ndarray  # per character: the content token (of its sentence) owning it, -1 if none
+    char_tags: np.ndarray | None  # per character: its gold tag's id; None without gold tags
 
 
 @dataclass
@@ -240,7 +241,7 @@ class Aligner:
         char_token = np.where(char_token < 0, -1, char_token - tok_base[np.repeat(sentence, n_chars)])
         local = char_base[token_sentence]
         offsets = np.stack([start - local, end - local], axis=1).astype(np.int32)
-        token_labels = None
+        token_labels = tag_ids = None
         if with_labels:
             tags = chain.from_iterable(s.tags for s in sentences)
             tag_ids = np.fromiter(map(self.label2id.__getitem__, tags), np.int64, len(char_token))
@@ -265,7 +266,7 @@ class Aligner:
         token_window, token_pos = _best_window(token, n_tokens[token_sentence], n_windows[token_sentence] - 1,
                                                self.content_length, step, len(self.prefix))
         return EncodedChunk(n_windows, n_tokens, n_chars, window_length, window_sentence, input_ids, labels,
-                            offsets, token_window, token_pos, char_token.astype(np.int32))
+                            offsets, token_window, token_pos, char_token.astype(np.int32), tag_ids)
 
     def _encode_one(self, index: int, s: Sentence, enc: Encoding, with_labels: bool) -> EncodedSentence:
         ids = np.asarray(enc.ids, dtype=np.int64)

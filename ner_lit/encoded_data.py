@@ -48,7 +48,10 @@ def pack_chunk(encoded: EncodedChunk, sentences: Sequence[Sentence], label2id: d
     """The arrays :meth:`EntryWriter.append` takes for one chunk (window sentences local to the chunk)."""
     texts = [s.text.encode("utf-8") for s in sentences]
     ids = [s.id.encode("utf-8") for s in sentences]
-    tags = chain.from_iterable(s.tags for s in sentences)
+    gold = encoded.char_tags  # the tags' ids, read once for the labels; without labels, unknown tags count as 0
+    if gold is None:
+        tags = chain.from_iterable(s.tags for s in sentences)
+        gold = np.fromiter(map(label2id.get, tags, repeat(0)), np.int64, int(encoded.n_chars.sum()))
     chunk = {
         "n_windows": encoded.n_windows,
         "n_tokens": encoded.n_tokens,
@@ -62,7 +65,7 @@ def pack_chunk(encoded: EncodedChunk, sentences: Sequence[Sentence], label2id: d
         "token_window": encoded.token_window,
         "token_pos": encoded.token_pos,
         "char_token": encoded.char_token,
-        "gold": np.fromiter(map(label2id.get, tags, repeat(0)), np.int64, int(encoded.n_chars.sum())),
+        "gold": gold,
         "text": np.frombuffer(b"".join(texts), dtype=np.uint8),
         "ids": np.frombuffer(b"".join(ids), dtype=np.uint8),
     }
