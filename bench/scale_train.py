@@ -21,6 +21,7 @@ branch before this change, which held windows as Python objects) for a before/af
     python bench/scale_train.py                          # 10k and 100k sentences
     python bench/scale_train.py --sizes 10000 100000 1000000
     python bench/scale_train.py --baseline-repo /work/main --baseline-sizes 10000 100000
+    python bench/scale_train.py --sizes 100000 --no-fit --baseline-repo DIR   # cold/cached setup only, both checkouts
 
 Writes bench/results/scale_train.json and bench/results/scale_train.md.
 """
@@ -197,6 +198,7 @@ def main() -> None:
     ap.add_argument("--baseline-sizes", type=int, nargs="+", default=None, help="sizes for the baseline (default --sizes)")
     ap.add_argument("--train-batches", type=int, default=20, help="training steps of the fit run")
     ap.add_argument("--val-batches", type=int, default=5, help="validation batches of the fit run")
+    ap.add_argument("--no-fit", action="store_true", help="measure the setup children only (encoding before/after)")
     ap.add_argument("--note", default="", help="a remark stored with the results (e.g. what else ran on the machine)")
     args = ap.parse_args()
     sizes = [300, 1200] if args.quick else args.sizes
@@ -208,7 +210,8 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     for n in sizes:
         runs += measure_setup(n, REPO, ref, args, "this")
-        runs.append(measure_fit(n, ref, args))
+        if not args.no_fit:
+            runs.append(measure_fit(n, ref, args))
     if args.baseline_repo:
         for n in args.baseline_sizes or sizes:
             runs += measure_setup(n, args.baseline_repo.resolve(), ref, args, "baseline")

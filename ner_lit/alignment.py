@@ -44,6 +44,7 @@ from __future__ import annotations
 import json
 import weakref
 from dataclasses import dataclass
+from itertools import chain
 from typing import Literal, Sequence
 
 import numpy as np
@@ -91,6 +92,32 @@ class EncodedSentence:
     @property
     def num_tokens(self) -> int:
         return len(self.offsets)
+
+
+@dataclass
+class EncodedChunk:
+    """The encoding of many sentences as flat arrays (what the encoded cache stores), from
+    :meth:`Aligner.encode_flat`: the same windows and maps as :meth:`Aligner.encode` gives per
+    sentence, concatenated in sentence order.
+
+    Why: a training corpus is encoded once, a chunk of thousands of sentences at a time; built
+    with array operations over the whole chunk, it costs no NumPy call and no Python object per
+    sentence. Token and window numbers in ``token_window``/``char_token`` are local to their
+    sentence, ``window_sentence`` to the chunk.
+    """
+
+    n_windows: np.ndarray  # per sentence
+    n_tokens: np.ndarray  # per sentence: its content tokens
+    n_chars: np.ndarray  # per sentence
+    window_length: np.ndarray  # per window: its ids, specials included
+    window_sentence: np.ndarray  # per window: its sentence's index in the chunk
+    input_ids: np.ndarray  # every window's ids, one window after another
+    labels: np.ndarray | None  # per id, -100 on special tokens; None without gold tags
+    offsets: np.ndarray  # [content tokens, 2]: the characters [start, end) each owns
+    token_window: np.ndarray  # per content token: the window (of its sentence) that predicts it
+    token_pos: np.ndarray  # per content token: its position in that window's ids
+    char_token: np.ndarray  # per character: the content token (of its sentence) owning it, -1 if none
+    char_tags: np.ndarray | None  # per character: its gold tag's id; None without gold tags
 
 
 @dataclass
@@ -187,6 +214,60 @@ class Aligner:
                 out.append(self._encode_one(lo + j, s, enc, with_labels))
         return out
 
+    def encode_flat(self, sentences: Sequence[Sentence], with_labels: bool = True) -> EncodedChunk:
+        """The encoding of ``sentences`` (one tokenizer batch call) as flat arrays, equal to
+        :meth:`encode`'s, for the encoded cache.
+
+        Every step is an array operation over the chunk's tokens, characters or windows at
+        once (sentences told apart by their offsets into the concatenation), long sentences'
+        windows included; only reading the tokenizer's ids and offsets and the tags touch
+        each element in Python.
+        """
+        texts = [s.text for s in sentences]
+        encodings = self.text_tokenizer.encode_batch(texts, add_special_tokens=False)
+        n_sent = len(sentences)
+        sentence = np.arange(n_sent, dtype=np.int64)
+        n_tokens = np.fromiter(map(len, encodings), np.int64, n_sent)
+        n_chars = np.fromiter(map(len, texts), np.int64, n_sent)
+        tok_base, char_base = _starts(n_tokens), _starts(n_chars)
+        n_all = int(n_tokens.sum())
+        ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), np.int64, n_all)
+        raw = np.fromiter(chain.from_iterable(chain.from_iterable(e.offsets for e in encodings)), np.int64, 2 * n_all)
+        token_sentence = np.repeat(sentence, n_tokens)
+        token = np.arange(n_all, dtype=np.int64) - tok_base[token_sentence]  # index within its sentence
+        raw = raw.reshape(-1, 2) + char_base[token_sentence][:, None]  # offsets into the concatenated texts
+        start, end = _owned(_space_mask("".join(texts)), raw, np.isin(ids, self.marker_ids))
+        char_token = _char_owner(start, end, int(n_chars.sum()))
+        char_token = np.where(char_token < 0, -1, char_token - tok_base[np.repeat(sentence, n_chars)])
+        local = char_base[token_sentence]
+        offsets = np.stack([start - local, end - local], axis=1).astype(np.int32)
+        token_labels = tag_ids = None
+        if with_labels:
+            tags = chain.from_iterable(s.tags for s in sentences)
+            tag_ids = np.fromiter(map(self.label2id.__getitem__, tags), np.int64, len(char_token))
+            token_labels = self._labels_of(tag_ids, start, end)
+        # windows: the same starts as _window_starts, for every sentence at once
+        step = self.content_length - self.stride
+        n_windows = np.where(n_tokens <= self.content_length, 1, 1 - (-(n_tokens - self.content_length) // step))
+        window_sentence = np.repeat(sentence, n_windows)
+        w_start = (np.arange(len(window_sentence), dtype=np.int64) - _starts(n_windows)[window_sentence]) * step
+        w_count = np.minimum(w_start + self.content_length, n_tokens[window_sentence]) - w_start
+        n_special = len(self.prefix) + len(self.suffix)
+        window_length = w_count + n_special
+        w_base = _starts(window_length)
+        inner = np.arange(int(w_count.sum()), dtype=np.int64) - np.repeat(_starts(w_count), w_count)
+        source = np.repeat(tok_base[window_sentence] + w_start, w_count) + inner
+        target = np.repeat(w_base + len(self.prefix), w_count) + inner
+        input_ids = _with_specials(ids[source], target, w_base, w_count, self.prefix, self.suffix, int(window_length.sum()))
+        labels = None
+        if token_labels is not None:
+            labels = _with_specials(token_labels[source], target, w_base, w_count, [IGNORE] * len(self.prefix),
+                                         [IGNORE] * len(self.suffix), int(window_length.sum()))
+        token_window, token_pos = _best_window(token, n_tokens[token_sentence], n_windows[token_sentence] - 1,
+                                               self.content_length, step, len(self.prefix))
+        return EncodedChunk(n_windows, n_tokens, n_chars, window_length, window_sentence, input_ids, labels,
+                            offsets, token_window, token_pos, char_token.astype(np.int32), tag_ids)
+
     def _encode_one(self, index: int, s: Sentence, enc: Encoding, with_labels: bool) -> EncodedSentence:
         ids = np.asarray(enc.ids, dtype=np.int64)
         raw = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
@@ -219,39 +300,25 @@ class Aligner:
 
     def _predicting_window(self, n: int, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per token, the window where it sits farthest from an inner window edge (ties: the
-        earlier window) and its position there.
-
-        A token lies in at most ``ceil(content_length / step)`` windows, so the candidates
-        are a few array passes over the tokens, whatever the sentence's length.
-        """
-        t = np.arange(n, dtype=np.int64)
+        earlier window) and its position there (see :func:`_best_window`)."""
         step = self.content_length - self.stride
-        last = len(starts) - 1
-        best = np.zeros(n, dtype=np.int64)
-        best_margin = np.full(n, -1, dtype=np.int64)
-        reach = -(-self.content_length // step)
-        for back in range(reach - 1, -1, -1):  # candidate windows in increasing order
-            w = np.minimum(t // step, last) - back
-            valid = w >= 0
-            st = np.where(valid, w, 0) * step
-            en = np.minimum(st + self.content_length, n)
-            valid &= (st <= t) & (t < en)
-            left = np.where(st > 0, t - st, n)  # a sentence edge is no window edge
-            right = np.where(en < n, en - 1 - t, n)
-            margin = np.where(valid, np.minimum(left, right), -1)
-            better = margin > best_margin
-            best = np.where(better, w, best)
-            best_margin = np.where(better, margin, best_margin)
-        pos = len(self.prefix) + t - best * step
-        return best.astype(np.int32), pos.astype(np.int32)
+        return _best_window(np.arange(n, dtype=np.int64), n, len(starts) - 1, self.content_length, step, len(self.prefix))
 
     def _token_labels(self, tags: Sequence[str], offsets: np.ndarray) -> np.ndarray:
         """Each token's label from its characters' gold tags (``label_rule``); -100 where it owns none."""
-        n_chars = len(tags)
-        a, b = offsets[:, 0].astype(np.int64), offsets[:, 1].astype(np.int64)
+        tag_ids = np.fromiter((self.label2id[t] for t in tags), dtype=np.int64, count=len(tags))
+        return self._labels_of(tag_ids, offsets[:, 0].astype(np.int64), offsets[:, 1].astype(np.int64))
+
+    def _labels_of(self, tag_ids: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Token labels from the characters' tag ids and the tokens' owned spans [a, b).
+
+        The same for one sentence or for a chunk's concatenated characters: a token owns
+        characters of its own sentence only, and "the first entity character at or after a"
+        that lies in a later sentence lies at or after b.
+        """
+        n_chars = len(tag_ids)
         if n_chars == 0:
             return np.full(len(a), IGNORE, dtype=np.int64)
-        tag_ids = np.fromiter((self.label2id[t] for t in tags), dtype=np.int64, count=n_chars)
         first = np.minimum(a, n_chars - 1)  # a token that owns nothing may sit at the text's end
         if self.label_rule == "first_entity":
             # per character, the first entity character at or after it (n_chars where none follows)
@@ -540,8 +607,20 @@ def owned_spans(text: str, raw: np.ndarray, marker: np.ndarray) -> tuple[np.ndar
     token owns (offsets come in text order), so spans never overlap. Linear in the text's
     and the tokens' lengths.
     """
-    n_chars = len(text)
-    space = np.fromiter((c.isspace() for c in text), dtype=bool, count=n_chars)
+    space = np.fromiter((c.isspace() for c in text), dtype=bool, count=len(text))
+    start, end = _owned(space, raw, marker)
+    return np.stack([start, end], axis=1).astype(np.int32), _char_owner(start, end, len(text))
+
+
+def _owned(space: np.ndarray, raw: np.ndarray, marker: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The [start, end) each token owns (:func:`owned_spans`' rules), from the characters' whitespace flags.
+
+    The same for one text or for a chunk's texts concatenated (``raw`` shifted to match):
+    a token's raw span lies in its own text, a search for the next or previous solid
+    character that leaves it is clipped back by the span's other edge, and every span of a
+    text ends before the next text's first span starts.
+    """
+    n_chars = len(space)
     chars = np.arange(n_chars, dtype=np.int64)
     # next_solid[i]: the first non-space character at or after i; solid_end[b]: one past the last before b
     next_solid = np.append(np.minimum.accumulate(np.where(space, n_chars, chars)[::-1])[::-1], n_chars)
@@ -551,14 +630,72 @@ def owned_spans(text: str, raw: np.ndarray, marker: np.ndarray) -> tuple[np.ndar
     b = np.where(marker, a, b)
     taken = np.concatenate(([0], np.maximum.accumulate(b)[:-1])) if len(b) else b
     start = np.maximum(a, taken)
-    end = np.maximum(b, start)
-    offsets = np.stack([start, end], axis=1).astype(np.int32)
+    return start, np.maximum(b, start)
+
+
+def _char_owner(start: np.ndarray, end: np.ndarray, n_chars: int) -> np.ndarray:
+    """Per character, the token whose (non-overlapping) span [start, end) holds it; -1 if none."""
     length = end - start
     char_token = np.full(n_chars, -1, dtype=np.int32)
-    owner = np.repeat(np.arange(len(b), dtype=np.int32), length)
+    owner = np.repeat(np.arange(len(start), dtype=np.int32), length)
     first = np.repeat(start - (np.cumsum(length) - length), length)
     char_token[first + np.arange(len(owner))] = owner
-    return offsets, char_token
+    return char_token
+
+
+def _best_window(t: np.ndarray, n, last, content_length: int, step: int, n_prefix: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per token ``t`` of a sentence of ``n`` tokens in windows 0..``last``, the window where it
+    sits farthest from an inner window edge (ties: the earlier window) and its position there.
+
+    ``n`` and ``last`` are numbers (one sentence) or arrays beside ``t`` (many sentences'
+    tokens at once). A token lies in at most ``ceil(content_length / step)`` windows, so the
+    candidates are a few array passes over the tokens, whatever the sentences' lengths.
+    """
+    best = np.zeros(len(t), dtype=np.int64)
+    best_margin = np.full(len(t), -1, dtype=np.int64)
+    reach = -(-content_length // step)
+    for back in range(reach - 1, -1, -1):  # candidate windows in increasing order
+        w = np.minimum(t // step, last) - back
+        valid = w >= 0
+        st = np.where(valid, w, 0) * step
+        en = np.minimum(st + content_length, n)
+        valid &= (st <= t) & (t < en)
+        left = np.where(st > 0, t - st, n)  # a sentence edge is no window edge
+        right = np.where(en < n, en - 1 - t, n)
+        margin = np.where(valid, np.minimum(left, right), -1)
+        better = margin > best_margin
+        best = np.where(better, w, best)
+        best_margin = np.where(better, margin, best_margin)
+    pos = n_prefix + t - best * step
+    return best.astype(np.int32), pos.astype(np.int32)
+
+
+def _with_specials(content: np.ndarray, target: np.ndarray, w_base: np.ndarray, w_count: np.ndarray,
+                   prefix: Sequence[int], suffix: Sequence[int], total: int) -> np.ndarray:
+    """Windows laid end to end: each one's prefix, its content (placed at ``target``), its suffix."""
+    out = np.empty(total, dtype=np.int64)
+    for j, value in enumerate(prefix):
+        out[w_base + j] = value
+    for j, value in enumerate(suffix):
+        out[w_base + len(prefix) + w_count + j] = value
+    out[target] = content
+    return out
+
+
+def _starts(counts: np.ndarray) -> np.ndarray:
+    """Where each of consecutive runs of ``counts`` items begins."""
+    return np.cumsum(counts) - counts
+
+
+#: str.isspace of every code point up to U+3001; none above is whitespace (U+3000, the
+#: ideographic space, is the last; tests check).
+_SPACE = np.fromiter((chr(i).isspace() for i in range(0x3002)), dtype=bool, count=0x3002)
+
+
+def _space_mask(text: str) -> np.ndarray:
+    """``str.isspace`` of every character of ``text``, by code point lookup rather than a call per character."""
+    code = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    return _SPACE[np.minimum(code, len(_SPACE) - 1)]
 
 
 #: The text tokenizer of each transformers tokenizer, built once (a 250k-piece vocabulary takes seconds).

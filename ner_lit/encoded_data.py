@@ -8,12 +8,13 @@ memory. :func:`encode_into` fills an entry from a stream of sentences, one chunk
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain, repeat
 from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
-from ner_lit.alignment import Aligner, EncodedSentence, Window
+from ner_lit.alignment import Aligner, EncodedChunk, EncodedSentence, Window
 from ner_lit.corpus import Sentence
 from ner_lit.encoded_cache import Entry, EntryWriter
 
@@ -43,49 +44,44 @@ def chunks(sentences: Iterable[Sentence], size: int = CHUNK) -> Iterator[list[Se
         yield part
 
 
-def _cat(parts: Sequence[np.ndarray], dtype, inner: tuple[int, ...] = ()) -> np.ndarray:
-    if not parts:
-        return np.zeros((0, *inner), dtype=dtype)
-    return np.concatenate([np.asarray(p, dtype=dtype).reshape(-1, *inner) for p in parts])
-
-
-def pack_chunk(encoded: Sequence[EncodedSentence], sentences: Sequence[Sentence], label2id: dict[str, int]) -> dict[str, np.ndarray]:
+def pack_chunk(encoded: EncodedChunk, sentences: Sequence[Sentence], label2id: dict[str, int]) -> dict[str, np.ndarray]:
     """The arrays :meth:`EntryWriter.append` takes for one chunk (window sentences local to the chunk)."""
-    windows = [w for e in encoded for w in e.windows]
     texts = [s.text.encode("utf-8") for s in sentences]
     ids = [s.id.encode("utf-8") for s in sentences]
+    gold = encoded.char_tags  # the tags' ids, read once for the labels; without labels, unknown tags count as 0
+    if gold is None:
+        tags = chain.from_iterable(s.tags for s in sentences)
+        gold = np.fromiter(map(label2id.get, tags, repeat(0)), np.int64, int(encoded.n_chars.sum()))
     chunk = {
-        "n_windows": np.fromiter((len(e.windows) for e in encoded), np.int64, len(encoded)),
-        "n_tokens": np.fromiter((e.num_tokens for e in encoded), np.int64, len(encoded)),
-        "n_chars": np.fromiter((e.text_length for e in encoded), np.int64, len(encoded)),
+        "n_windows": encoded.n_windows,
+        "n_tokens": encoded.n_tokens,
+        "n_chars": encoded.n_chars,
         "n_text_bytes": np.fromiter(map(len, texts), np.int64, len(texts)),
         "n_id_bytes": np.fromiter(map(len, ids), np.int64, len(ids)),
-        "window_length": np.fromiter((len(w.input_ids) for w in windows), np.int64, len(windows)),
-        "window_sentence": np.repeat(np.arange(len(encoded)), [len(e.windows) for e in encoded]),
-        "input_ids": _cat([w.input_ids for w in windows], np.int64),
-        "offsets": _cat([e.offsets for e in encoded], np.int64, (2,)),
-        "token_window": _cat([e.token_window for e in encoded], np.int64),
-        "token_pos": _cat([e.token_pos for e in encoded], np.int64),
-        "char_token": _cat([e.char_token for e in encoded], np.int64),
-        "gold": np.fromiter((label2id.get(t, 0) for s in sentences for t in s.tags), np.int64,
-                            sum(len(s.tags) for s in sentences)),
+        "window_length": encoded.window_length,
+        "window_sentence": encoded.window_sentence,
+        "input_ids": encoded.input_ids,
+        "offsets": encoded.offsets,
+        "token_window": encoded.token_window,
+        "token_pos": encoded.token_pos,
+        "char_token": encoded.char_token,
+        "gold": gold,
         "text": np.frombuffer(b"".join(texts), dtype=np.uint8),
         "ids": np.frombuffer(b"".join(ids), dtype=np.uint8),
     }
-    if windows and windows[0].labels is not None:
-        chunk["labels"] = _cat([w.labels for w in windows], np.int64)
+    if encoded.labels is not None:
+        chunk["labels"] = encoded.labels
     return chunk
 
 
 def encode_into(writer: EntryWriter, aligner: Aligner, sentences: Iterable[Sentence], with_labels: bool,
                 chunk: Optional[int] = None) -> int:
-    """Encode ``sentences`` chunk by chunk (default :data:`CHUNK`) into ``writer``, one tokenizer batch call a
-    chunk; returns the count."""
+    """Encode ``sentences`` chunk by chunk (default :data:`CHUNK`) into ``writer``, one tokenizer batch call and
+    one :meth:`Aligner.encode_flat` a chunk; returns the count."""
     chunk = chunk or CHUNK
     n = 0
     for part in chunks(sentences, chunk):
-        encoded = aligner.encode(part, with_labels=with_labels, chunk=chunk)
-        writer.append(pack_chunk(encoded, part, aligner.label2id))
+        writer.append(pack_chunk(aligner.encode_flat(part, with_labels=with_labels), part, aligner.label2id))
         n += len(part)
     return n
 

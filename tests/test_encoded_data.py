@@ -85,7 +85,7 @@ def test_an_encoding_interrupted_midway_leaves_no_entry_and_no_temporary_files(
     from ner_lit import encoded_data
 
     calls = []
-    original = Aligner.encode
+    original = Aligner.encode_flat
 
     def killed_on_second_chunk(self, sentences, *args, **kwargs):
         calls.append(len(sentences))
@@ -94,7 +94,7 @@ def test_an_encoding_interrupted_midway_leaves_no_entry_and_no_temporary_files(
         return original(self, sentences, *args, **kwargs)
 
     monkeypatch.setattr(encoded_data, "CHUNK", 5)
-    monkeypatch.setattr(Aligner, "encode", killed_on_second_chunk)
+    monkeypatch.setattr(Aligner, "encode_flat", killed_on_second_chunk)
     with pytest.raises(KeyboardInterrupt):
         datamodule(data, tmp_path / "cache").setup("fit")
     assert calls == [5, 5]
