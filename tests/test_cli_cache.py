@@ -202,3 +202,31 @@ def test_a_new_process_answers_from_the_cache_without_torch_or_lightning(tmp_pat
     assert error.stderr.splitlines()[-2:] == ["error: unrecognized arguments: --model.learnig_rate 1", "[] 2"]
     value = run("fit", "--trainer.max_epochs", "abc", module=False)
     assert value.stderr.splitlines()[-3:] == ["  Given value type: <class 'str'>", "  Given value: abc", "[] 2"]
+
+
+def test_warm_cache_records_the_answers_for_both_names_of_the_command(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from ner_lit.command import main
+
+    monkeypatch.setenv("NER_LIT_CACHE", str(tmp_path))
+    monkeypatch.delenv("NER_LIT_CLI_CACHE", raising=False)
+    assert cli_cache.answer(["fit", "--help"], "python -m ner_lit") is None
+    with pytest.raises(SystemExit) as exit_:
+        main(["--warm-cache"], prog="python -m ner_lit")
+    out, err = capsys.readouterr()
+    assert (exit_.value.code, out) == (0, "")
+    assert len(list((tmp_path / "cli").glob("*.json"))) == 2
+    for prog in ("ner_lit", "python -m ner_lit"):
+        assert str(cli_cache.entry_path(cli_cache.cache_key(prog))) in err
+        assert cli_cache.answer(["fit", "--help"], prog) is not None
+    assert cli_cache.answer(["fit", "--trainer.max_epochs", "abc"], PROG) == real(["fit", "--trainer.max_epochs", "abc"], capsys)
+
+
+def test_warm_cache_with_the_cache_off_says_so(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from ner_lit.command import main
+
+    monkeypatch.setenv("NER_LIT_CLI_CACHE", "0")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--warm-cache"])
+    assert exit_.value.code == 0
+    assert "cache is off" in capsys.readouterr().err
