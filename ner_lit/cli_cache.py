@@ -23,10 +23,11 @@ The real parser stays the source of truth:
   whose type is a plain numeric or boolean one (``int``, ``Optional[float]``, ``bool`` ...), and
   only for a VALUE no such type accepts: a word of letters, digits and ``_`` starting with a
   letter that YAML and ``float()`` read as nothing but a string (not ``true``, ``null``,
-  ``inf`` ...). The error of one option per type was captured with a sentinel word, and the
-  same type's last option was captured too, to check that the error is the subcommand's
-  usage, then ``error: Parser key "KEY":``, then a text that depends on the type and the
-  value only (:func:`value_errors`);
+  ``inf`` ...), and never as a file to read the value from. The error of one option per type
+  was captured with a sentinel word, and the same type's last option was captured with
+  another, to check that the error is the subcommand's usage, then
+  ``error: Parser key "KEY":``, then a text that depends on the type and the value only
+  (:func:`value_errors`);
 * any failure to read an entry, or a missing one, means the real path; a failure to write one
   is ignored (the command it is part of carries on).
 
@@ -63,6 +64,8 @@ _ENV_NAMES = ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG", "NO_COLOR", "FORCE_CO
 _OPTION_NAME = re.compile(r"[A-Za-z0-9_]+(?:[.-][A-Za-z0-9_]+)*")
 #: The bad value the value errors are captured with; replaced by the user's value on replay.
 SENTINEL_VALUE = "nerLitCacheSentinelValue"
+#: A second one, long, to check that the error holds the value as given, wherever it is and however long.
+_CHECK_VALUE = "anotherSentinel" + "_x" * 60
 _PLAIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 #: Words YAML 1.1 (PyYAML, which jsonargparse loads values with) or float() read as something else than a string.
 _SPECIAL_WORDS = frozenset({"y", "yes", "n", "no", "true", "false", "on", "off", "null", "none", "nan", "inf", "infinity"})
@@ -273,9 +276,10 @@ def _plain_types() -> set[Any]:
 def value_errors(parser: Any, name: str, sub: Any) -> dict[str, Any]:
     """What the parser answers a bad value of each plain typed option of ``name``: a prefix, and a text per type.
 
-    One capture per type (its first option), checked against a second (its last option): the
-    answer must be the shared prefix, ``error: Parser key "KEY":`` and that type's text, with
-    the sentinel value in the text only. A type whose captures differ otherwise is left out.
+    One capture per type (its first option), checked against a second (its last option, with
+    another value): the answer must be the shared prefix, ``error: Parser key "KEY":`` and that
+    type's text, with the value in the text only. A type whose captures differ otherwise is left
+    out, and so is an option whose value may name a file to read it from (``_enable_path``).
     """
     plain = _plain_types()
     groups: dict[str, list[str]] = {}
@@ -286,23 +290,24 @@ def value_errors(parser: Any, name: str, sub: Any) -> dict[str, Any]:
             eligible = hint in plain
         except TypeError:  # an unhashable hint: not one of ours
             eligible = False
-        if eligible and action.option_strings == [option] and sub._option_string_actions.get(option) is action:
+        if (eligible and getattr(action, "_enable_path", True) is False and action.option_strings == [option]
+                and sub._option_string_actions.get(option) is action):
             groups.setdefault(f"{type(action).__name__}:{hint!r}", []).append(action.dest)
     prefix: Optional[str] = None
     bodies: dict[str, str] = {}
     keys: dict[str, str] = {}
     for group, dests in groups.items():
         captured = []
-        for dest in dict.fromkeys([dests[0], dests[-1]]):
-            out, err, status = _capture(parser, [name, f"--{dest}", SENTINEL_VALUE])
+        for dest, value in ((dests[0], SENTINEL_VALUE), (dests[-1], _CHECK_VALUE)):
+            out, err, status = _capture(parser, [name, f"--{dest}", value])
             head = _value_head(dest)
             if status != 2 or out or err.count(head) != 1:
                 break
             before, body = err.split(head)
-            if SENTINEL_VALUE in before or SENTINEL_VALUE not in body or dest in body or (prefix not in (None, before)):
+            if value in before or value not in body or dest in body or (prefix not in (None, before)):
                 break
             prefix = before
-            captured.append(body)
+            captured.append(body.replace(value, SENTINEL_VALUE))
         else:
             if len(set(captured)) == 1:
                 bodies[group] = captured[0]

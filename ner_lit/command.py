@@ -45,7 +45,7 @@ def usage(prog: str) -> str:
     shipped = ", ".join(recipes()) or "none"
     lines += ["", f"`{prog} SUBCOMMAND --help` lists a subcommand's options.",
               f"--config takes a YAML file or a shipped recipe by name ({shipped}), e.g. `{prog} fit --config tiny`.",
-              f"`{prog} {WARM_CACHE}` records the subcommands' --help and usage errors for a fast start (after an install)."]
+              f"`{prog} {WARM_CACHE}` records what the subcommands' parser answers, for a fast start (run once after an install)."]
     return "\n".join(lines)
 
 

@@ -113,6 +113,15 @@ def test_a_line_not_replayed_gets_the_real_parsers_own_error(cached: Path, capsy
     assert 'error: Parser key "trainer.logger"' in err  # not the "unrecognized arguments" a replay would print
 
 
+def test_a_file_named_like_the_value_changes_nothing(cached: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Only options that never read their value from a file are recorded: ``abc`` here is a word, not ``5``."""
+    (tmp_path / "abc").write_text("5\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--trainer.max_epochs", "abc"]
+    assert cli_cache.answer(args, PROG) == real(args, capsys)
+
+
 @pytest.mark.parametrize("args", [["fit", "--trainer.max_epochs", "null"], ["fit", "--model.freeze_word_embeddings", "true"],
                                   ["fit", "--model.freeze_word_embeddings", "off"]], ids=lambda a: " ".join(a))
 def test_a_word_left_to_the_real_parser_is_one_the_type_accepts(args: list[str], cached: Path,
