@@ -296,6 +296,8 @@ def warm_cache(progs: Sequence[str] = PROGS) -> list[Path]:
 
 
 def _serve_errors() -> tuple[type[BaseException], ...]:
-    """ServeError, if ``ner_lit.serve`` was imported: only then can one be raised (and Flask stays unimported)."""
-    serve = sys.modules.get("ner_lit.serve")
-    return (serve.ServeError,) if serve is not None else ()
+    try:
+        from ner_lit.serve import ServeError
+    except ImportError:
+        return ()
+    return (ServeError,)

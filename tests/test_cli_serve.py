@@ -70,15 +70,3 @@ def test_the_serve_command_reports_a_busy_port_in_one_line(trained_run: TrainedR
     errors = [line for line in proc.stderr.splitlines() if "error" in line]
     assert errors == [f"ner_lit: error: cannot listen on 127.0.0.1:{port}: Address already in use"], proc.stderr
     assert "Traceback" not in proc.stderr and "model:" not in proc.stdout
-
-
-def test_the_cli_catches_serve_errors_only_once_serve_is_imported(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A --help or parse error reaches ``except USER_ERRORS + _serve_errors()``: that must not import Flask."""
-    import sys
-
-    from ner_lit.cli import _serve_errors
-
-    assert _serve_errors() == (ServeError,)
-    monkeypatch.delitem(sys.modules, "ner_lit.serve")
-    assert _serve_errors() == ()
-    assert "ner_lit.serve" not in sys.modules
