@@ -5,9 +5,10 @@ KLUE ?= $(SHARED)/data/klue-ner
 
 .PHONY: install install-bench wheel test lint tiny tiny-test tiny-serve klue clean
 
-install:            ## torch's CPU build first (an unpinned torch pulls CUDA), then the project with test deps
+install:            ## torch's CPU build first (an unpinned torch pulls CUDA), the project with test deps, the CLI's recorded answers
 	$(PYTHON) -m pip install torch==2.13.0
 	$(PYTHON) -m pip install -e ".[dev]"
+	$(PYTHON) -m ner_lit --warm-cache
 
 wheel:              ## build dist/ner_lit-*.whl (carries templates/, configs/ as recipes and the sample corpus)
 	$(PYTHON) -m pip wheel --no-deps -w dist .

@@ -6,10 +6,14 @@ cwd = the repository); the median wall time is recorded. The cases:
 * answered by the light front (:mod:`ner_lit.command`): ``--help``, an unknown subcommand or
   recipe, ``serve --help``;
 * answered from the CLI answer cache (:mod:`ner_lit.cli_cache`, warmed by one real run first):
-  a Lightning subcommand's ``--help`` and a line of unknown options;
+  a Lightning subcommand's ``--help``, a line of unknown options, a plain word given to a
+  numeric option;
 * answered by the real parser (LightningCLI, so Lightning imported): ``fit --help`` with the
-  cache off, the first ``fit --help`` on an empty cache (real parser + recording), a known
-  option with a bad value (a line the cache never answers).
+  cache off, the first ``fit --help`` on an empty cache (real parser + recording),
+  ``--warm-cache`` on an empty cache, a bad value the cache leaves to the parser (``1.5`` for an int).
+
+The floor is measured too: ``python -c pass``, ``import torch``, ``import lightning.pytorch``
+and ``import ner_lit.cli`` (what the real parser needs imported), each in a new process.
 
 ``--compare DIR`` runs every case in another checkout too (e.g. the tree before a change),
 interleaved with this one run by run, so both see the same machine load. The heaviest imports
@@ -44,10 +48,21 @@ CASES: dict[str, tuple[list[str], str]] = {
     "fit --help, cache off": (["fit", "--help"], "off"),
     "fit --help, first run (empty cache)": (["fit", "--help"], "cold"),
     "usage error (bad value of a known option)": (["fit", "--model.learning_rate", "abc"], "warm"),
+    "usage error (bad value, Optional[int])": (["fit", "--trainer.max_epochs", "abc"], "warm"),
+    "usage error (bad value the cache leaves to the parser)": (["fit", "--trainer.max_epochs", "1.5"], "warm"),
+    "--warm-cache (empty cache)": (["--warm-cache"], "cold"),
+}
+#: name -> python arguments: what any answer of the real parser costs before it builds anything.
+FLOOR: dict[str, list[str]] = {
+    "python -c pass": ["-c", "pass"],
+    "import torch": ["-c", "import torch"],
+    "import lightning.pytorch": ["-c", "import lightning.pytorch"],
+    "import ner_lit.cli": ["-c", "import ner_lit.cli"],
 }
 #: The cases with the 3 s target: every --help and every error the cache or the front answers.
 TARGETED = ("--help", "usage error (unknown subcommand)", "usage error (unknown recipe)", "serve --help", "fit --help",
-            "predict --help", "usage error (unknown option)")
+            "predict --help", "usage error (unknown option)", "usage error (bad value of a known option)",
+            "usage error (bad value, Optional[int])")
 
 
 def env_for(tree: Path, cache: str) -> dict[str, str]:
@@ -60,10 +75,11 @@ def env_for(tree: Path, cache: str) -> dict[str, str]:
     return env
 
 
-def wall(tree: Path, args: list[str], cache: str) -> float:
+def wall(tree: Path, args: list[str], cache: str, module: bool = True) -> float:
     env = env_for(tree, cache)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "ner_lit", *args], cwd=tree, env=env, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, *(["-m", "ner_lit"] if module else []), *args], cwd=tree, env=env,
+                   capture_output=True, timeout=300)
     elapsed = time.perf_counter() - start
     if cache == "cold":
         shutil.rmtree(env["NER_LIT_CACHE"], ignore_errors=True)
@@ -85,19 +101,24 @@ def heaviest_imports(args: list[str], top: int = 12, depth: int = 3) -> list[dic
     return sorted(rows, key=lambda r: -float(r["cumulative_s"]))[:top]
 
 
-def measure(trees: dict[str, Path], repeats: int) -> dict[str, dict[str, dict[str, object]]]:
+def summary(ts: list[float]) -> dict[str, object]:
+    return {"median_s": round(common.median(ts), 3), "runs_s": [round(t, 3) for t in ts]}
+
+
+def measure(trees: dict[str, Path], repeats: int) -> tuple[dict[str, dict[str, dict[str, object]]], dict[str, object]]:
+    """Each tree's cases, and the floor (in this tree), interleaved run by run."""
     times: dict[str, dict[str, list[float]]] = {label: {name: [] for name in CASES} for label in trees}
+    floor: dict[str, list[float]] = {name: [] for name in FLOOR}
     for tree in trees.values():
         wall(tree, ["fit", "--help"], "warm")  # warms the file cache, and this tree's answer cache
     for _ in range(repeats):
+        for name, args in FLOOR.items():
+            floor[name].append(wall(common.REPO, args, "off", module=False))
         for name, (args, cache) in CASES.items():
             for label, tree in trees.items():
                 times[label][name].append(wall(tree, args, cache))
-    figures: dict[str, dict[str, dict[str, object]]] = {}
-    for label, cases in times.items():
-        figures[label] = {name: {"median_s": round(common.median(ts), 3), "runs_s": [round(t, 3) for t in ts]}
-                          for name, ts in cases.items()}
-    return figures
+    figures = {label: {name: summary(ts) for name, ts in cases.items()} for label, cases in times.items()}
+    return figures, {name: summary(ts) for name, ts in floor.items()}
 
 
 def main() -> None:
@@ -115,11 +136,14 @@ def main() -> None:
         record["compare"] = str(compare)
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
-    figures = measure(trees, repeats)
+    figures, floor = measure(trees, repeats)
     for name in CASES:
         row = "  ".join(f"{label} {figures[label][name]['median_s']:6.2f} s" for label in trees)
-        print(f"{name:<44} {row}   (median of {repeats})")
+        print(f"{name:<56} {row}   (median of {repeats})")
+    for name, figure in floor.items():
+        print(f"floor: {name:<49} {figure['median_s']:6.2f} s   (median of {repeats})")
     record["figures"] = figures["this"]
+    record["floor"] = floor
     if compare is not None:
         record["compare_figures"] = figures["compare"]
     record["fit_help_heaviest_imports"] = heaviest_imports(["fit", "--help"])

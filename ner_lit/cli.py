@@ -275,6 +275,26 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ner_lit") -> None:
             os.environ.pop(_VERSION_ENV, None)
 
 
+#: The names the command is run by (the console script, the module), each with answers of its own.
+PROGS = ("ner_lit", "python -m ner_lit")
+
+
+def warm_cache(progs: Sequence[str] = PROGS) -> list[Path]:
+    """Record the real parser's answers for each name now, so the first ``--help`` later is a replay.
+
+    What the first real run after an install or a source change would record anyway
+    (:mod:`ner_lit.cli_cache`); ``make install`` runs it once, ``ner_lit --warm-cache``.
+    Returns the entries that exist afterwards (none when the cache is off).
+    """
+    import contextlib
+    import io
+
+    for prog in progs:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+            main(["fit", "--help"], prog=prog)
+    return [p for p in (cli_cache.entry_path(cli_cache.cache_key(prog)) for prog in progs) if p.is_file()]
+
+
 def _serve_errors() -> tuple[type[BaseException], ...]:
     try:
         from ner_lit.serve import ServeError

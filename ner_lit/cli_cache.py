@@ -1,9 +1,10 @@
 """What the subcommands' parsers answer before running anything, cached so it needs no Lightning import.
 
-``fit --help`` (and validate/test/predict) and a line of options none of which exist
-(``fit --model.learnig_rate 1``) are answered by the parser LightningCLI builds from the
+``fit --help`` (and validate/test/predict), a line of options none of which exist
+(``fit --model.learnig_rate 1``) and a plain word given to one numeric or boolean option
+(``fit --trainer.max_epochs abc``) are answered by the parser LightningCLI builds from the
 signatures of Trainer, NERModel, NERDataModule and the callbacks; building it means importing
-Lightning, torch and transformers, which takes seconds. Those two answers depend on nothing but
+Lightning, torch and transformers, which takes seconds. Those answers depend on nothing but
 the code and the setting, so a process that built the real parser records them
 (:func:`record`, called by ``NERCLI.parse_arguments``) and the light front
 (:mod:`ner_lit.command`) replays them (:func:`answer`).
@@ -18,6 +19,15 @@ The real parser stays the source of truth:
 * an error is replayed only for a line whose every argument the parser would certainly refuse
   (:func:`surely_unrecognized`); a line with any known option (whose value the parser checks
   first, and may report instead) goes to the real parser;
+* a bad value is replayed only for a line of one option (``--key VALUE`` or ``--key=VALUE``)
+  whose type is a plain numeric or boolean one (``int``, ``Optional[float]``, ``bool`` ...), and
+  only for a VALUE no such type accepts: a word of letters, digits and ``_`` starting with a
+  letter that YAML and ``float()`` read as nothing but a string (not ``true``, ``null``,
+  ``inf`` ...), and never as a file to read the value from. The error of one option per type
+  was captured with a sentinel word, and the same type's last option was captured with
+  another, to check that the error is the subcommand's usage, then
+  ``error: Parser key "KEY":``, then a text that depends on the type and the value only
+  (:func:`value_errors`);
 * any failure to read an entry, or a missing one, means the real path; a failure to write one
   is ignored (the command it is part of carries on).
 
@@ -52,6 +62,13 @@ KEEP = 8
 _ENV_PREFIXES = ("JSONARGPARSE_",)
 _ENV_NAMES = ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG", "NO_COLOR", "FORCE_COLOR", "PYTHON_COLORS")
 _OPTION_NAME = re.compile(r"[A-Za-z0-9_]+(?:[.-][A-Za-z0-9_]+)*")
+#: The bad value the value errors are captured with; replaced by the user's value on replay.
+SENTINEL_VALUE = "nerLitCacheSentinelValue"
+#: A second one, long, to check that the error holds the value as given, wherever it is and however long.
+_CHECK_VALUE = "anotherSentinel" + "_x" * 60
+_PLAIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+#: Words YAML 1.1 (PyYAML, which jsonargparse loads values with) or float() read as something else than a string.
+_SPECIAL_WORDS = frozenset({"y", "yes", "n", "no", "true", "false", "on", "off", "null", "none", "nan", "inf", "infinity"})
 
 
 def enabled() -> bool:
@@ -168,7 +185,33 @@ def answer(args: Sequence[str], prog: str) -> Optional[tuple[str, str, int]]:
     template = sub.get("unrecognized")
     if isinstance(template, str) and names and options and all(surely_unrecognized(a, names, typed, options) for a in rest):
         return "", template.replace(SENTINEL, " ".join(rest)), 2
-    return None
+    return bad_value(rest, sub.get("values"))
+
+
+def surely_bad_value(value: str) -> bool:
+    """Whether every numeric or boolean type refuses ``value``: a plain word YAML reads as a string."""
+    return bool(_PLAIN_WORD.fullmatch(value)) and value.lower() not in _SPECIAL_WORDS
+
+
+def bad_value(rest: Sequence[str], values: Any) -> Optional[tuple[str, str, int]]:
+    """The recorded error for ``--key VALUE`` (or ``--key=VALUE``), a recorded key and a value it surely refuses."""
+    if len(rest) == 2 and rest[0].startswith("--") and "=" not in rest[0]:
+        key, value = rest[0][2:], rest[1]
+    elif len(rest) == 1 and rest[0].startswith("--") and "=" in rest[0]:
+        key, value = rest[0][2:].split("=", 1)
+    else:
+        return None
+    if not isinstance(values, dict) or not surely_bad_value(value):
+        return None
+    prefix, bodies, keys = values.get("prefix"), values.get("bodies"), values.get("keys")
+    body = bodies.get(keys.get(key)) if isinstance(bodies, dict) and isinstance(keys, dict) else None
+    if not isinstance(prefix, str) or not isinstance(body, str):
+        return None
+    return "", prefix + _value_head(key) + body.replace(SENTINEL_VALUE, value), 2
+
+
+def _value_head(key: str) -> str:
+    return f'error: Parser key "{key}":\n'
 
 
 # --- recording -------------------------------------------------------------------------------
@@ -213,9 +256,63 @@ def recorded(parser: Any, prog: str) -> dict[str, Any]:
             item["options"] = sorted(sub._option_string_actions)
             item["names"] = sorted({a.dest for a in sub._actions} | {o.lstrip("-") for o in sub._option_string_actions})
             item["typed"] = sorted(a.dest for a in sub._actions if _resolves_keys_below(a))
+        values = value_errors(parser, name, sub)
+        if values:
+            item["values"] = values
         if item:
             subs[name] = item
     return subs
+
+
+def _plain_types() -> set[Any]:
+    """The type hints whose options refuse every :func:`surely_bad_value` word (numbers and booleans)."""
+    from typing import Optional as Opt
+    from typing import Union
+
+    return {int, float, bool, Opt[int], Opt[float], Opt[bool], Union[int, float], Union[float, int],
+            Union[int, float, None], Union[float, int, None], Union[bool, int], Union[int, bool]}
+
+
+def value_errors(parser: Any, name: str, sub: Any) -> dict[str, Any]:
+    """What the parser answers a bad value of each plain typed option of ``name``: a prefix, and a text per type.
+
+    One capture per type (its first option), checked against a second (its last option, with
+    another value): the answer must be the shared prefix, ``error: Parser key "KEY":`` and that
+    type's text, with the value in the text only. A type whose captures differ otherwise is left
+    out, and so is an option whose value may name a file to read it from (``_enable_path``).
+    """
+    plain = _plain_types()
+    groups: dict[str, list[str]] = {}
+    for action in sub._actions:
+        hint = getattr(action, "_typehint", None)
+        option = "--" + action.dest
+        try:
+            eligible = hint in plain
+        except TypeError:  # an unhashable hint: not one of ours
+            eligible = False
+        if (eligible and getattr(action, "_enable_path", True) is False and action.option_strings == [option]
+                and sub._option_string_actions.get(option) is action):
+            groups.setdefault(f"{type(action).__name__}:{hint!r}", []).append(action.dest)
+    prefix: Optional[str] = None
+    bodies: dict[str, str] = {}
+    keys: dict[str, str] = {}
+    for group, dests in groups.items():
+        captured = []
+        for dest, value in ((dests[0], SENTINEL_VALUE), (dests[-1], _CHECK_VALUE)):
+            out, err, status = _capture(parser, [name, f"--{dest}", value])
+            head = _value_head(dest)
+            if status != 2 or out or err.count(head) != 1:
+                break
+            before, body = err.split(head)
+            if value in before or value not in body or dest in body or (prefix not in (None, before)):
+                break
+            prefix = before
+            captured.append(body.replace(value, SENTINEL_VALUE))
+        else:
+            if len(set(captured)) == 1:
+                bodies[group] = captured[0]
+                keys.update((dest, group) for dest in dests)
+    return {"prefix": prefix, "bodies": bodies, "keys": keys} if prefix is not None and keys else {}
 
 
 def record(parser: Any, prog: str) -> None:

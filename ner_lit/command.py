@@ -2,8 +2,9 @@
 
 Importing Lightning takes seconds (torch, torch._dynamo, torchmetrics), so what can be
 answered without it is answered here: the top-level ``--help``, a missing or unknown
-subcommand, a ``--config`` that names nothing; a subcommand's ``--help`` and a line of unknown
-options are replayed from what the real parser answered before (:mod:`ner_lit.cli_cache`).
+subcommand, a ``--config`` that names nothing; a subcommand's ``--help``, a line of unknown
+options and a bad word given to a numeric option are replayed from what the real parser
+answered before (:mod:`ner_lit.cli_cache`), which ``--warm-cache`` records ahead of time.
 ``serve`` never needs Lightning either (:mod:`ner_lit.serve_cli`). Everything else goes to
 :func:`ner_lit.cli.main`.
 
@@ -29,6 +30,8 @@ SUBCOMMANDS = {
 }
 DESCRIPTION = "Korean NER with Lightning: fit, validate, test, predict, serve."
 EXIT_USAGE = 2
+#: Records the subcommands' parser answers now (a one-off step after an install or an upgrade).
+WARM_CACHE = "--warm-cache"
 
 
 class UsageError(ValueError):
@@ -41,7 +44,8 @@ def usage(prog: str) -> str:
     lines += [f"  {name:<10}{text}" for name, text in SUBCOMMANDS.items()]
     shipped = ", ".join(recipes()) or "none"
     lines += ["", f"`{prog} SUBCOMMAND --help` lists a subcommand's options.",
-              f"--config takes a YAML file or a shipped recipe by name ({shipped}), e.g. `{prog} fit --config tiny`."]
+              f"--config takes a YAML file or a shipped recipe by name ({shipped}), e.g. `{prog} fit --config tiny`.",
+              f"`{prog} {WARM_CACHE}` records what the subcommands' parser answers, for a fast start (run once after an install)."]
     return "\n".join(lines)
 
 
@@ -84,6 +88,22 @@ def quick_answer(args: Sequence[str], prog: str) -> Optional[tuple[str, int]]:
     return None
 
 
+def warm(prog: str) -> None:
+    """``--warm-cache``: build the real parser once, record its answers, say where; exit 0."""
+    from ner_lit import cli_cache
+
+    if not cli_cache.enabled():
+        print("ner_lit: the CLI answer cache is off (NER_LIT_CLI_CACHE=0 or a JSONARGPARSE_ variable): nothing recorded",
+              file=sys.stderr)
+        sys.exit(0)
+    from ner_lit.cli import PROGS, warm_cache
+
+    written = warm_cache(tuple(dict.fromkeys((prog, *PROGS))))
+    print(f"ner_lit: recorded the subcommands' parser answers: {', '.join(map(str, written)) or 'none (not writable)'}",
+          file=sys.stderr)
+    sys.exit(0)
+
+
 def main(argv: Optional[Sequence[str]] = None, prog: str = "ner_lit") -> None:
     """Run one command line (``sys.argv[1:]`` by default)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -92,6 +112,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ner_lit") -> None:
     except UsageError as exc:
         print(f"ner_lit: error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+    if args == [WARM_CACHE]:
+        warm(prog)
     answer = quick_answer(args, prog)
     if answer is not None:
         text, status = answer

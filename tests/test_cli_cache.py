@@ -55,7 +55,9 @@ def test_a_real_parse_records_one_entry_for_every_lightning_subcommand(cached: P
     assert entry["key"] == cli_cache.cache_key(PROG)
     assert set(entry["subcommands"]) == set(cli_cache.SUBCOMMANDS)
     for sub in entry["subcommands"].values():
-        assert {"help", "unrecognized", "names", "typed", "options"} <= set(sub)
+        assert {"help", "unrecognized", "names", "typed", "options", "values"} <= set(sub)
+        assert {"trainer.max_epochs", "model.learning_rate", "data.batch_size"} <= set(sub["values"]["keys"])
+        assert "model.pretrained" not in sub["values"]["keys"]  # a string: every word is a value it accepts
     assert not list((cached / "cli").glob(".*.tmp"))  # written atomically: no temporary left
 
 
@@ -65,6 +67,14 @@ def test_a_real_parse_records_one_entry_for_every_lightning_subcommand(cached: P
     ["predict", "--foo=2", "x", "--data.no_such_key", "3"],
     ["test", "stray", "words"],
     ["validate", "--checkpoint.no_such_key", "1"],
+    # A plain word given to a numeric or boolean option: the value error, for each kind of type.
+    ["fit", "--trainer.max_epochs", "abc"],  # Optional[int]
+    ["fit", "--model.learning_rate=fast"],  # float
+    ["test", "--data.batch_size", "big"],  # int
+    ["predict", "--model.freeze_word_embeddings", "maybe"],  # bool
+    ["validate", "--model.head_learning_rate", "x1"],  # Optional[float]
+    ["fit", "--trainer.limit_val_batches", "Some_thing"],  # Union[int, float, None]
+    ["fit", "--trainer.fast_dev_run", "never"],  # Union[int, bool]
 ], ids=lambda a: " ".join(a))
 def test_a_replayed_answer_is_byte_identical_to_the_real_parser(args: list[str], cached: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
@@ -81,6 +91,17 @@ def test_a_replayed_answer_is_byte_identical_to_the_real_parser(args: list[str],
     ["fit", "--config", "configs/tiny.yaml", "--foo"],
     ["fit", "-x"], ["fit", "--foo", "--", "x"], ["fit", "--trainer.callbacks+=X"], ["fit", "--a b"],
     ["fit"], ["fit", "--help", "--foo"], ["serve", "--help"], ["fti", "--help"],
+    # Values a numeric or boolean type may accept (or that YAML reads as something else than the word).
+    ["fit", "--trainer.max_epochs", "null"], ["fit", "--trainer.max_epochs", "None"], ["fit", "--model.dropout", "inf"],
+    ["fit", "--model.dropout", "NaN"], ["fit", "--model.freeze_word_embeddings", "yes"],
+    ["fit", "--model.freeze_word_embeddings=True"], ["fit", "--model.freeze_word_embeddings", "off"],
+    ["fit", "--trainer.max_epochs", "1.5"], ["fit", "--trainer.max_epochs", "-1"], ["fit", "--trainer.max_epochs", "'a'"],
+    ["fit", "--trainer.max_epochs", "a b"], ["fit", "--trainer.max_epochs", "{a: 1}"], ["fit", "--trainer.max_epochs", ""],
+    # Not one plain typed option and its value alone.
+    ["fit", "--trainer.max_epoch", "abc"],  # an abbreviation
+    ["fit", "--trainer.max_epochs", "abc", "--data.batch_size", "x"], ["fit", "--trainer.max_epochs"],
+    ["fit", "--model.pretrained", "abc"], ["fit", "--model.schedule", "abc"], ["fit", "--trainer.precision", "abc"],
+    ["fit", "--config", "abc"], ["fit", "--trainer.max_epochs=abc", "x"],
 ], ids=lambda a: " ".join(a))
 def test_a_line_with_anything_the_parser_might_accept_is_not_replayed(args: list[str], cached: Path) -> None:
     assert cli_cache.answer(args, PROG) is None
@@ -90,6 +111,29 @@ def test_a_line_not_replayed_gets_the_real_parsers_own_error(cached: Path, capsy
     out, err, status = real(["fit", "--trainer.logger.foo", "1"], capsys)
     assert status == 2
     assert 'error: Parser key "trainer.logger"' in err  # not the "unrecognized arguments" a replay would print
+
+
+def test_a_file_named_like_the_value_changes_nothing(cached: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Only options that never read their value from a file are recorded: ``abc`` here is a word, not ``5``."""
+    (tmp_path / "abc").write_text("5\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--trainer.max_epochs", "abc"]
+    assert cli_cache.answer(args, PROG) == real(args, capsys)
+
+
+@pytest.mark.parametrize("args", [["fit", "--trainer.max_epochs", "null"], ["fit", "--model.freeze_word_embeddings", "true"],
+                                  ["fit", "--model.freeze_word_embeddings", "off"]], ids=lambda a: " ".join(a))
+def test_a_word_left_to_the_real_parser_is_one_the_type_accepts(args: list[str], cached: Path,
+                                                                capsys: pytest.CaptureFixture[str],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Why such words fall through: the type may accept them (``--print_config`` ends the parse, before any run).
+
+    Others (``inf``, ``nan``) fall through too, only to be safe: ``float()`` reads them.
+    """
+    out, err, status = real([*args, "--print_config"], capsys)
+    assert status == 0, err
+    assert "Parser key" not in err
 
 
 def test_a_changed_source_file_invalidates_the_entry(cached: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -165,3 +209,33 @@ def test_a_new_process_answers_from_the_cache_without_torch_or_lightning(tmp_pat
     assert run("fit", "--help", module=False).stderr.splitlines()[-1] == "[] 0"
     error = run("fit", "--model.learnig_rate", "1", module=False)
     assert error.stderr.splitlines()[-2:] == ["error: unrecognized arguments: --model.learnig_rate 1", "[] 2"]
+    value = run("fit", "--trainer.max_epochs", "abc", module=False)
+    assert value.stderr.splitlines()[-3:] == ["  Given value type: <class 'str'>", "  Given value: abc", "[] 2"]
+
+
+def test_warm_cache_records_the_answers_for_both_names_of_the_command(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from ner_lit.command import main
+
+    monkeypatch.setenv("NER_LIT_CACHE", str(tmp_path))
+    monkeypatch.delenv("NER_LIT_CLI_CACHE", raising=False)
+    assert cli_cache.answer(["fit", "--help"], "python -m ner_lit") is None
+    with pytest.raises(SystemExit) as exit_:
+        main(["--warm-cache"], prog="python -m ner_lit")
+    out, err = capsys.readouterr()
+    assert (exit_.value.code, out) == (0, "")
+    assert len(list((tmp_path / "cli").glob("*.json"))) == 2
+    for prog in ("ner_lit", "python -m ner_lit"):
+        assert str(cli_cache.entry_path(cli_cache.cache_key(prog))) in err
+        assert cli_cache.answer(["fit", "--help"], prog) is not None
+    assert cli_cache.answer(["fit", "--trainer.max_epochs", "abc"], PROG) == real(["fit", "--trainer.max_epochs", "abc"], capsys)
+
+
+def test_warm_cache_with_the_cache_off_says_so(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from ner_lit.command import main
+
+    monkeypatch.setenv("NER_LIT_CLI_CACHE", "0")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--warm-cache"])
+    assert exit_.value.code == 0
+    assert "cache is off" in capsys.readouterr().err
