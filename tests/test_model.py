@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokeni
 from ner_lit.checkpoint import FORMAT, materialize_tokenizer
 from ner_lit.corpus import derive_labels, read_klue_tsv
 from ner_lit.data import NERDataModule
-from ner_lit.model import NERModel
+from ner_lit.model import ModelError, NERModel
 
 from pipeline_fixtures import MAX_LENGTH, SAMPLE, STRIDE, TrainedRun, last_value
 
@@ -106,6 +106,55 @@ def test_head_learning_rate_puts_exactly_the_head_in_groups_of_its_own() -> None
     assert [(g["name"], g["initial_lr"], g["weight_decay"]) for g in groups] == [  # initial_lr: the peak
         ("encoder", 5e-5, 0.05), ("encoder_no_decay", 5e-5, 0.0), ("head", 1e-2, 0.05), ("head_no_decay", 1e-2, 0.0)]
     assert set().union(*members.values()) == set(names.values())
+
+
+# --------------------------------------------------------------------------- AdamW's implementation
+def configured_optimizer(net: torch.nn.Module, **hparams) -> tuple[torch.optim.Optimizer, object]:
+    model = NERModel(learning_rate=PEAK, weight_decay=0.05, warmup_ratio=0.1, **hparams)
+    model.model = net
+    model._trainer = SimpleNamespace(estimated_stepping_batches=TOTAL)
+    configured = model.configure_optimizers()
+    return configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+
+
+@pytest.mark.parametrize("adamw, fused, foreach", [(None, True, None), ("fused", True, None),
+                                                   ("foreach", None, True), ("for_loop", None, False)])
+def test_adamw_runs_the_implementation_asked_for(adamw, fused, foreach) -> None:
+    optimizer, _ = configured_optimizer(small_bert(), **({} if adamw is None else {"adamw": adamw}))
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert (optimizer.defaults["fused"], optimizer.defaults["foreach"]) == (fused, foreach)
+    assert all((g["fused"], g["foreach"]) == (fused, foreach) for g in optimizer.param_groups)
+
+
+def test_adamw_implementations_make_the_same_updates() -> None:
+    """Same start, same gradients, same schedule: every implementation ends at the same weights
+    (up to float rounding), and far from where they started."""
+    torch.manual_seed(0)
+    start = small_bert()
+    ids = torch.randint(0, 20, (4, 9))
+    labels = torch.randint(0, 3, (4, 9))
+    ends = {}
+    for adamw in ("for_loop", "foreach", "fused"):
+        net = small_bert()
+        net.load_state_dict(start.state_dict())
+        net.train(False)  # no dropout: the gradients depend on the weights alone
+        optimizer, scheduler = configured_optimizer(net, adamw=adamw, head_learning_rate=PEAK * 10)
+        for _ in range(15):
+            net(input_ids=ids, labels=labels).loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        ends[adamw] = {k: v.clone() for k, v in net.state_dict().items()}
+    moved = max((ends["for_loop"][k] - v).abs().max().item() for k, v in start.state_dict().items())
+    assert moved > 1e-3
+    for adamw in ("foreach", "fused"):
+        for name, value in ends["for_loop"].items():
+            torch.testing.assert_close(ends[adamw][name], value, rtol=1e-5, atol=1e-6, msg=f"{adamw}: {name}")
+
+
+def test_an_unknown_adamw_implementation_is_a_clear_error() -> None:
+    with pytest.raises(ModelError, match=r"--model.adamw 'fast': expected one of fused, foreach, for_loop"):
+        NERModel(adamw="fast")
 
 
 # --------------------------------------------------------------------------- the checkpoint
