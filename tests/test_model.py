@@ -108,6 +108,13 @@ def test_head_learning_rate_puts_exactly_the_head_in_groups_of_its_own() -> None
     assert set().union(*members.values()) == set(names.values())
 
 
+def noise_driven(name: str) -> bool:
+    """Attention key biases: their exact gradient is zero (a softmax over keys ignores a shift shared by all
+    of a query's scores), so theirs is rounding noise, which Adam scales up to full-size steps; the
+    implementations round differently, so those weights differ between them by design."""
+    return name.endswith("attention.self.key.bias")
+
+
 # --------------------------------------------------------------------------- AdamW's implementation
 def configured_optimizer(net: torch.nn.Module, **hparams) -> tuple[torch.optim.Optimizer, object]:
     model = NERModel(learning_rate=PEAK, weight_decay=0.05, warmup_ratio=0.1, **hparams)
@@ -149,7 +156,8 @@ def test_adamw_implementations_make_the_same_updates() -> None:
     assert moved > 1e-3
     for adamw in ("foreach", "fused"):
         for name, value in ends["for_loop"].items():
-            torch.testing.assert_close(ends[adamw][name], value, rtol=1e-5, atol=1e-6, msg=f"{adamw}: {name}")
+            if not noise_driven(name):
+                torch.testing.assert_close(ends[adamw][name], value, rtol=1e-5, atol=1e-6, msg=f"{adamw}: {name}")
 
 
 def test_an_unknown_adamw_implementation_is_a_clear_error() -> None:
@@ -220,13 +228,14 @@ class _ModesAtFirstStep(pl.Callback):
             self.in_eval = [name for name, m in pl_module.named_modules() if not m.training]
 
 
-def fit_tiny_pretrained(model_dir, tmp_path, callback: pl.Callback, **hparams) -> tuple[NERModel, pl.Trainer]:
-    """Two optimizer steps of the tiny pretrained model on the sample corpus."""
+def fit_tiny_pretrained(model_dir, tmp_path, callback: pl.Callback, steps: int = 2, gradient_clip_val=None,
+                        **hparams) -> tuple[NERModel, pl.Trainer]:
+    """Two (or ``steps``) optimizer steps of the tiny pretrained model on the sample corpus."""
     data = NERDataModule(data_dir=str(SAMPLE), tokenizer=str(model_dir), max_length=32, stride=8,
                          batch_size=4, cache_dir=str(tmp_path / "cache"))
-    trainer = pl.Trainer(max_steps=2, limit_val_batches=0, logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=[callback],
-                         default_root_dir=str(tmp_path))
+                         default_root_dir=str(tmp_path), gradient_clip_val=gradient_clip_val)
     model = NERModel(pretrained=str(model_dir), learning_rate=1e-2, **hparams)
     trainer.fit(model, datamodule=data)
     return model, trainer
@@ -281,3 +290,21 @@ def test_frozen_word_embeddings_get_no_gradient_no_state_and_stay_as_loaded(tiny
     assert (id(embedding) in optimized) is not freeze and (embedding in optimizer.state) is not freeze
     assert not torch.equal(after["bert.encoder.layer.0.attention.self.query.weight"],
                            before["bert.encoder.layer.0.attention.self.query.weight"])
+
+
+def test_fused_adamw_trains_as_the_loop_does_under_lightning_with_gradient_clipping(tiny_model_dir, tmp_path) -> None:
+    """The recipe's setting (clipping at norm 1, frozen word embeddings, a head rate): fused and
+    for_loop AdamW end a few Lightning steps at the same weights, up to float rounding."""
+    ends, start = {}, None
+    for adamw in ("for_loop", "fused"):
+        pl.seed_everything(3, verbose=False)
+        model, trainer = fit_tiny_pretrained(tiny_model_dir, tmp_path / adamw, pl.Callback(), steps=4, gradient_clip_val=1.0,
+                                             adamw=adamw, freeze_word_embeddings=True, head_learning_rate=5e-2)
+        assert bool(trainer.optimizers[0].defaults["fused"]) == (adamw == "fused")
+        ends[adamw] = {k: v.detach().clone() for k, v in model.model.state_dict().items()}
+    start = AutoModelForTokenClassification.from_pretrained(tiny_model_dir).state_dict()
+    assert max((ends["fused"][k] - v).abs().max().item() for k, v in start.items() if k in ends["fused"]
+               and not k.startswith("classifier")) > 1e-4  # it trained
+    for name, value in ends["for_loop"].items():
+        if not noise_driven(name):
+            torch.testing.assert_close(ends["fused"][name], value, rtol=1e-5, atol=1e-6, msg=name)
