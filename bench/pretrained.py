@@ -14,7 +14,8 @@ ner_lit does), batch 16, max_length 128, stride 32, seed 7; epochs ``--epochs``,
 * ``hf_trainer``: the run_ner.py recipe (bench/systems.py's ``hf_train``): the same windows and
   token labels (each token takes its first character's tag, -100 on specials and padding),
   ``DataCollatorForTokenClassification``, AdamW with the head at its own rate (Trainer's
-  decay / no-decay groups split into encoder and head), word embeddings frozen, ``bf16=True``
+  decay / no-decay groups split into encoder and head; its default implementation with
+  torch >= 2.8, ``adamw_torch_fused``, as ner_lit's default ``--model.adamw fused``), word embeddings frozen, ``bf16=True``
   on the CPU (where ner_lit trains in bf16), linear schedule with the same warmup steps; ``save_model`` at the end; then
   ``Trainer.predict`` on dev.tsv, each sentence's tokens decoded back to characters and scored
   with scikit-learn macro F1 + seqeval strict IOB2, the official definitions ner_lit's metrics

@@ -15,6 +15,13 @@ from ner_lit.checkpoint import SECTION, CheckpointError, weights_digest
 from ner_lit.metrics import CharMacroF1, EntityMacroF1
 from ner_lit.spec import SpecError, TaggerSpec
 
+#: ``NERModel(adamw=...)``: the torch.optim.AdamW arguments of each implementation.
+ADAMW_IMPLEMENTATIONS: dict[str, dict[str, bool]] = {
+    "fused": {"fused": True},
+    "foreach": {"foreach": True},
+    "for_loop": {"foreach": False},
+}
+
 
 class ModelError(ValueError):
     """A model setting that can not work (a pretrained model that can not be found, ...)."""
@@ -47,6 +54,7 @@ class NERModel(pl.LightningModule):
         adam_epsilon: float = 1e-8,
         freeze_word_embeddings: bool = False,
         head_learning_rate: Optional[float] = None,
+        adamw: Literal["fused", "foreach", "for_loop"] = "fused",
     ) -> None:
         """
         Args:
@@ -69,8 +77,15 @@ class NERModel(pl.LightningModule):
             head_learning_rate: Peak learning rate of the classification head (the parameters outside
                 the encoder), on the same warmup and decay; None uses ``learning_rate``. A freshly
                 initialised head often wants a higher rate than the pretrained encoder.
+            adamw: How AdamW runs its update, all three the same arithmetic (equal up to float rounding):
+                ``fused``, one kernel over each parameter (what the Hugging Face Trainer uses by default);
+                ``foreach``, one op over all parameters at a time; ``for_loop``, torch's default on a CPU,
+                several passes over every parameter tensor, the slowest. The update is memory-bound, so
+                the fewer passes the shorter the optimizer step.
         """
         super().__init__()
+        if adamw not in ADAMW_IMPLEMENTATIONS:
+            raise ModelError(f"--model.adamw {adamw!r}: expected one of {', '.join(ADAMW_IMPLEMENTATIONS)}")
         self.save_hyperparameters()
         self.model = None
         self.labels: list[str] = []
@@ -178,7 +193,8 @@ class NERModel(pl.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = torch.optim.AdamW(self._param_groups(), lr=hp.learning_rate, eps=hp.adam_epsilon)
+        optimizer = torch.optim.AdamW(self._param_groups(), lr=hp.learning_rate, eps=hp.adam_epsilon,
+                                      **ADAMW_IMPLEMENTATIONS[hp.adamw])
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(total * hp.warmup_ratio)
 

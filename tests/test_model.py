@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokeni
 from ner_lit.checkpoint import FORMAT, materialize_tokenizer
 from ner_lit.corpus import derive_labels, read_klue_tsv
 from ner_lit.data import NERDataModule
-from ner_lit.model import NERModel
+from ner_lit.model import ModelError, NERModel
 
 from pipeline_fixtures import MAX_LENGTH, SAMPLE, STRIDE, TrainedRun, last_value
 
@@ -108,6 +108,63 @@ def test_head_learning_rate_puts_exactly_the_head_in_groups_of_its_own() -> None
     assert set().union(*members.values()) == set(names.values())
 
 
+def noise_driven(name: str) -> bool:
+    """Attention key biases: their exact gradient is zero (a softmax over keys ignores a shift shared by all
+    of a query's scores), so theirs is rounding noise, which Adam scales up to full-size steps; the
+    implementations round differently, so those weights differ between them by design."""
+    return name.endswith("attention.self.key.bias")
+
+
+# --------------------------------------------------------------------------- AdamW's implementation
+def configured_optimizer(net: torch.nn.Module, **hparams) -> tuple[torch.optim.Optimizer, object]:
+    model = NERModel(learning_rate=PEAK, weight_decay=0.05, warmup_ratio=0.1, **hparams)
+    model.model = net
+    model._trainer = SimpleNamespace(estimated_stepping_batches=TOTAL)
+    configured = model.configure_optimizers()
+    return configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+
+
+@pytest.mark.parametrize("adamw, fused, foreach", [(None, True, None), ("fused", True, None),
+                                                   ("foreach", None, True), ("for_loop", None, False)])
+def test_adamw_runs_the_implementation_asked_for(adamw, fused, foreach) -> None:
+    optimizer, _ = configured_optimizer(small_bert(), **({} if adamw is None else {"adamw": adamw}))
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert (optimizer.defaults["fused"], optimizer.defaults["foreach"]) == (fused, foreach)
+    assert all((g["fused"], g["foreach"]) == (fused, foreach) for g in optimizer.param_groups)
+
+
+def test_adamw_implementations_make_the_same_updates() -> None:
+    """Same start, same gradients, same schedule: every implementation ends at the same weights
+    (up to float rounding), and far from where they started."""
+    torch.manual_seed(0)
+    start = small_bert()
+    ids = torch.randint(0, 20, (4, 9))
+    labels = torch.randint(0, 3, (4, 9))
+    ends = {}
+    for adamw in ("for_loop", "foreach", "fused"):
+        net = small_bert()
+        net.load_state_dict(start.state_dict())
+        net.train(False)  # no dropout: the gradients depend on the weights alone
+        optimizer, scheduler = configured_optimizer(net, adamw=adamw, head_learning_rate=PEAK * 10)
+        for _ in range(15):
+            net(input_ids=ids, labels=labels).loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        ends[adamw] = {k: v.clone() for k, v in net.state_dict().items()}
+    moved = max((ends["for_loop"][k] - v).abs().max().item() for k, v in start.state_dict().items())
+    assert moved > 1e-3
+    for adamw in ("foreach", "fused"):
+        for name, value in ends["for_loop"].items():
+            if not noise_driven(name):
+                torch.testing.assert_close(ends[adamw][name], value, rtol=1e-5, atol=1e-6, msg=f"{adamw}: {name}")
+
+
+def test_an_unknown_adamw_implementation_is_a_clear_error() -> None:
+    with pytest.raises(ModelError, match=r"--model.adamw 'fast': expected one of fused, foreach, for_loop"):
+        NERModel(adamw="fast")
+
+
 # --------------------------------------------------------------------------- the checkpoint
 @pytest.fixture(scope="module")
 def checkpoint(trained_run: TrainedRun) -> dict:
@@ -171,13 +228,14 @@ class _ModesAtFirstStep(pl.Callback):
             self.in_eval = [name for name, m in pl_module.named_modules() if not m.training]
 
 
-def fit_tiny_pretrained(model_dir, tmp_path, callback: pl.Callback, **hparams) -> tuple[NERModel, pl.Trainer]:
-    """Two optimizer steps of the tiny pretrained model on the sample corpus."""
+def fit_tiny_pretrained(model_dir, tmp_path, callback: pl.Callback, steps: int = 2, gradient_clip_val=None,
+                        **hparams) -> tuple[NERModel, pl.Trainer]:
+    """Two (or ``steps``) optimizer steps of the tiny pretrained model on the sample corpus."""
     data = NERDataModule(data_dir=str(SAMPLE), tokenizer=str(model_dir), max_length=32, stride=8,
                          batch_size=4, cache_dir=str(tmp_path / "cache"))
-    trainer = pl.Trainer(max_steps=2, limit_val_batches=0, logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=[callback],
-                         default_root_dir=str(tmp_path))
+                         default_root_dir=str(tmp_path), gradient_clip_val=gradient_clip_val)
     model = NERModel(pretrained=str(model_dir), learning_rate=1e-2, **hparams)
     trainer.fit(model, datamodule=data)
     return model, trainer
@@ -232,3 +290,21 @@ def test_frozen_word_embeddings_get_no_gradient_no_state_and_stay_as_loaded(tiny
     assert (id(embedding) in optimized) is not freeze and (embedding in optimizer.state) is not freeze
     assert not torch.equal(after["bert.encoder.layer.0.attention.self.query.weight"],
                            before["bert.encoder.layer.0.attention.self.query.weight"])
+
+
+def test_fused_adamw_trains_as_the_loop_does_under_lightning_with_gradient_clipping(tiny_model_dir, tmp_path) -> None:
+    """The recipe's setting (clipping at norm 1, frozen word embeddings, a head rate): fused and
+    for_loop AdamW end a few Lightning steps at the same weights, up to float rounding."""
+    ends, start = {}, None
+    for adamw in ("for_loop", "fused"):
+        pl.seed_everything(3, verbose=False)
+        model, trainer = fit_tiny_pretrained(tiny_model_dir, tmp_path / adamw, pl.Callback(), steps=4, gradient_clip_val=1.0,
+                                             adamw=adamw, freeze_word_embeddings=True, head_learning_rate=5e-2)
+        assert bool(trainer.optimizers[0].defaults["fused"]) == (adamw == "fused")
+        ends[adamw] = {k: v.detach().clone() for k, v in model.model.state_dict().items()}
+    start = AutoModelForTokenClassification.from_pretrained(tiny_model_dir).state_dict()
+    assert max((ends["fused"][k] - v).abs().max().item() for k, v in start.items() if k in ends["fused"]
+               and not k.startswith("classifier")) > 1e-4  # it trained
+    for name, value in ends["for_loop"].items():
+        if not noise_driven(name):
+            torch.testing.assert_close(ends["fused"][name], value, rtol=1e-5, atol=1e-6, msg=name)
