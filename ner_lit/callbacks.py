@@ -202,12 +202,14 @@ class ExportBestModel(Callback):
         log_dir = Path(trainer.log_dir or ".")  # a broadcast under DDP: every rank must ask
         if not trainer.is_global_zero:
             return
-        from ner_lit.loading import from_checkpoint
+        from ner_lit.loading import from_checkpoint, from_checkpoint_on
 
         best = trainer.checkpoint_callback.best_model_path or getattr(trainer.checkpoint_callback, "last_model_path", "")
         if not best:
             return
-        loaded = from_checkpoint(best)
+        # The trained module's own tensors when the best file holds them (the usual case when the last
+        # validation was the best): loading the file beside them would hold the network twice at once.
+        loaded = from_checkpoint_on(best, pl_module) or from_checkpoint(best)
         target = log_dir / self.dirname
         loaded.model.save_pretrained(target)
         loaded.tokenizer.save_pretrained(target)
