@@ -37,7 +37,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from ner_lit import cli_cache
 from ner_lit.alignment import AlignmentError
-from ner_lit.callbacks import ExportBestModel, PredictionWriter
+from ner_lit.callbacks import ExportBestModel, PredictionWriter, ReleaseFreedMemory
 from ner_lit.checkpoint import SECTION, CheckpointError, choose_checkpoint, load_checkpoint, run_dirs
 from ner_lit.ckpt_io import AtomicCheckpointIO, ExactResume, NERModelCheckpoint, remove_stale_temps_under
 from ner_lit.corpus import CorpusError
@@ -106,7 +106,7 @@ _CREATED: list[Path] = []
 #: or TensorBoard's writer thread would flush into a folder that is gone (a traceback at exit).
 _LOGGERS: list[Any] = []
 #: Callbacks that act only while training; an evaluation without them restores no training state.
-_FIT_ONLY_CALLBACKS = (ModelCheckpoint, LearningRateMonitor, ExportBestModel, ExactResume)
+_FIT_ONLY_CALLBACKS = (ModelCheckpoint, LearningRateMonitor, ExportBestModel, ExactResume, ReleaseFreedMemory)
 
 
 class NERCLI(LightningCLI):
@@ -156,7 +156,7 @@ class NERCLI(LightningCLI):
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
         config["use_distributed_sampler"] = False  # NERDataModule shards by rank itself
         config["plugins"] = with_atomic_checkpoints(config.get("plugins"))
-        callbacks = [*callbacks, ExactResume()]
+        callbacks = [*callbacks, ExactResume(), ReleaseFreedMemory()]
         precision = str(config.get("precision") or "")
         if precision.startswith("bf16") and runs_on_cpu(config.get("accelerator")) and not cpu_supports_bf16():
             # Emulated bf16 is slower than fp32: a recipe that asks for bf16 for speed falls back.

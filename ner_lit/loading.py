@@ -35,21 +35,60 @@ class LoadedTagger:
 
 def from_checkpoint(path: str | Path) -> LoadedTagger:
     """The tagger of a ner_lit checkpoint, after every check of :func:`ner_lit.checkpoint.load_checkpoint`."""
-    from transformers import AutoModelForTokenClassification
-
-    from ner_lit.checkpoint import CheckpointError, load_checkpoint
+    from ner_lit.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     spec = TaggerSpec.from_dict(ckpt[SECTION], str(path))
-    state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    state = ckpt["state_dict"]
     del ckpt  # the rest of the file (optimizer state, loops) is never touched
-    with _no_init():  # allocated, never written: the checkpoint's tensors replace every one
+    return _tagger(spec, state, str(path))
+
+
+def from_checkpoint_on(path: str | Path, module: Any) -> Optional[LoadedTagger]:
+    """The tagger of a ner_lit checkpoint built on the tensors of ``module`` (the ``NERModel`` that wrote
+    it, still in memory) when they are the very weights the file holds, else None.
+
+    What exporting the best model at the end of ``fit`` uses: when the best checkpoint is the
+    latest state (its recorded weights digest is the module's), the export needs no second copy
+    of the network, and none of the file's tensors is read (a checkpoint's pages, once read,
+    count in the process's resident memory as much as a copy would). The tokenizer is the
+    module's own object when the checkpoint records the same files. Only the checkpoint's
+    pickled records are read, through :func:`ner_lit.checkpoint.load_checkpoint` without
+    ``verify`` (the digest check it skips is the comparison made here).
+    """
+    from ner_lit.checkpoint import CheckpointError, load_checkpoint, weights_digest
+
+    ckpt = load_checkpoint(path, verify=False)
+    section = ckpt[SECTION]
+    del ckpt
+    recorded = section.get("weights_sha256")
+    state = module.state_dict()
+    on_cpu = all(t.device.type == "cpu" for t in state.values() if hasattr(t, "device"))
+    if recorded is None or not on_cpu or weights_digest(state) != recorded:
+        return None  # on an accelerator the weights are not in host memory: loading the file costs no second copy there
+    try:
+        spec = TaggerSpec.from_dict(section, str(path))
+    except SpecError as exc:
+        raise CheckpointError(str(exc)) from None
+    own = getattr(module, "spec", None)
+    same_files = own is not None and dict(own.tokenizer_files) == dict(spec.tokenizer_files)
+    return _tagger(spec, state, str(path), module.tokenizer if same_files else None)
+
+
+def _tagger(spec: TaggerSpec, state: dict[str, Any], source: str, tokenizer: Any = None) -> LoadedTagger:
+    """The network of ``spec`` holding the ``model.`` tensors of a NERModel state dict as they are (no copy)."""
+    from transformers import AutoModelForTokenClassification
+
+    from ner_lit.checkpoint import CheckpointError
+
+    weights = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    with _no_init():  # allocated, never written: the given tensors replace every one
         model = AutoModelForTokenClassification.from_config(spec.hf_config())
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    missing, unexpected = model.load_state_dict(weights, strict=False, assign=True)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not fit the model config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return LoadedTagger(model.eval(), spec.tokenizer(), spec, str(path))
+        raise CheckpointError(f"{source}: weights do not fit the model config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return LoadedTagger(model.eval(), spec.tokenizer() if tokenizer is None else tokenizer, spec, source)
 
 
 def _no_init():
