@@ -266,6 +266,11 @@ class NERDataModule(pl.LightningDataModule):
         self.stride = stride
         self.label_rule = label_rule
         self.decoding = decoding
+        for option, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value < 1:
+                raise DataError(f"--data.{option} {value}: expected at least 1 window per batch")
+        if num_workers < 0:
+            raise DataError(f"--data.num_workers {num_workers}: expected 0 (load in the main process) or more")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         if predict_chunk_size < 1:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -393,6 +394,19 @@ def test_max_chars_must_be_positive(corpus: Path) -> None:
 
     with pytest.raises(DataError, match="max_chars 0, expected a positive number"):
         datamodule(corpus, max_chars=0)
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("batch_size", 0, "--data.batch_size 0: expected at least 1"),
+    ("batch_size", -1, "--data.batch_size -1: expected at least 1"),
+    ("eval_batch_size", 0, "--data.eval_batch_size 0: expected at least 1"),
+    ("num_workers", -2, "--data.num_workers -2: expected 0"),
+])
+def test_batch_sizes_and_workers_out_of_range_are_refused(corpus: Path, option: str, value: int, message: str) -> None:
+    from ner_lit.data import DataError
+
+    with pytest.raises(DataError, match=re.escape(message)):
+        datamodule(corpus, **{option: value})
 
 
 def test_a_dev_tag_unknown_to_training_is_named_by_its_line(corpus: Path) -> None:
