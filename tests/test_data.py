@@ -37,15 +37,18 @@ def datamodule(data: Path, **kwargs) -> NERDataModule:
 
 @pytest.fixture
 def encode_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The number of sentences of every Aligner.encode call."""
+    """The number of sentences of every encoding call: Aligner.encode, and encode_flat, the one
+    the encoded cache makes for each chunk."""
     calls: list[int] = []
-    original = Aligner.encode
 
-    def counting(self, sentences, *args, **kwargs):
-        calls.append(len(sentences))
-        return original(self, sentences, *args, **kwargs)
+    def counting(original):
+        def count(self, sentences, *args, **kwargs):
+            calls.append(len(sentences))
+            return original(self, sentences, *args, **kwargs)
+        return count
 
-    monkeypatch.setattr(Aligner, "encode", counting)
+    for name in ("encode", "encode_flat"):
+        monkeypatch.setattr(Aligner, name, counting(getattr(Aligner, name)))
     return calls
 
 
