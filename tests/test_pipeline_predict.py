@@ -188,7 +188,19 @@ def test_the_stream_input_has_a_sentence_of_many_windows(trained_run: TrainedRun
 
 
 def test_streamed_output_does_not_depend_on_the_chunk_size(streamed: dict[str, Path]) -> None:
-    assert streamed["1"].read_bytes() == streamed["4"].read_bytes() == streamed["4096"].read_bytes()
+    """The same lines, ids, texts and entities whatever the chunk; a score may differ in its last
+    printed digit, since a chunk size changes which sentences share a forward pass (float sums)."""
+    def split(path: Path) -> tuple[list[dict], list[float]]:
+        rows = read_jsonl_rows(path)
+        scores = [e.pop("score") for row in rows for e in row["entities"]]
+        return rows, scores
+
+    one, one_scores = split(streamed["1"])
+    assert len(one) > 10 and one_scores
+    for chunk in ("4", "4096"):
+        rows, scores = split(streamed[chunk])
+        assert rows == one, chunk
+        assert scores == pytest.approx(one_scores, abs=2e-6), chunk
 
 
 def test_streamed_output_keeps_input_order_and_line_ids(trained_run: TrainedRun, streamed: dict[str, Path]) -> None:
