@@ -29,6 +29,7 @@ from typing import Any, Optional
 
 import torch
 
+from ner_lit.resources import cache_root
 from ner_lit.spec import FORMAT as FORMAT
 from ner_lit.spec import SECTION as SECTION
 from ner_lit.spec import TOKENIZER_FILES as TOKENIZER_FILES
@@ -67,7 +68,7 @@ def materialize_tokenizer(files: dict[str, str], cache_dir: str | Path | None = 
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("NER_LIT_CACHE", Path.home() / ".cache" / "ner_lit"))
+    return cache_root()
 
 
 def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:

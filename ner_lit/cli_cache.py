@@ -49,7 +49,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ner_lit.resources import PACKAGE
+from ner_lit.resources import PACKAGE, cache_root
 
 FORMAT = 1
 #: The subcommands whose parser is LightningCLI's (serve has a light parser of its own).
@@ -77,10 +77,7 @@ def enabled() -> bool:
 
 
 def cache_dir() -> Path:
-    if os.environ.get("NER_LIT_CACHE"):
-        return Path(os.environ["NER_LIT_CACHE"]) / "cli"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "ner_lit" / "cli"
+    return cache_root() / "cli"
 
 
 def source_digest(package: Optional[Path] = None) -> str:

@@ -11,6 +11,7 @@ installed: ``ner_lit:sample`` (the sample corpus), ``ner_lit:recipes/tiny.yaml``
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
@@ -58,3 +59,12 @@ def config_file(value: str) -> str:
         return value
     found = recipes().get(value.removesuffix(".yaml"))
     return str(found) if found is not None else value
+
+
+def cache_root() -> Path:
+    """Where ner_lit keeps what it can rebuild (KLUE downloads, tokenizers, encoded windows, CLI answers):
+    ``$NER_LIT_CACHE``, else ``$XDG_CACHE_HOME/ner_lit``, else ``~/.cache/ner_lit``, as the XDG base
+    directory rules ask, so one variable moves every cache of a user's tools."""
+    if os.environ.get("NER_LIT_CACHE"):
+        return Path(os.environ["NER_LIT_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ner_lit"

@@ -1,0 +1,102 @@
+"""The optimizer step's share of a training step, per AdamW implementation (``--model.adamw``).
+
+Lightning fits of configs/me5.yaml's model and hyperparameters (multilingual-e5-small, frozen
+word embeddings, head rate 2e-3, gradient clipping at 1.0, batch 16, max_length 128, fp32) on
+the same KLUE train batches, one fit per implementation, in the order fused, foreach, for_loop
+and back again (``--rounds``), so the machine's drift hits all three alike. Per step, callbacks
+time forward + backward (batch start to ``on_before_optimizer_step``) and the optimizer part
+(from there to the batch's end: clipping and ``optimizer.step``); medians over the steps after
+the warm-up.
+
+    python bench/adamw_step.py [--steps 20] [--warmup 5] [--rounds 2] [--quick]
+
+``--quick`` uses the tiny reference model and a few steps (a smoke test; the figures mean nothing).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import common  # noqa: E402
+
+IMPLEMENTATIONS = ("fused", "foreach", "for_loop")
+
+
+def main() -> None:
+    ap = common.parser(__doc__)
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per fit")
+    ap.add_argument("--warmup", type=int, default=5, help="steps per fit before the timed ones")
+    ap.add_argument("--rounds", type=int, default=2, help="fits per implementation (orders alternate)")
+    ap.add_argument("--cache", type=Path, default=None, help="the pretrained-me5 build tool's wheel cache")
+    args = ap.parse_args()
+    if args.quick:
+        args.steps, args.warmup, args.rounds = 2, 1, 1
+    common.quiet()
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import Callback
+
+    from bench.pretrained import me5_dir
+
+    model_dir = common.reference_model(args) if args.quick else me5_dir(args)
+    record = common.start_record("adamw_step", args)
+
+    class StepClock(Callback):
+        """Seconds of forward + backward, and of clipping + the optimizer step, per training step."""
+
+        def __init__(self) -> None:
+            self.backward: list[float] = []
+            self.optimizer: list[float] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self._start = time.perf_counter()
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            self._after_backward = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            end = time.perf_counter()
+            self.backward.append(self._after_backward - self._start)
+            self.optimizer.append(end - self._after_backward)
+
+    def fit(adamw: str) -> dict[str, float]:
+        pl.seed_everything(common.SEED, verbose=False)
+        dm = common.make_datamodule(args, model_dir, batch_size=16)
+        model = common.make_model(model_dir, learning_rate=2e-4, head_learning_rate=2e-3,
+                                  freeze_word_embeddings=True, adamw=adamw)
+        clock = StepClock()
+        trainer = common.pl_trainer(max_steps=args.warmup + args.steps, limit_val_batches=0, gradient_clip_val=1.0,
+                                    callbacks=[clock])
+        trainer.fit(model, datamodule=dm)
+        backward, optimizer = clock.backward[args.warmup:], clock.optimizer[args.warmup:]
+        step = [b + o for b, o in zip(backward, optimizer)]
+        return {"forward_backward_s": common.median(backward), "optimizer_s": common.median(optimizer),
+                "step_s": common.median(step), "optimizer_share": common.median([o / s for o, s in zip(optimizer, step)])}
+
+    runs: list[dict] = []
+    for r in range(args.rounds):
+        for adamw in (IMPLEMENTATIONS if r % 2 == 0 else IMPLEMENTATIONS[::-1]):
+            result = fit(adamw)
+            runs.append({"adamw": adamw, "round": r, **{k: round(v, 4) for k, v in result.items()}})
+            print(json.dumps(runs[-1]))
+    summary = {}
+    for adamw in IMPLEMENTATIONS:
+        mine = [run for run in runs if run["adamw"] == adamw]
+        summary[adamw] = {k: round(common.median([run[k] for run in mine]), 4)
+                          for k in ("forward_backward_s", "optimizer_s", "step_s", "optimizer_share")}
+    record.update(model=str(model_dir), setting={"batch_size": 16, "max_length": common.MAX_LENGTH, "precision": "fp32",
+                                                 "gradient_clip_val": 1.0, "freeze_word_embeddings": True,
+                                                 "warmup_steps": args.warmup, "timed_steps": args.steps,
+                                                 "rounds": args.rounds},
+                  runs=runs, summary=summary,
+                  optimizer_speedup_fused_over_for_loop=round(summary["for_loop"]["optimizer_s"]
+                                                              / summary["fused"]["optimizer_s"], 2))
+    print(json.dumps(summary, indent=2))
+    common.write_record(record, args)
+
+
+if __name__ == "__main__":
+    main()
