@@ -42,7 +42,7 @@ clean:
 # workplace's shared folder (KLUE-NER data, the reference-model tool).
 BENCH_SCRIPTS := metric_speed train_throughput accuracy eval_speed profile_step precision
 
-.PHONY: bench bench-quick bench-report bench-budget bench-startup bench-pretrained bench-pretrained-quick bench-serve-memory bench-scale-train $(addprefix bench-,$(BENCH_SCRIPTS))
+.PHONY: bench bench-quick bench-report bench-budget bench-startup bench-pretrained bench-pretrained-quick bench-serve-memory bench-serve-profile bench-adamw bench-scale-train $(addprefix bench-,$(BENCH_SCRIPTS))
 
 bench: $(addprefix bench-,$(BENCH_SCRIPTS)) bench-serve
 	$(PYTHON) bench/report.py
@@ -79,3 +79,9 @@ bench-pretrained-quick: ## the same end to end on 64 + 64 sentences, 1 epoch (a 
 
 bench-serve-memory: ## serve's resident memory per runtime on multilingual-e5-small (issue 10), not part of `make bench`
 	$(PYTHON) bench/serve_memory.py --shared $(SHARED)
+
+bench-serve-profile: ## a served request's stages and batching, in-process, on the model bench-pretrained exports (issue 10), not part of `make bench`
+	$(PYTHON) bench/serve_profile.py --shared $(SHARED)
+
+bench-adamw:        ## the optimizer step's share of a training step per AdamW implementation, multilingual-e5-small (issue 10), not part of `make bench`
+	$(PYTHON) bench/adamw_step.py --shared $(SHARED)

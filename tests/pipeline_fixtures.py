@@ -13,7 +13,9 @@ deterministic mode). New processes go through :func:`cli_process`.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import os
 import shutil
 import subprocess
@@ -88,6 +90,28 @@ def cli(args: Sequence[str], cache: Path) -> None:
             main(list(args))
         finally:
             torch.use_deterministic_algorithms(deterministic)
+
+
+@dataclass
+class Outcome:
+    """What a command left: its exit status and what it wrote to stdout and stderr."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def in_this_process(args: Sequence[str], cache: Path) -> Outcome:
+    """``python -m ner_lit ARGS`` through :func:`cli`, its exit status and output captured. An
+    exception other than ``SystemExit`` escapes (in a new process it would be a traceback)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli(args, cache)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return Outcome(code, out.getvalue(), err.getvalue())
 
 
 def start_cli_process(args: Sequence[str], cache: Path) -> subprocess.Popen:

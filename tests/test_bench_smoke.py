@@ -18,6 +18,8 @@ SCRIPTS = {
     "eval_speed": {"seconds", "f1", "speedup", "targets", "f1_max_difference"},
     "profile_step": {"achieved_gflops", "matmul_gflops", "fraction_of_matmul_peak", "train_top_ops", "eval_top_ops", "targets"},
     "precision": {"cpu", "matmul_gflops_2048", "sentences_per_s"},
+    "serve_profile": {"runtime", "packing", "stages_p50_ms", "bare_forward_share_of_forward", "batching"},
+    "adamw_step": {"setting", "runs", "summary", "optimizer_speedup_fused_over_for_loop"},
 }
 
 pytestmark = pytest.mark.slow

@@ -29,7 +29,7 @@ from ner_lit.checkpoint import (
 )
 from ner_lit.ckpt_io import AtomicCheckpointIO, ExactResume, remove_stale_temps, temp_path
 
-from pipeline_fixtures import TrainedRun, cli, finish, read_metrics, start_cli_process, versions
+from pipeline_fixtures import Outcome, TrainedRun, cli, finish, in_this_process, read_metrics, start_cli_process, versions
 
 
 # --------------------------------------------------------------------------- editing checkpoints
@@ -246,8 +246,8 @@ def test_an_inconsistent_checkpoint_is_refused_when_read(name: str, trained_run:
 
 
 @pytest.fixture(scope="module")
-def refused(trained_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, subprocess.CompletedProcess]]:
-    """test / fit --ckpt_path / serve on bad checkpoints, in new processes started together."""
+def refused(trained_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Outcome]]:
+    """test / fit --ckpt_path / serve on bad checkpoints."""
     tmp = tmp_path_factory.mktemp("refused")
     damaged = flip_inside_largest_tensor(trained_run.best, tmp / "damaged.ckpt")
     few = edited(trained_run.best, tmp / "five-labels.ckpt", BAD_EDITS["labels disagree with the classifier"][0])
@@ -263,8 +263,15 @@ def refused(trained_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -
                                                              "--data.predict_file", str(trained_run.data_dir / "dev.tsv"))],
         "fit from a weights-only best": ["fit", *trained_run.args(*root, "--ckpt_path", str(trained_run.best))],
     }
-    started = {name: start_cli_process(args, trained_run.cache) for name, args in commands.items()}
-    yield {name: finish(proc, timeout=240) for name, proc in started.items()}
+    # One command of each kind in a new process, through ``python -m ner_lit``'s own entry point;
+    # the others in this process meanwhile (a torch and Lightning import saved each).
+    started = {name: start_cli_process(commands[name], trained_run.cache)
+               for name in ("fit damaged", "serve damaged", "predict wrong shape")}
+    outcomes = {name: in_this_process(args, trained_run.cache) for name, args in commands.items() if name not in started}
+    for name, proc in started.items():
+        done = finish(proc, timeout=240)
+        outcomes[name] = Outcome(done.returncode, done.stdout, done.stderr)
+    yield outcomes
 
 
 REFUSALS = {
@@ -280,7 +287,7 @@ REFUSALS = {
 
 @pytest.mark.parametrize("name", sorted(REFUSALS))
 def test_a_bad_checkpoint_ends_the_command_with_one_error_line_before_it_starts(
-        name: str, refused: dict[str, subprocess.CompletedProcess], trained_run: TrainedRun) -> None:
+        name: str, refused: dict[str, Outcome], trained_run: TrainedRun) -> None:
     proc = refused[name]
     assert proc.returncode == 2, proc.stderr[-4000:]
     assert "Traceback" not in proc.stderr

@@ -1,11 +1,13 @@
 """Every bad input ends with one clear message on stderr and exit status 2, never a traceback.
 
-Each case runs ``python -m ner_lit`` in a new process, offline (HF_HUB_OFFLINE=1). The
-processes are started together by one module fixture and each test checks one of them.
+The cases that go through each command's start (fit, test, predict) run ``python -m ner_lit``
+in new processes, offline (HF_HUB_OFFLINE=1), started together; the others run the same
+``main`` in this process, which saves a torch and Lightning import each. Either way an
+exception that escaped ``main`` would fail the test. One module fixture runs them all and each
+test checks one.
 """
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,11 @@ import torch
 
 from ner_lit.corpus import Sentence, read_klue_tsv, write_klue_tsv
 
-from pipeline_fixtures import TrainedRun, finish, start_cli_process
+from pipeline_fixtures import Outcome, TrainedRun, finish, in_this_process, start_cli_process
+
+#: Cases run as new processes: one per command, through ``python -m ner_lit``'s own entry point.
+IN_NEW_PROCESSES = ("missing train file", "checkpoint is not ner_lit's", "byte that is not UTF-8",
+                    "predict line over max_chars")
 
 
 def cases(run: TrainedRun, tmp: Path) -> dict[str, tuple[list[str], str]]:
@@ -67,11 +73,17 @@ def own_root(args: list[str], shared: Path, k: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def results(trained_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[subprocess.CompletedProcess, str]]:
+def results(trained_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Outcome, str]]:
     tmp = tmp_path_factory.mktemp("bad-inputs")
-    started = {name: (start_cli_process(own_root(args, tmp / "runs", k), trained_run.cache), expected)
-               for k, (name, (args, expected)) in enumerate(cases(trained_run, tmp).items())}
-    return {name: (finish(proc), expected) for name, (proc, expected) in started.items()}
+    table = {name: (own_root(args, tmp / "runs", k), expected)
+             for k, (name, (args, expected)) in enumerate(cases(trained_run, tmp).items())}
+    started = {name: start_cli_process(table[name][0], trained_run.cache) for name in IN_NEW_PROCESSES}
+    outcomes = {name: in_this_process(args, trained_run.cache)
+                for name, (args, _) in table.items() if name not in started}  # while the processes run
+    for name, proc in started.items():
+        done = finish(proc)
+        outcomes[name] = Outcome(done.returncode, done.stdout, done.stderr)
+    return {name: (outcomes[name], expected) for name, (_, expected) in table.items()}
 
 
 CASES = [
@@ -94,7 +106,7 @@ CASES = [
 
 @pytest.mark.parametrize("name", CASES)
 def test_bad_input_exits_2_with_one_error_line_and_no_traceback(
-        name: str, results: dict[str, tuple[subprocess.CompletedProcess, str]]) -> None:
+        name: str, results: dict[str, tuple[Outcome, str]]) -> None:
     proc, expected = results[name]
     assert proc.returncode == 2, proc.stderr[-4000:]
     assert "Traceback" not in proc.stderr
@@ -104,14 +116,14 @@ def test_bad_input_exits_2_with_one_error_line_and_no_traceback(
     assert expected in errors[0]
 
 
-def test_a_huge_bad_line_gives_a_short_error(results: dict[str, tuple[subprocess.CompletedProcess, str]]) -> None:
+def test_a_huge_bad_line_gives_a_short_error(results: dict[str, tuple[Outcome, str]]) -> None:
     proc, _ = results["50 MB-style line without a tab"]
     assert "… (1,000,000 characters)" in proc.stderr
     assert len(proc.stderr) < 2000
 
 
 def test_the_validation_tag_error_names_the_line_of_the_tag(
-        trained_run: TrainedRun, results: dict[str, tuple[subprocess.CompletedProcess, str]]) -> None:
+        trained_run: TrainedRun, results: dict[str, tuple[Outcome, str]]) -> None:
     proc, _ = results["validation label unknown to training"]
     error = next(line for line in proc.stderr.splitlines() if line.startswith("ner_lit: error: "))
     path = error.removeprefix("ner_lit: error: ").split(":", 1)[0]
