@@ -88,6 +88,48 @@ class ModelRunner:
         step), the padded runner is freed before the packed one is made and the eager module
         after (:meth:`release_eager`), so start-up never holds two compiled copies of the weights.
         """
+        width, windows, want, batch, first = self._packing(width)
+        runner: Runner = PackedLogits(self._eager()).eval()
+        if self.compiler is not None:
+            if release:
+                self.compiled = None  # freed now: the packed runner will run every batch
+            try:
+                with torch.inference_mode(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    runner = self._compiled_packed(windows, batch, width, first, want)
+            except BaseException:
+                if release:  # packing refused: the padded runner is wanted after all
+                    self.compile(self.compiler, self.compiled_what)
+                raise
+        self.packed, self.first_position, self.pack_width = runner, first, width
+        if release:
+            self.release_eager()
+
+    def compile_packed(self, make: Compiler, what: str, width: int = PACK_WIDTH) -> None:
+        """A server's one step: the runtime ``make`` makes, packed, and the eager module released.
+
+        After :meth:`release_eager` only the packed runner runs (a window alone in its row is a
+        padded window), so the padded graph that :meth:`compile` then :meth:`pack` would make
+        first and free again is never made: one export instead of two. The packed runner is
+        checked against the eager padded logits as :meth:`pack` checks it. Where anything is
+        refused, :class:`RuntimeRefused` says why and the runner is as it was.
+        """
+        width, windows, want, batch, first = self._packing(width)
+        try:
+            with torch.inference_mode(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TracerWarnings about Python values: the checks decide
+                runner = self._compiled_packed(windows, batch, width, first, want, make, what)
+        except RuntimeRefused:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a model the tracer or exporter can not follow: as compile() says
+            raise RuntimeRefused(f"the packed {what} failed: {type(exc).__name__}") from None
+        self.compiler, self.compiled_what, self.compiled = make, what, None
+        self.packed, self.first_position, self.pack_width = runner, first, width
+        self.release_eager()
+
+    def _packing(self, width: int) -> tuple[int, list[Window], torch.Tensor, PackedBatch, int]:
+        """(width, example windows, their padded eager logits, their packed batch, the first position id)
+        for the position count the eager model agrees with packed; :class:`RuntimeRefused` where none does."""
         width = max(2, min(width, self.max_length))
         windows = self.example_windows(width)
         eager_model = self._eager()
@@ -103,33 +145,20 @@ class ModelRunner:
                 diff = self._packed_diff(eager, windows, batch, want)
                 worst = min(worst, diff)
                 if diff <= SAME_LOGITS:
-                    break
-            else:
-                raise RuntimeRefused(f"packed logits differ by {worst:.2g}")
-            runner: Runner = eager
-            if self.compiler is not None:
-                if release:
-                    self.compiled = None  # freed now: the packed runner will run every batch
-                try:
-                    runner = self._compiled_packed(windows, batch, width, first, want)
-                except BaseException:
-                    if release:  # packing refused: the padded runner is wanted after all
-                        self.compile(self.compiler, self.compiled_what)
-                    raise
-        self.packed, self.first_position, self.pack_width = runner, first, width
-        if release:
-            self.release_eager()
+                    return width, windows, want, batch, first
+        raise RuntimeRefused(f"packed logits differ by {worst:.2g}")
 
     def _compiled_packed(self, windows: Sequence[Window], batch: PackedBatch, width: int, first: int,
-                         want: torch.Tensor) -> Runner:
-        """The packed module made by the runtime in use, checked on other shapes than the one it was
-        made from (more rows, narrower)."""
-        assert self.compiler is not None
-        runner = self.compiler(PackedLogits(self._eager()).eval(), (batch.input_ids, batch.attention_mask, batch.position_ids))
+                         want: torch.Tensor, make: Compiler | None = None, what: str = "") -> Runner:
+        """The packed module made by ``make`` (default: the runtime in use), checked on other shapes
+        than the one it was made from (more rows, narrower)."""
+        make, what = make or self.compiler, what or self.compiled_what
+        assert make is not None
+        runner = make(PackedLogits(self._eager()).eval(), (batch.input_ids, batch.attention_mask, batch.position_ids))
         for check in (batch, pack_windows(windows, self.pad_id, max(2, width // 2), first)):
             diff = self._packed_diff(runner, windows, check, want)
             if not diff <= SAME_LOGITS:
-                raise RuntimeRefused(f"the packed {self.compiled_what} differs by {diff:.2g}")
+                raise RuntimeRefused(f"the packed {what} differs by {diff:.2g}")
         return runner
 
     def example_windows(self, width: int) -> list[Window]:

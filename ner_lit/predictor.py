@@ -175,6 +175,23 @@ class Predictor:
         self.packing = f"packed ({self.runner.pack_width} tokens a row)"
         return True
 
+    def serve_packed(self, runtime: str, width: int = PACK_WIDTH) -> bool:
+        """What a server wants in one step: ``runtime`` ("onnxruntime" or "torchscript") over packed
+        rows, the eager model released, with one export (see :meth:`ModelRunner.compile_packed`).
+        Returns whether that is in use; where not, nothing changed and :meth:`use_onnxruntime` or
+        :meth:`trace`, :meth:`pack` and :meth:`release_eager` give the step by step path and its reasons."""
+        makers = {"onnxruntime": ("ONNX Runtime", "ONNX Runtime export", onnxruntime_session),
+                  "torchscript": ("TorchScript", "TorchScript trace", torchscript)}
+        if runtime not in makers or (runtime == "onnxruntime" and self.device.type != "cpu"):
+            return False
+        name, what, make = makers[runtime]
+        try:
+            self.runner.compile_packed(make, what, width)
+        except (RuntimeRefused, EagerReleased):
+            return False
+        self.runtime, self.packing = name, f"packed ({self.runner.pack_width} tokens a row)"
+        return True
+
     def release_eager(self) -> bool:
         """Free the eager network once a compiled runtime (and its packing, if any) is chosen for good:
         a server then holds only the weights it runs. Afterwards :meth:`trace`, :meth:`use_onnxruntime`

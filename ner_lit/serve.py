@@ -676,7 +676,14 @@ def choose_runtime(predictor: Any, runtime: str) -> None:
 def prepare_runtime(predictor: Any, runtime: str, pack: bool = True) -> None:
     """What ``serve`` does to a loaded predictor before the first request: put ``runtime`` in use
     (:func:`choose_runtime`), pack if asked, and then, where a compiled runtime runs every batch,
-    release the eager network, so the server holds only the weights it runs."""
+    release the eager network, so the server holds only the weights it runs.
+
+    Packed with a compiled runtime, the predictor first tries that in one step
+    (:meth:`Predictor.serve_packed`: one export, not a padded one made and freed again); where that
+    is refused, the step by step path below runs and says why in the banner."""
+    serve_packed = getattr(predictor, "serve_packed", None)
+    if pack and runtime in ("onnxruntime", "torchscript") and serve_packed is not None and serve_packed(runtime):
+        return
     choose_runtime(predictor, runtime)
     if pack:
         predictor.pack(release=True)

@@ -347,3 +347,62 @@ def test_a_packed_runtime_refused_at_release_keeps_the_padded_one_and_the_eager_
     assert p.pack(release=True) is False and p.packing == "padded (the packed TorchScript trace differs by 1)"
     assert p.runtime == "TorchScript" and p.runner.compiled is not None and p.model is not None
     assert p.predict(["서울"])[0].text == "서울"
+
+
+# --------------------------------------------------------------------------- serve's one step
+@pytest.mark.parametrize("runtime, maker", [("onnxruntime", "onnxruntime_session"), ("torchscript", "torchscript")])
+def test_a_packed_server_makes_its_runtime_once(tiny_model_dir, monkeypatch, runtime, maker):
+    """Packed with the eager model released, only the packed graph runs: a padded one is not made."""
+    import ner_lit.predictor as predictor_module
+    from ner_lit.predictor import Predictor
+    from ner_lit.serve import prepare_runtime
+
+    made: list[tuple] = []
+    real = getattr(predictor_module, maker)
+
+    def counting(module, example):
+        made.append(tuple(t.shape for t in example))
+        return real(module, example)
+
+    monkeypatch.setattr(predictor_module, maker, counting)
+    p = Predictor.from_pretrained(tiny_model_dir)
+    want = p.predict(SENTENCES + [LONG])
+    prepare_runtime(p, runtime, pack=True)
+    assert len(made) == 1 and len(made[0]) == 3, made  # one graph, of packed rows (ids, 4D mask, positions)
+    assert p.packing.startswith("packed") and p.model is None and p.runtime == {"onnxruntime": "ONNX Runtime",
+                                                                               "torchscript": "TorchScript"}[runtime]
+    for got, expected in zip(p.predict(SENTENCES + [LONG]), want):
+        same(got, expected)
+
+
+def test_a_server_whose_one_step_packing_is_refused_goes_step_by_step(tiny_model_dir, monkeypatch):
+    from ner_lit.predictor import Predictor
+    from ner_lit.runtimes import RuntimeRefused
+    from ner_lit.serve import prepare_runtime
+
+    p = Predictor.from_pretrained(tiny_model_dir)
+    want = p.predict(SENTENCES + [LONG])
+
+    def refuse(*args, **kwargs):
+        raise RuntimeRefused("the packed ONNX Runtime export differs by 1")
+
+    monkeypatch.setattr(p.runner, "compile_packed", refuse)
+    prepare_runtime(p, "onnxruntime", pack=True)
+    assert p.runtime == "ONNX Runtime" and p.packing.startswith("packed") and p.model is None
+    for got, expected in zip(p.predict(SENTENCES + [LONG]), want):
+        same(got, expected)
+
+
+def test_one_step_packing_refused_leaves_the_runner_as_it_was(tiny_model_dir, monkeypatch):
+    import ner_lit.predictor as predictor_module
+    from ner_lit.predictor import Predictor
+
+    def broken(module, example):
+        raise ValueError("this exporter can not follow the model")
+
+    monkeypatch.setattr(predictor_module, "onnxruntime_session", broken)
+    p = Predictor.from_pretrained(tiny_model_dir)
+    assert p.serve_packed("onnxruntime") is False
+    assert p.runtime == "eager" and p.packing == "padded" and isinstance(p.model, torch.nn.Module)
+    assert p.runner.compiler is None and p.runner.packed is None
+    assert p.predict(["서울"])[0].text == "서울"
