@@ -94,9 +94,7 @@ class ModelRunner:
             if release:
                 self.compiled = None  # freed now: the packed runner will run every batch
             try:
-                with torch.inference_mode(), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    runner = self._compiled_packed(windows, batch, width, first, want)
+                runner = self._compiled_packed(windows, batch, width, first, want)
             except BaseException:
                 if release:  # packing refused: the padded runner is wanted after all
                     self.compile(self.compiler, self.compiled_what)
@@ -116,9 +114,7 @@ class ModelRunner:
         """
         width, windows, want, batch, first = self._packing(width)
         try:
-            with torch.inference_mode(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # TracerWarnings about Python values: the checks decide
-                runner = self._compiled_packed(windows, batch, width, first, want, make, what)
+            runner = self._compiled_packed(windows, batch, width, first, want, make, what)
         except RuntimeRefused:
             raise
         except Exception as exc:  # noqa: BLE001 - a model the tracer or exporter can not follow: as compile() says
@@ -154,11 +150,13 @@ class ModelRunner:
         than the one it was made from (more rows, narrower)."""
         make, what = make or self.compiler, what or self.compiled_what
         assert make is not None
-        runner = make(PackedLogits(self._eager()).eval(), (batch.input_ids, batch.attention_mask, batch.position_ids))
-        for check in (batch, pack_windows(windows, self.pad_id, max(2, width // 2), first)):
-            diff = self._packed_diff(runner, windows, check, want)
-            if not diff <= SAME_LOGITS:
-                raise RuntimeRefused(f"the packed {what} differs by {diff:.2g}")
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings about Python values: the checks decide
+            runner = make(PackedLogits(self._eager()).eval(), (batch.input_ids, batch.attention_mask, batch.position_ids))
+            for check in (batch, pack_windows(windows, self.pad_id, max(2, width // 2), first)):
+                diff = self._packed_diff(runner, windows, check, want)
+                if not diff <= SAME_LOGITS:
+                    raise RuntimeRefused(f"the packed {what} differs by {diff:.2g}")
         return runner
 
     def example_windows(self, width: int) -> list[Window]:

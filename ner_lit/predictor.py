@@ -25,7 +25,7 @@ from ner_lit.alignment import Aligner, Decoded, EncodedSentence, Window
 from ner_lit.answers import Prediction, prediction
 from ner_lit.corpus import Sentence
 from ner_lit.model_runner import PACK_WIDTH, EagerReleased, ModelRunner
-from ner_lit.runtimes import RuntimeRefused, onnxruntime_session, torchscript
+from ner_lit.runtimes import Compiler, RuntimeRefused, onnxruntime_session, torchscript
 
 __all__ = ["PACK_WIDTH", "Prediction", "Predictor", "WindowPiece"]
 
@@ -125,7 +125,7 @@ class Predictor:
         for all of it, so request threads of a server can tokenize and decode meanwhile.
         Returns whether the trace is in use; ``runtime`` says why not.
         """
-        return self._compile_with("TorchScript", "TorchScript trace", torchscript)
+        return self._compile_with(*self._runtime("torchscript"))
 
     def use_onnxruntime(self) -> bool:
         """Run the model from now on exported to ONNX under ONNX Runtime, if it gives the same logits.
@@ -138,7 +138,14 @@ class Predictor:
         if self.device.type != "cpu":
             self.runtime = f"eager (ONNX Runtime is used on CPU only, not on {self.device})"
             return False
-        return self._compile_with("ONNX Runtime", "ONNX Runtime export", onnxruntime_session)
+        return self._compile_with(*self._runtime("onnxruntime"))
+
+    @staticmethod
+    def _runtime(runtime: str) -> tuple[str, str, Compiler]:
+        """(the name ``runtime`` says in the banner, what making it is called, its compiler) of
+        "onnxruntime" or "torchscript" (looked up when called, so a test may replace a compiler)."""
+        return {"onnxruntime": ("ONNX Runtime", "ONNX Runtime export", onnxruntime_session),
+                "torchscript": ("TorchScript", "TorchScript trace", torchscript)}[runtime]
 
     def _compile_with(self, name: str, what: str, make) -> bool:
         """Where the compiled model differs or fails (see :func:`ner_lit.runtimes.checked_compile`),
@@ -180,11 +187,9 @@ class Predictor:
         rows, the eager model released, with one export (see :meth:`ModelRunner.compile_packed`).
         Returns whether that is in use; where not, nothing changed and :meth:`use_onnxruntime` or
         :meth:`trace`, :meth:`pack` and :meth:`release_eager` give the step by step path and its reasons."""
-        makers = {"onnxruntime": ("ONNX Runtime", "ONNX Runtime export", onnxruntime_session),
-                  "torchscript": ("TorchScript", "TorchScript trace", torchscript)}
-        if runtime not in makers or (runtime == "onnxruntime" and self.device.type != "cpu"):
-            return False
-        name, what, make = makers[runtime]
+        if runtime not in ("onnxruntime", "torchscript") or (runtime == "onnxruntime" and self.device.type != "cpu"):
+            return False  # eager, an unknown name, or ONNX Runtime off a CPU: the step by step path says why
+        name, what, make = self._runtime(runtime)
         try:
             self.runner.compile_packed(make, what, width)
         except (RuntimeRefused, EagerReleased):

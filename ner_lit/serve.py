@@ -682,7 +682,7 @@ def prepare_runtime(predictor: Any, runtime: str, pack: bool = True) -> None:
     (:meth:`Predictor.serve_packed`: one export, not a padded one made and freed again); where that
     is refused, the step by step path below runs and says why in the banner."""
     serve_packed = getattr(predictor, "serve_packed", None)
-    if pack and runtime in ("onnxruntime", "torchscript") and serve_packed is not None and serve_packed(runtime):
+    if pack and serve_packed is not None and serve_packed(runtime):
         return
     choose_runtime(predictor, runtime)
     if pack:
