@@ -208,6 +208,26 @@ class NERModel(pl.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)  # one factor, every group's own peak
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip as Lightning does, also for the fused AdamW under bf16-mixed.
+
+        Lightning refuses to clip gradients under mixed precision for an optimizer that could
+        unscale them itself (the fused AdamW declares it can), because an fp16 loss scaler's
+        gradients would be clipped while still scaled. bf16 has no scaler: the gradients are
+        the true ones, so they are clipped here over the optimizer's parameters, as Lightning
+        clips them in fp32.
+        """
+        plugin = self.trainer.precision_plugin if self._trainer is not None else None
+        if (gradient_clip_val and getattr(plugin, "scaler", None) is None
+                and getattr(optimizer, "_step_supports_amp_scaling", False)):
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm)
+
     def _param_groups(self) -> list[dict[str, Any]]:
         """AdamW groups of the trainable parameters: weight decay except on biases and LayerNorms, and
         with ``head_learning_rate`` the head (what lies outside ``base_model``) in groups of its own.

@@ -229,13 +229,13 @@ class _ModesAtFirstStep(pl.Callback):
 
 
 def fit_tiny_pretrained(model_dir, tmp_path, callback: pl.Callback, steps: int = 2, gradient_clip_val=None,
-                        **hparams) -> tuple[NERModel, pl.Trainer]:
+                        precision: str = "32-true", **hparams) -> tuple[NERModel, pl.Trainer]:
     """Two (or ``steps``) optimizer steps of the tiny pretrained model on the sample corpus."""
     data = NERDataModule(data_dir=str(SAMPLE), tokenizer=str(model_dir), max_length=32, stride=8,
                          batch_size=4, cache_dir=str(tmp_path / "cache"))
     trainer = pl.Trainer(max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=[callback],
-                         default_root_dir=str(tmp_path), gradient_clip_val=gradient_clip_val)
+                         default_root_dir=str(tmp_path), gradient_clip_val=gradient_clip_val, precision=precision)
     model = NERModel(pretrained=str(model_dir), learning_rate=1e-2, **hparams)
     trainer.fit(model, datamodule=data)
     return model, trainer
@@ -308,3 +308,32 @@ def test_fused_adamw_trains_as_the_loop_does_under_lightning_with_gradient_clipp
     for name, value in ends["for_loop"].items():
         if not noise_driven(name):
             torch.testing.assert_close(ends["fused"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+class _GradientNorms(pl.Callback):
+    """The total gradient norm each optimizer step used: read after the step (Lightning clips after
+    ``on_before_optimizer_step``; the gradients are zeroed only when the next step begins)."""
+
+    def __init__(self) -> None:
+        self.norms: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        optimizer = trainer.optimizers[0]
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        self.norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+
+
+def test_fused_adamw_clips_gradients_under_bf16_mixed(tiny_model_dir, tmp_path) -> None:
+    """The me5 recipe's combination (bf16-mixed where the CPU has it, fused AdamW, clipping at 1):
+    Lightning refuses to clip for a fused optimizer under mixed precision; bf16 has no loss
+    scaler, so ner_lit clips itself, and every step sees a gradient norm of at most 1."""
+    norms = {}
+    for clip in (None, 1.0):
+        probe = _GradientNorms()
+        pl.seed_everything(3, verbose=False)
+        _, trainer = fit_tiny_pretrained(tiny_model_dir, tmp_path / str(clip), probe, steps=3, gradient_clip_val=clip,
+                                         adamw="fused", precision="bf16-mixed")
+        assert trainer.global_step == 3 and len(probe.norms) == 3
+        norms[clip] = probe.norms
+    assert max(norms[None]) > 1.0  # unclipped, the gradients are larger than the limit
+    assert max(norms[1.0]) <= 1.0 + 1e-4, norms
