@@ -35,9 +35,19 @@ Rules (each chosen for a reason stated in the README's "Alignment" section):
   probabilities; ``argmax`` takes each token's most probable tag on its own. Strict
   entity scoring discards an entity that starts with ``I-`` or switches type midway, so an
   invalid sequence can only lose entities: on KLUE dev this is worth about +3 F1e.
-* Decoding: the first character of a token takes the token's tag, its following
-  characters take ``I-<type>`` when the tag is an entity tag, else ``O``. Whitespace is
-  not scored (as in KLUE) and always decodes to ``O``; characters no token covers decode to ``O``.
+* Tagging unit (``tagging``). ``char`` (what new taggers use): the classifier gives every
+  token ``char_slots`` rows of label scores, one per character it owns (row k for its k-th
+  character), so an entity can start and end at any character: ``김철수는`` is tagged
+  ``B-PS I-PS I-PS O`` even when it is one token. Characters past the last row continue the
+  last row's tag (``B-X`` becomes ``I-X``), as a token's characters do under ``token``
+  tagging. Training labels are the characters' own gold tags (``label_rule`` plays no
+  part); the IOB2 Viterbi runs over the characters. ``token`` (taggers of format 2 and
+  before, and plain Hugging Face token classifiers): one label per token, from
+  ``label_rule``; the first character of a token takes the token's tag, its following
+  characters take ``I-<type>`` when the tag is an entity tag, else ``O``, so a particle
+  fused to a name joins the entity.
+* Whitespace is not scored (as in KLUE) and always decodes to ``O``; characters no token
+  covers decode to ``O``.
 """
 from __future__ import annotations
 
@@ -55,6 +65,11 @@ from ner_lit.corpus import OUTSIDE, Sentence
 
 LabelRule = Literal["first_char", "first_entity"]
 Decoding = Literal["viterbi", "argmax"]
+Tagging = Literal["char", "token"]
+#: ``char`` tagging: label rows per token unless a tagger says otherwise. Eight keep the alignment
+#: ceiling at 100 F1e for SentencePiece vocabularies and above 99.5 for WordPiece ones trained on
+#: Korean (whose pieces run longer); bench/boundaries.py measures it.
+DEFAULT_CHAR_SLOTS = 8
 IGNORE = -100
 #: SentencePiece's word-boundary mark (U+2581), the first character of a word's first piece.
 SPIECE_UNDERLINE = "\u2581"
@@ -70,7 +85,39 @@ class Window:
 
     sentence: int  # index of the sentence in the list given to ``encode``
     input_ids: list[int]
-    labels: list[int] | None  # per input id; -100 on special tokens; None without gold tags
+    # per input id (``token`` tagging) or per input id a list of one per character slot (``char``);
+    # -100 on special tokens and unused slots; None without gold tags
+    labels: list[int] | list[list[int]] | None
+
+
+@dataclass(frozen=True)
+class CharSlots:
+    """Where ``char`` tagging's training labels come from: each content token's characters'
+    gold tags, one per slot (a small picklable record: DataLoader workers build windows with it).
+    """
+
+    slots: int
+    n_prefix: int
+    n_suffix: int
+
+    def token_labels(self, offsets: np.ndarray, gold: np.ndarray) -> np.ndarray:
+        """``[tokens, slots]`` labels: slot k of a token is the gold tag id of its k-th owned
+        character, -100 past its last one. ``offsets``: the tokens' owned ``[start, end)`` in
+        the characters of ``gold`` (a sentence's tag ids)."""
+        offsets = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+        index = offsets[:, :1] + np.arange(self.slots, dtype=np.int64)
+        inside = index < offsets[:, 1:]
+        if len(gold) == 0:
+            return np.full(index.shape, IGNORE, dtype=np.int64)
+        values = np.asarray(gold, dtype=np.int64)[np.minimum(index, len(gold) - 1)]
+        return np.where(inside, values, IGNORE)
+
+    def window_labels(self, offsets: np.ndarray, gold: np.ndarray) -> list[list[int]]:
+        """A window's ``[ids][slots]`` labels: its content tokens' (``offsets``), specials -100."""
+        content = self.token_labels(offsets, gold)
+        out = np.full((self.n_prefix + len(content) + self.n_suffix, self.slots), IGNORE, dtype=np.int64)
+        out[self.n_prefix : self.n_prefix + len(content)] = content
+        return out.tolist()
 
 
 @dataclass
@@ -111,6 +158,7 @@ class EncodedChunk:
     n_chars: np.ndarray  # per sentence
     window_length: np.ndarray  # per window: its ids, specials included
     window_sentence: np.ndarray  # per window: its sentence's index in the chunk
+    window_token: np.ndarray  # per window: its first content token (of its sentence)
     input_ids: np.ndarray  # every window's ids, one window after another
     labels: np.ndarray | None  # per id, -100 on special tokens; None without gold tags
     offsets: np.ndarray  # [content tokens, 2]: the characters [start, end) each owns
@@ -145,6 +193,8 @@ class Aligner:
         stride: int = 32,
         label_rule: LabelRule = "first_char",
         decoding: Decoding = "viterbi",
+        tagging: Tagging = "token",
+        char_slots: int = DEFAULT_CHAR_SLOTS,
     ) -> None:
         if not getattr(tokenizer, "is_fast", False):
             raise AlignmentError(
@@ -164,8 +214,17 @@ class Aligner:
         if decoding not in ("viterbi", "argmax"):
             raise AlignmentError(f"decoding must be 'viterbi' or 'argmax', got {decoding!r}")
         self.decoding = decoding
+        if tagging not in ("char", "token"):
+            raise AlignmentError(f"tagging must be 'char' or 'token', got {tagging!r}")
+        if tagging == "char" and not (isinstance(char_slots, int) and char_slots >= 1):
+            raise AlignmentError(f"char_slots must be a whole number of at least 1, got {char_slots!r}")
+        self.tagging = tagging
         self.prefix, self.suffix = special_layout(tokenizer)
+        #: ``char`` tagging's label layout (None under ``token`` tagging)
+        self.char_slots = CharSlots(char_slots, len(self.prefix), len(self.suffix)) if tagging == "char" else None
         n_special = len(self.prefix) + len(self.suffix)
+        #: the classifier's outputs per token: a row of label scores per character slot under ``char`` tagging
+        self.num_outputs = len(labels) * (char_slots if tagging == "char" else 1)
         if max_length <= n_special:
             raise AlignmentError(
                 f"max_length={max_length} leaves no room for text: this tokenizer adds {n_special} special tokens"
@@ -197,6 +256,14 @@ class Aligner:
                 self.may_start[j] = False
                 for i, prev in enumerate(self.labels):
                     self.allowed[i, j] = prev != OUTSIDE and prev[2:] == tag[2:]
+
+    @classmethod
+    def for_tagger(cls, tokenizer, spec, max_length: int | None = None, stride: int | None = None) -> "Aligner":
+        """The alignment a trained tagger's spec (:class:`ner_lit.spec.TaggerSpec`) records: its labels,
+        windows, label rule, decoding and tagging unit; ``max_length``/``stride`` override its windows."""
+        return cls(tokenizer, list(spec.labels), spec.max_length if max_length is None else max_length,
+                   spec.stride if stride is None else stride, spec.label_rule, spec.decoding, spec.tagging,
+                   spec.char_slots)
 
     # ------------------------------------------------------------------ encoding
     def encode(self, sentences: Sequence[Sentence], with_labels: bool = True, chunk: int = 2048) -> list[EncodedSentence]:
@@ -265,14 +332,20 @@ class Aligner:
                                          [IGNORE] * len(self.suffix), int(window_length.sum()))
         token_window, token_pos = _best_window(token, n_tokens[token_sentence], n_windows[token_sentence] - 1,
                                                self.content_length, step, len(self.prefix))
-        return EncodedChunk(n_windows, n_tokens, n_chars, window_length, window_sentence, input_ids, labels,
-                            offsets, token_window, token_pos, char_token.astype(np.int32), tag_ids)
+        return EncodedChunk(n_windows, n_tokens, n_chars, window_length, window_sentence, w_start.astype(np.int32),
+                            input_ids, labels, offsets, token_window, token_pos, char_token.astype(np.int32), tag_ids)
 
     def _encode_one(self, index: int, s: Sentence, enc: Encoding, with_labels: bool) -> EncodedSentence:
         ids = np.asarray(enc.ids, dtype=np.int64)
         raw = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
         offsets, char_token = owned_spans(s.text, raw, np.isin(ids, self.marker_ids))
-        token_labels = self._token_labels(s.tags, offsets) if with_labels else None
+        token_labels = None
+        if with_labels:
+            if self.char_slots is not None:
+                tag_ids = np.fromiter((self.label2id[t] for t in s.tags), dtype=np.int64, count=len(s.tags))
+                token_labels = self.char_slots.token_labels(offsets, tag_ids)
+            else:
+                token_labels = self._token_labels(s.tags, offsets)
         starts = self._window_starts(len(ids))
         windows = self._windows(index, ids, token_labels, starts)
         token_window, token_pos = self._predicting_window(len(ids), starts)
@@ -293,7 +366,11 @@ class Aligner:
         for st in starts.tolist():
             en = min(st + self.content_length, n)
             labels = None
-            if token_labels is not None:
+            if token_labels is not None and token_labels.ndim == 2:  # char slots: [ids, slots]
+                rows = np.full((len(self.prefix) + en - st + len(self.suffix), token_labels.shape[1]), IGNORE, dtype=np.int64)
+                rows[len(self.prefix) : len(self.prefix) + en - st] = token_labels[st:en]
+                labels = rows.tolist()
+            elif token_labels is not None:
                 labels = [IGNORE] * len(self.prefix) + token_labels[st:en].tolist() + [IGNORE] * len(self.suffix)
             windows.append(Window(index, self.prefix + ids[st:en].tolist() + self.suffix, labels))
         return windows
@@ -358,6 +435,8 @@ class Aligner:
         # One gather on the logits' device, then NumPy: what follows is many operations on a
         # few thousand numbers, where torch's intra-op threads only add synchronisation.
         token_logits = logits.detach()[torch.from_numpy(rows), torch.from_numpy(pos)]
+        if self.char_slots is not None:
+            return self._decode_chars(encoded, token_logits.float().cpu().numpy().astype(np.float64), char_token)
         z = token_logits.float().cpu().numpy().astype(np.float64)
         z = z - z.max(axis=-1, keepdims=True) if base else z
         logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True)) if base else z
@@ -375,12 +454,84 @@ class Aligner:
             _split(top, n_tokens), _split(top_prob.astype(np.float32), n_tokens),
         )
 
-    def decode_labels(self, encoded: Sequence[EncodedSentence], token_labels: Sequence[Sequence[int]]) -> list[torch.Tensor]:
-        """Character tags from per-token label ids (the alignment ceiling: gold -> tokens -> characters)."""
+    def _decode_chars(self, encoded: Sequence[EncodedSentence], z: np.ndarray, char_token: np.ndarray) -> "Decoded":
+        """``char`` tagging: every character's tag from its own slot of its token's scores.
+
+        ``z`` is ``[content tokens, slots * labels]``. The Viterbi path (or argmax) runs over
+        the characters a token owns, one sentence after another; characters past a token's
+        last slot score as its last slot's characters continue (B-X and I-X both count for
+        I-X). Uncovered characters (whitespace) are O and not on the path.
+        """
         lengths = [e.text_length for e in encoded]
-        flat = _cat([np.asarray(labels, dtype=np.int64).reshape(-1) for labels in token_labels])
-        top = np.where(flat == IGNORE, self.outside_id, flat)
-        tags, _ = self._chars_from_tokens(_global_char_token(encoded), top, np.ones(len(top)))
+        n_tokens = [e.num_tokens for e in encoded]
+        k, n = self.char_slots.slots, len(self.labels)
+        start = _cat([e.offsets[:, 0] for e in encoded])
+        # every token's first character, counted in the concatenated characters
+        char_base = np.repeat(_starts(np.asarray(lengths, dtype=np.int64)), n_tokens)
+        covered = np.flatnonzero(char_token >= 0)
+        owner = char_token[covered]
+        slot = covered - (start[owner] + char_base[owner])
+        z = z.reshape(len(z), k, n)
+        z = z - z.max(axis=-1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+        rows = logp[owner, np.minimum(slot, k - 1)]
+        tail = slot >= k
+        if tail.any():  # past the last slot: the character continues that slot's tag
+            folded = np.zeros((int(tail.sum()), n))
+            np.add.at(folded.T, self.inside, np.exp(rows[tail]).T)
+            with np.errstate(divide="ignore"):
+                rows[tail] = np.maximum(np.log(folded), _NEG)
+        char_sentence = np.repeat(np.arange(len(encoded)), lengths)
+        per_sentence = np.bincount(char_sentence[covered], minlength=len(encoded))
+        if self.decoding == "viterbi" and len(covered):
+            top = viterbi(rows, per_sentence.tolist(), self.allowed, self.may_start)
+        else:
+            top = rows.argmax(axis=-1) if len(covered) else np.zeros(0, dtype=np.int64)
+        top_prob = np.exp(np.take_along_axis(rows, top[:, None], axis=1)[:, 0]) if len(covered) else np.zeros(0)
+        tags = np.full(len(char_token), self.outside_id, dtype=np.int64)
+        probs = np.ones(len(char_token))
+        tags[covered], probs[covered] = top, top_prob
+        token_tags, token_probs = self._token_view(start + char_base, _cat([e.offsets[:, 1] - e.offsets[:, 0] for e in encoded]),
+                                                   tags, probs)
+        return Decoded(_split(tags, lengths), _split(probs.astype(np.float32), lengths),
+                       _split(token_tags, n_tokens), _split(token_probs.astype(np.float32), n_tokens))
+
+    def _token_view(self, first_char: np.ndarray, owned: np.ndarray, tags: np.ndarray, probs: np.ndarray):
+        """Per token, the tag and probability of its first owned character (O, 1 for a token that owns none):
+        the per-token list of ``/api`` under ``char`` tagging."""
+        has = owned > 0
+        safe = np.where(has, first_char, 0)
+        if len(tags) == 0:
+            return np.full(len(first_char), self.outside_id, dtype=np.int64), np.ones(len(first_char))
+        return np.where(has, tags[safe], self.outside_id), np.where(has, probs[safe], 1.0)
+
+    def decode_labels(self, encoded: Sequence[EncodedSentence], token_labels: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """Character tags from per-token label ids (the alignment ceiling: gold -> tokens -> characters).
+
+        Under ``char`` tagging each token's labels are ``[slots]`` rows (:meth:`token_labels`); a
+        character past the last slot continues that slot's tag, as :meth:`decode` reads it.
+        """
+        lengths = [e.text_length for e in encoded]
+        char_token = _global_char_token(encoded)
+        if self.char_slots is None:
+            flat = _cat([np.asarray(labels, dtype=np.int64).reshape(-1) for labels in token_labels])
+            top = np.where(flat == IGNORE, self.outside_id, flat)
+            tags, _ = self._chars_from_tokens(char_token, top, np.ones(len(top)))
+            return _split(tags, lengths)
+        k = self.char_slots.slots
+        slots = np.concatenate([np.asarray(labels, dtype=np.int64).reshape(-1, k) for labels in token_labels]) \
+            if len(token_labels) else np.zeros((0, k), dtype=np.int64)
+        slots = np.where(slots == IGNORE, self.outside_id, slots)
+        start = _cat([e.offsets[:, 0] for e in encoded])
+        n_tokens = [e.num_tokens for e in encoded]
+        char_base = np.repeat(_starts(np.asarray(lengths, dtype=np.int64)), n_tokens)
+        covered = np.flatnonzero(char_token >= 0)
+        owner = char_token[covered]
+        slot = covered - (start[owner] + char_base[owner])
+        value = slots[owner, np.minimum(slot, k - 1)]
+        value = np.where(slot >= k, self.inside[value], value)
+        tags = np.full(len(char_token), self.outside_id, dtype=np.int64)
+        tags[covered] = value
         return _split(tags, lengths)
 
     def _chars_from_tokens(self, char_token: np.ndarray, top: np.ndarray, top_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -400,10 +551,12 @@ class Aligner:
         return char_tag, prob
 
     # ------------------------------------------------------------------ helpers
-    def token_labels(self, e: EncodedSentence) -> list[int]:
-        """The per-content-token labels of an encoded sentence (its windows' labels, overlap removed)."""
+    def token_labels(self, e: EncodedSentence) -> list:
+        """The per-content-token labels of an encoded sentence (its windows' labels, overlap removed):
+        an id per token, or under ``char`` tagging a list of ``slots`` ids per token."""
+        width = None if self.char_slots is None else self.char_slots.slots
         if e.num_tokens == 0 or e.windows[0].labels is None:
-            return [IGNORE] * e.num_tokens
+            return [IGNORE if width is None else [IGNORE] * width for _ in range(e.num_tokens)]
         return [e.windows[w].labels[p] for w, p in zip(e.token_window.tolist(), e.token_pos.tolist())]
 
     def tag_names(self, ids: torch.Tensor) -> list[str]:
@@ -540,17 +693,20 @@ def _viterbi_numpy(logp: np.ndarray, lengths: Sequence[int], allowed: np.ndarray
 
 
 def pad_windows(windows: Sequence[Window], pad_id: int) -> dict[str, torch.Tensor]:
-    """One padded batch (dynamic padding: as wide as its longest window); labels padded with -100."""
+    """One padded batch (dynamic padding: as wide as its longest window); labels padded with -100
+    (``[windows, width]``, or ``[windows, width, slots]`` under ``char`` tagging)."""
     width = max(len(w.input_ids) for w in windows)
     ids = torch.full((len(windows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(windows), width), dtype=torch.long)
-    labels = torch.full((len(windows), width), IGNORE, dtype=torch.long)
+    first = next((w.labels for w in windows if w.labels is not None), None)
+    slots = tuple(np.shape(first)[1:]) if first is not None else ()  # (slots,) under char tagging
+    labels = torch.full((len(windows), width, *slots), IGNORE, dtype=torch.long)
     for r, w in enumerate(windows):
         n = len(w.input_ids)
         ids[r, :n] = torch.tensor(w.input_ids)
         mask[r, :n] = 1
         if w.labels is not None:
-            labels[r, :n] = torch.tensor(w.labels)
+            labels[r, :n] = torch.as_tensor(np.asarray(w.labels, dtype=np.int64))
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 

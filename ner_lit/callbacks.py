@@ -182,10 +182,12 @@ def merge_parts(parts: list[Path], plan: ChunkPlan, out: TextIO) -> None:
 class ExportBestModel(Callback):
     """At the end of ``fit``, saves the best checkpoint as a Hugging Face directory.
 
-    The directory loads with ``AutoModelForTokenClassification.from_pretrained`` and works in
-    ``transformers.pipeline("token-classification")``; ``id2label`` carries the labels, and
-    ``ner_lit.json`` beside ``config.json`` the rest of the tagger's spec (windows, decoding,
-    scores, provenance) for ``serve --model_dir``.
+    The directory loads with ``AutoModelForTokenClassification.from_pretrained``; ``ner_lit.json``
+    beside ``config.json`` holds the rest of the tagger's spec (tagging unit, windows, decoding,
+    scores, provenance) for ``Predictor.from_pretrained`` and ``serve --model_dir``. A ``token``
+    tagger's ``id2label`` carries the labels, so ``transformers.pipeline("token-classification")``
+    reads it as well; a ``char`` tagger's outputs are a row of labels per character slot
+    (``id2label``: ``<label>@<slot>``), which only ner_lit's decoding turns into entities.
     """
 
     def __init__(self, dirname: Optional[str] = "hf_model") -> None:

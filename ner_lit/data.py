@@ -26,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Sampler
 
 from ner_lit import encoded_cache
-from ner_lit.alignment import Aligner, Decoding, LabelRule, Window, pad_windows
+from ner_lit.alignment import DEFAULT_CHAR_SLOTS, Aligner, Decoding, LabelRule, Tagging, Window, pad_windows
 from ner_lit.checkpoint import default_cache_dir, materialize_tokenizer, tokenizer_files
 from ner_lit.corpus import (
     derive_labels,
@@ -208,6 +208,8 @@ class NERDataModule(pl.LightningDataModule):
         stride: int = 32,
         label_rule: LabelRule = "first_char",
         decoding: Decoding = "viterbi",
+        tagging: Tagging = "char",
+        char_slots: int = DEFAULT_CHAR_SLOTS,
         batch_size: int = 32,
         eval_batch_size: int = 64,
         predict_chunk_size: int = 4096,
@@ -236,9 +238,16 @@ class NERDataModule(pl.LightningDataModule):
             labels: Explicit label list (``O`` plus ``B-``/``I-`` per type). None derives it from the training file.
             max_length: Tokens per window, special tokens included. Longer sentences become several windows.
             stride: Tokens of overlap between consecutive windows of one sentence.
-            label_rule: How a token takes its label from its characters (``first_char`` or ``first_entity``).
-            decoding: Token tags at evaluation and prediction: ``viterbi``, the most probable valid IOB2
-                sequence, or ``argmax``, each token's most probable tag on its own.
+            label_rule: ``token`` tagging only: how a token takes its label from its characters (``first_char``
+                or ``first_entity``).
+            decoding: Tags at evaluation and prediction: ``viterbi``, the most probable valid IOB2
+                sequence, or ``argmax``, each character's (token's) most probable tag on its own.
+            tagging: ``char``: the model scores every character a token owns (a row of labels per
+                character slot), so entities start and end at any character (``김철수`` in ``김철수는``);
+                ``token``: one label per token, whose characters all follow it (a particle fused to a
+                name joins the entity; what taggers before format 3 did).
+            char_slots: ``char`` tagging: label rows per token; a token's characters past the last row
+                continue its tag.
             batch_size: Training windows per batch (per device).
             eval_batch_size: Evaluation windows per batch (per device); whole sentences only.
             predict_chunk_size: ``predict`` reads, encodes and writes this many sentences at a time (memory
@@ -266,6 +275,12 @@ class NERDataModule(pl.LightningDataModule):
         self.stride = stride
         self.label_rule = label_rule
         self.decoding = decoding
+        if tagging not in ("char", "token"):
+            raise DataError(f"--data.tagging {tagging!r}: expected char or token")
+        if char_slots < 1:
+            raise DataError(f"--data.char_slots {char_slots}: expected at least 1 label row per token")
+        self.tagging = tagging
+        self.char_slots = char_slots
         for option, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value < 1:
                 raise DataError(f"--data.{option} {value}: expected at least 1 window per batch")
@@ -308,6 +323,8 @@ class NERDataModule(pl.LightningDataModule):
         self.stride = spec.stride
         self.label_rule = spec.label_rule
         self.decoding = spec.decoding
+        self.tagging = spec.tagging
+        self.char_slots = spec.char_slots
 
     @property
     def spec(self) -> TaggerSpec:
@@ -324,8 +341,8 @@ class NERDataModule(pl.LightningDataModule):
         digest = self._digests.get(str(train)) if train is not None else None
         return TaggerSpec(
             labels=tuple(self.labels), tokenizer_files=dict(self._tokenizer_files), max_length=self.max_length,
-            stride=self.stride, label_rule=self.label_rule, decoding=self.decoding,
-            provenance=Provenance.now(train_file=None if train is None else str(train), train_sha256=digest),
+            stride=self.stride, label_rule=self.label_rule, decoding=self.decoding, tagging=self.tagging,
+            char_slots=self.char_slots, provenance=Provenance.now(train_file=None if train is None else str(train), train_sha256=digest),
         )
 
     def path(self, stage: str) -> Optional[Path]:
@@ -487,9 +504,10 @@ class NERDataModule(pl.LightningDataModule):
             self.labels = list(self._facts(train, self._digest(train))[0]["labels"])
         self._setup_tokenizer(train)
         if self.aligner is None:
-            self.aligner = Aligner(self.tokenizer, self.labels, self.max_length, self.stride, self.label_rule, self.decoding)
+            self.aligner = Aligner(self.tokenizer, self.labels, self.max_length, self.stride, self.label_rule, self.decoding,
+                                   self.tagging, self.char_slots)
         if stage == "fit":
-            self.train_windows = TrainWindows(self._encode(train))
+            self.train_windows = TrainWindows(self._encode(train), self.aligner.char_slots)
             self.eval_items["validate"] = self._eval_items("validate")
         elif stage in ("validate", "test"):
             self.eval_items[stage] = self._eval_items(stage)
@@ -505,7 +523,7 @@ class NERDataModule(pl.LightningDataModule):
         return ChunkPlan(self.predict_count, self.predict_chunk_size, world, max(1, self.num_workers))
 
     def _eval_items(self, stage: str, with_labels: bool = True) -> EvalSentences:
-        return EvalSentences(self._encode(self._existing_path(stage), with_labels), self.labels)
+        return EvalSentences(self._encode(self._existing_path(stage), with_labels), self.labels, self.aligner.char_slots)
 
     def _encode(self, path: Path, with_labels: bool = True) -> encoded_cache.Entry:
         """The encoded file, memory-mapped from the cache: loaded when an entry for this content exists,

@@ -24,7 +24,7 @@ Layout (``n`` sentences, ``W`` windows):
   ``sentence_text_bytes``, ``sentence_id_bytes`` (``n + 1`` each: where sentence i's
   windows, content tokens, characters and UTF-8 bytes of text and id begin) and
   ``window_ids`` (``W + 1``: where window j's ids begin);
-* per window: ``window_sentence``;
+* per window: ``window_sentence``, ``window_token`` (its first content token, within its sentence);
 * per window token: ``input_ids`` and, for labelled encodings, ``labels``;
 * per content token: ``offsets`` (``[tokens, 2]``), ``token_window`` (within its sentence), ``token_pos``;
 * per character: ``char_token``, ``gold`` (tag ids);
@@ -44,7 +44,7 @@ from typing import Any, Optional
 import numpy as np
 
 #: Bump when the layout above changes; it is part of every entry's key and stored in its manifest.
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 MANIFEST = "manifest.json"
 
 #: name -> (what it counts, dtype, trailing shape). Counts: sentences, windows, ids, tokens, chars, text, id
@@ -57,6 +57,7 @@ FIELDS: dict[str, tuple[str, str, tuple[int, ...]]] = {
     "sentence_id_bytes": ("sentences+1", "<i8", ()),
     "window_ids": ("windows+1", "<i8", ()),
     "window_sentence": ("windows", "<i4", ()),
+    "window_token": ("windows", "<i4", ()),
     "input_ids": ("ids", "<i4", ()),
     "labels": ("ids", "<i2", ()),
     "offsets": ("tokens", "<i4", (2,)),

@@ -14,7 +14,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from ner_lit.alignment import Aligner, EncodedChunk, EncodedSentence, Window
+from ner_lit.alignment import Aligner, CharSlots, EncodedChunk, EncodedSentence, Window
 from ner_lit.corpus import Sentence
 from ner_lit.encoded_cache import Entry, EntryWriter
 
@@ -60,6 +60,7 @@ def pack_chunk(encoded: EncodedChunk, sentences: Sequence[Sentence], label2id: d
         "n_id_bytes": np.fromiter(map(len, ids), np.int64, len(ids)),
         "window_length": encoded.window_length,
         "window_sentence": encoded.window_sentence,
+        "window_token": encoded.window_token,
         "input_ids": encoded.input_ids,
         "offsets": encoded.offsets,
         "token_window": encoded.token_window,
@@ -87,10 +88,16 @@ def encode_into(writer: EntryWriter, aligner: Aligner, sentences: Iterable[Sente
 
 
 class TrainWindows(Sequence[Window]):
-    """The training windows of an entry, one :class:`Window` made per access."""
+    """The training windows of an entry, one :class:`Window` made per access.
 
-    def __init__(self, entry: Entry) -> None:
+    With ``char_slots`` (``char`` tagging), a window's labels are its tokens' characters' gold
+    tags, ``[ids, slots]``, made from the entry's per-character gold ids and token offsets when
+    the window is asked for: the entry stays the same for every slot count.
+    """
+
+    def __init__(self, entry: Entry, char_slots: Optional[CharSlots] = None) -> None:
         self.entry = entry
+        self.char_slots = char_slots
 
     def __len__(self) -> int:
         return self.entry.counts["windows"]
@@ -101,8 +108,11 @@ class TrainWindows(Sequence[Window]):
         j %= len(self)
         e = self.entry
         a, b = int(e.window_ids[j]), int(e.window_ids[j + 1])
-        labels = e.labels[a:b].tolist() if e.with_labels else None
-        return Window(int(e.window_sentence[j]), e.input_ids[a:b].tolist(), labels)
+        s = int(e.window_sentence[j])
+        labels = None
+        if e.with_labels:
+            labels = e.labels[a:b].tolist() if self.char_slots is None else _slot_labels(e, s, j, b - a, self.char_slots)
+        return Window(s, e.input_ids[a:b].tolist(), labels)
 
     def __iter__(self) -> Iterator[Window]:
         return (self[j] for j in range(len(self)))
@@ -115,9 +125,10 @@ class TrainWindows(Sequence[Window]):
 class EvalSentences(Sequence[EvalItem]):
     """The evaluation sentences of an entry, one :class:`EvalItem` made per access (a batch at a time)."""
 
-    def __init__(self, entry: Entry, labels: Sequence[str]) -> None:
+    def __init__(self, entry: Entry, labels: Sequence[str], char_slots: Optional[CharSlots] = None) -> None:
         self.entry = entry
         self.labels = list(labels)
+        self.char_slots = char_slots  # as for TrainWindows
 
     def __len__(self) -> int:
         return len(self.entry)
@@ -152,9 +163,13 @@ class EvalSentences(Sequence[EvalItem]):
         c0, c1 = int(e.sentence_chars[i]), int(e.sentence_chars[i + 1])
         bounds = e.window_ids[w0:w1 + 1].tolist()
         ids = e.input_ids[bounds[0]:bounds[-1]].tolist()
-        labels = e.labels[bounds[0]:bounds[-1]].tolist() if e.with_labels else None
-        windows = [Window(i, ids[a - bounds[0]:b - bounds[0]], labels[a - bounds[0]:b - bounds[0]] if labels is not None else None)
-                   for a, b in zip(bounds, bounds[1:])]
+        if e.with_labels and self.char_slots is not None:
+            windows = [Window(i, ids[a - bounds[0]:b - bounds[0]], _slot_labels(e, i, w0 + j, b - a, self.char_slots))
+                       for j, (a, b) in enumerate(zip(bounds, bounds[1:]))]
+        else:
+            labels = e.labels[bounds[0]:bounds[-1]].tolist() if e.with_labels else None
+            windows = [Window(i, ids[a - bounds[0]:b - bounds[0]], labels[a - bounds[0]:b - bounds[0]] if labels is not None else None)
+                       for a, b in zip(bounds, bounds[1:])]
         return EncodedSentence(i, c1 - c0, windows, np.array(e.offsets[t0:t1], dtype=np.int32),
                                np.array(e.token_window[t0:t1], dtype=np.int32), np.array(e.token_pos[t0:t1], dtype=np.int32),
                                np.array(e.char_token[c0:c1], dtype=np.int32))
@@ -167,3 +182,11 @@ class EvalSentences(Sequence[EvalItem]):
         e = self.entry
         firsts = e.window_ids[np.asarray(e.sentence_windows)]
         return np.diff(firsts)
+
+
+def _slot_labels(e: Entry, sentence: int, window: int, n_ids: int, slots: CharSlots) -> list[list[int]]:
+    """Window ``window`` (of sentence ``sentence``, ``n_ids`` ids)'s ``[ids, slots]`` character labels."""
+    t0, c0, c1 = int(e.sentence_tokens[sentence]), int(e.sentence_chars[sentence]), int(e.sentence_chars[sentence + 1])
+    first = t0 + int(e.window_token[window])
+    count = n_ids - slots.n_prefix - slots.n_suffix
+    return slots.window_labels(e.offsets[first:first + count], e.gold[c0:c1])

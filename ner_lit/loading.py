@@ -123,7 +123,8 @@ def from_model_dir(model_dir: str | Path, max_length: Optional[int] = None, stri
         raise CheckpointError(str(exc)) from None
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForTokenClassification.from_pretrained(model_dir)
-    labels = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
-    if labels != spec.labels:
-        raise CheckpointError(f"{model_dir}: its config.json labels {list(labels)} differ from its ner_lit.json {list(spec.labels)}")
+    outputs = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
+    if outputs != tuple(spec.id2label[i] for i in range(spec.num_outputs)):
+        raise CheckpointError(f"{model_dir}: its config.json outputs {list(outputs)[:16]} differ from what its ner_lit.json's "
+                              f"labels and tagging give {[spec.id2label[i] for i in range(min(16, spec.num_outputs))]}")
     return LoadedTagger(model.eval(), tokenizer, spec, str(model_dir))

@@ -120,9 +120,7 @@ class NERModel(pl.LightningModule):
             else:
                 from ner_lit.alignment import Aligner
 
-                spec = self._require_spec()
-                self._aligner = Aligner(self.tokenizer, list(spec.labels), spec.max_length, spec.stride,
-                                        spec.label_rule, spec.decoding)
+                self._aligner = Aligner.for_tagger(self.tokenizer, self._require_spec())
         return self._aligner
 
     def _datamodule(self):
@@ -146,14 +144,14 @@ class NERModel(pl.LightningModule):
     def _build(self, spec: TaggerSpec) -> None:
         from transformers import AutoConfig, AutoModelForTokenClassification
 
-        id2label = spec.id2label
+        id2label = spec.id2label  # under char tagging, a row of labels per character slot
         label2id = {v: k for k, v in id2label.items()}
         hp = self.hparams
         if spec.model_config is not None:
             self.model = AutoModelForTokenClassification.from_config(spec.hf_config())
         elif hp.pretrained is not None:
             try:
-                config = AutoConfig.from_pretrained(hp.pretrained, num_labels=len(self.labels), id2label=id2label, label2id=label2id)
+                config = AutoConfig.from_pretrained(hp.pretrained, num_labels=spec.num_outputs, id2label=id2label, label2id=label2id)
                 self.model = AutoModelForTokenClassification.from_pretrained(hp.pretrained, config=config, ignore_mismatched_sizes=True)
             except OSError as exc:
                 raise ModelError(
@@ -164,7 +162,8 @@ class NERModel(pl.LightningModule):
             from ner_lit.scratch import scratch_bert_config
 
             config = scratch_bert_config(
-                vocab_size=len(self.tokenizer), labels=self.labels, hidden_size=hp.hidden_size, num_layers=hp.num_layers,
+                vocab_size=len(self.tokenizer), labels=[id2label[i] for i in range(spec.num_outputs)],
+                hidden_size=hp.hidden_size, num_layers=hp.num_layers,
                 num_heads=hp.num_heads, intermediate_size=hp.intermediate_size,
                 pad_token_id=self.tokenizer.pad_token_id or 0,
             )
@@ -175,8 +174,9 @@ class NERModel(pl.LightningModule):
         self.model.train(self.training)
         if hp.freeze_word_embeddings:
             self.model.get_input_embeddings().weight.requires_grad_(False)
-        if self.model.config.num_labels != len(self.labels):
-            raise ModelError(f"the model has {self.model.config.num_labels} labels, the data {len(self.labels)}")
+        if self.model.config.num_labels != spec.num_outputs:
+            raise ModelError(f"the model has {self.model.config.num_labels} outputs, the data's labels and tagging "
+                             f"need {spec.num_outputs}")
         if spec.model_config is None:  # a new network: the spec records it, and where its weights came from
             from dataclasses import replace
 
@@ -255,30 +255,43 @@ class NERModel(pl.LightningModule):
         return [g for g in result if g["params"]]
 
     # ------------------------------------------------------------------ steps
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: Optional[torch.Tensor] = None):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """The network's output; its ``logits`` are ``[windows, positions, outputs]`` (labels, or slots x labels).
+        The loss is :meth:`_loss`'s: a ``char`` tagger's labels are not the Hugging Face head's."""
+        return self.model(input_ids=input_ids, attention_mask=attention_mask)
 
-    @staticmethod
-    def _token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-        mask = labels != IGNORE
+    def _scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logits as ``[..., labels]`` rows, one per label the batch carries (per token, or per
+        token and character slot: the labels then are ``[windows, positions, slots]``)."""
+        return logits.reshape(*logits.shape[:2], -1, len(self.labels)) if self.spec.tagging == "char" else logits
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Cross-entropy over every labelled token (or character slot), its accuracy and how many there were.
+
+        The mean over labelled items in float32, as the Hugging Face token classifiers compute it,
+        so a ``token`` tagger trains exactly as before.
+        """
+        scores = self._scores(logits)
+        flat, gold = scores.reshape(-1, scores.shape[-1]), labels.reshape(-1)
+        loss = torch.nn.functional.cross_entropy(flat.float(), gold, ignore_index=IGNORE)
+        mask = gold != IGNORE
         n = int(mask.sum())
-        correct = (logits.argmax(-1)[mask] == labels[mask]).float().sum()
-        return correct / max(1, n), n
+        correct = (flat.detach().argmax(-1)[mask] == gold[mask]).float().sum()
+        return loss, correct / max(1, n), n
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        out = self(batch["input_ids"], batch["attention_mask"], batch["labels"])
-        acc, _ = self._token_accuracy(out.logits.detach(), batch["labels"])
-        self.log("train_loss", out.loss, prog_bar=True)
+        loss, acc, _ = self._loss(self(batch["input_ids"], batch["attention_mask"]).logits, batch["labels"])
+        self.log("train_loss", loss, prog_bar=True)
         self.log("train_acc", acc)
-        return out.loss
+        return loss
 
     def _evaluate(self, batch: dict[str, Any], split: str) -> None:
-        out = self(batch["input_ids"], batch["attention_mask"], batch["labels"])
-        acc, n = self._token_accuracy(out.logits, batch["labels"])
-        getattr(self, f"{split}_loss").update(out.loss, max(1, n))
+        logits = self(batch["input_ids"], batch["attention_mask"]).logits
+        loss, acc, n = self._loss(logits, batch["labels"])
+        getattr(self, f"{split}_loss").update(loss, max(1, n))
         getattr(self, f"{split}_acc").update(acc, max(1, n))
         items = batch["items"].items
-        decoded = self.aligner.decode([it.encoded for it in items], out.logits.detach().float().cpu())
+        decoded = self.aligner.decode([it.encoded for it in items], logits.detach().float().cpu())
         preds = [tags[it.scored] for tags, it in zip(decoded.char_tags, items)]
         gold = [it.gold for it in items]
         getattr(self, f"{split}_F1c").update(preds, gold)
@@ -304,9 +317,9 @@ class NERModel(pl.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """One row a sentence: ``id``, ``index`` (its position in the input), ``text`` and ``entities``."""
-        out = self(batch["input_ids"], batch["attention_mask"])
+        logits = self(batch["input_ids"], batch["attention_mask"]).logits
         items = batch["items"].items
-        decoded = self.aligner.decode([it.encoded for it in items], out.logits.float().cpu())
+        decoded = self.aligner.decode([it.encoded for it in items], logits.float().cpu())
         return [{"id": it.sentence.id, "index": it.index,
                  **answer(it.sentence.text, self.aligner.tag_names(tags), probs.tolist())}
                 for it, tags, probs in zip(items, decoded.char_tags, decoded.char_probs)]

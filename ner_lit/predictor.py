@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ner_lit.alignment import Aligner, Decoded, EncodedSentence, Window
+from ner_lit.alignment import DEFAULT_CHAR_SLOTS, Aligner, Decoded, EncodedSentence, Window
 from ner_lit.answers import Prediction, prediction
 from ner_lit.corpus import Sentence
 from ner_lit.model_runner import PACK_WIDTH, EagerReleased, ModelRunner
@@ -41,7 +41,13 @@ class WindowPiece:
 
 
 class Predictor:
-    """A token-classification model, its tokenizer and labels, ready to tag raw text."""
+    """A token-classification model, its tokenizer and labels, ready to tag raw text.
+
+    ``tagging`` says how the model's outputs are read (:mod:`ner_lit.alignment`): ``char``, a
+    row of labels per character a token owns (what ner_lit trains), or ``token``, one label
+    per token (a plain Hugging Face token classifier, and taggers of format 2 and before).
+    Loaded with :meth:`from_checkpoint` or :meth:`from_pretrained`, the tagger's spec says which.
+    """
 
     def __init__(
         self,
@@ -56,6 +62,8 @@ class Predictor:
         device: str = "cpu",
         batch_size: int = 64,
         decoding: str = "viterbi",
+        tagging: str = "token",
+        char_slots: int = DEFAULT_CHAR_SLOTS,
     ) -> None:
         self.device = torch.device(device)
         model = model.to(self.device).eval()
@@ -66,11 +74,12 @@ class Predictor:
         if self.max_length < max_length:  # windows shortened to fit the model: shorten their overlap too
             stride = min(stride, self.max_length // 2)
         # Otherwise the windows are those asked for (a checkpoint's: those of training and `predict`).
-        self.aligner = Aligner(tokenizer, self.labels, max_length=self.max_length, stride=stride, decoding=decoding)
+        self.aligner = Aligner(tokenizer, self.labels, max_length=self.max_length, stride=stride, decoding=decoding,
+                               tagging=tagging, char_slots=char_slots)
         self.source = source
         self.name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
         self.scores = dict(scores or {})
-        self.runner = ModelRunner(model, len(self.labels), tokenizer.pad_token_id or 0, self.max_length, self.device,
+        self.runner = ModelRunner(model, self.aligner.num_outputs, tokenizer.pad_token_id or 0, self.max_length, self.device,
                                   batch_size)
         self._tokenizer_lock = threading.Lock()
         self.runtime = "eager"  # how the model runs: "eager", "TorchScript" or "ONNX Runtime"
@@ -97,7 +106,7 @@ class Predictor:
         spec = loaded.spec
         return cls(loaded.model, loaded.tokenizer, spec.labels, max_length=spec.max_length, stride=spec.stride,
                    source=loaded.source, name=loaded.name, scores=dict(spec.scores), device=device,
-                   decoding=spec.decoding)
+                   decoding=spec.decoding, tagging=spec.tagging, char_slots=spec.char_slots)
 
     # ------------------------------------------------------------------ the runner's parts
     @property
@@ -251,7 +260,7 @@ class Predictor:
     def join(self, encoded: EncodedSentence, outputs: Sequence[torch.Tensor]) -> Decoded:
         """A sentence's tags from the logits :meth:`forward` gave its pieces (in order)."""
         width = max(o.shape[1] for o in outputs)
-        logits = torch.zeros(sum(o.shape[0] for o in outputs), width, len(self.labels))
+        logits = torch.zeros(sum(o.shape[0] for o in outputs), width, self.aligner.num_outputs)
         row = 0
         for o in outputs:
             logits[row : row + o.shape[0], : o.shape[1]] = o

@@ -163,7 +163,8 @@ def scratch_bert_config(
     pad_token_id: int = 0,
 ) -> BertConfig:
     """A randomly initialisable BERT sized for the tiny recipe; the defaults are the
-    reference model's (intermediate size 4 x hidden, as in BERT)."""
+    reference model's (intermediate size 4 x hidden, as in BERT). ``labels`` names the
+    classifier's outputs (a ``char`` tagger's are ``<label>@<slot>``, see ``TaggerSpec.id2label``)."""
     if hidden_size % num_heads:
         raise ValueError(f"hidden_size {hidden_size} is not a multiple of num_heads {num_heads}")
     id2label = dict(enumerate(labels))

@@ -31,7 +31,8 @@ from typing import Any, Mapping, Optional
 
 #: The newest layout this version writes and reads; older ones are read, newer ones refused.
 #: 1: the first checkpoint section (no provenance). 2: provenance, and the spec file of an exported directory.
-FORMAT = 2
+#: 3: the tagging unit (``tagging``, ``char_slots``); records before it tag tokens.
+FORMAT = 3
 #: The checkpoint key the spec is stored under.
 SECTION = "ner_lit"
 #: The spec's file in an exported model directory, beside Hugging Face's config.json.
@@ -40,6 +41,9 @@ SPEC_FILE = "ner_lit.json"
 TOKENIZER_FILES = frozenset({"tokenizer.json", "vocab.txt", "tokenizer_config.json"})
 LABEL_RULES = ("first_char", "first_entity")
 DECODINGS = ("viterbi", "argmax")
+TAGGINGS = ("char", "token")
+#: Character slots of a ``char`` tagger unless it says otherwise (ner_lit.alignment.DEFAULT_CHAR_SLOTS).
+DEFAULT_CHAR_SLOTS = 8
 #: A directory exported without a spec file (by another tool): the windows Predictor used before specs.
 PLAIN_DIR_WINDOWS = (512, 64)
 
@@ -81,6 +85,10 @@ class TaggerSpec:
     stride: int
     label_rule: str = "first_char"
     decoding: str = "viterbi"
+    #: ``char``: a row of label scores per character a token owns (entities end at any character);
+    #: ``token``: one label per token (every record of format 2 and before)
+    tagging: str = "token"
+    char_slots: int = DEFAULT_CHAR_SLOTS
     model_config: Optional[Mapping[str, Any]] = None
     name: str = ""
     scores: Mapping[str, float] = field(default_factory=dict)
@@ -110,14 +118,19 @@ class TaggerSpec:
             raise SpecError(f"{where}: label_rule {self.label_rule!r}, expected one of {', '.join(LABEL_RULES)}")
         if self.decoding not in DECODINGS:
             raise SpecError(f"{where}: decoding {self.decoding!r}, expected one of {', '.join(DECODINGS)}")
+        if self.tagging not in TAGGINGS:
+            raise SpecError(f"{where}: tagging {self.tagging!r}, expected one of {', '.join(TAGGINGS)}")
+        if not (isinstance(self.char_slots, int) and not isinstance(self.char_slots, bool) and self.char_slots >= 1):
+            raise SpecError(f"{where}: char_slots {self.char_slots!r}, expected a whole number of at least 1")
         if self.model_config is not None:
             if not isinstance(self.model_config, Mapping) or "model_type" not in self.model_config:
                 raise SpecError(f"{where}: its model config is not a Hugging Face config (no model_type)")
             id2label = self.model_config.get("id2label")
             outputs = len(id2label) if isinstance(id2label, Mapping) else self.model_config.get("num_labels")
-            if outputs is not None and int(outputs) != len(self.labels):
-                raise SpecError(f"{where}: its label list has {len(self.labels)} labels but its model config has "
-                                f"{outputs} outputs")
+            if outputs is not None and int(outputs) != self.num_outputs:
+                per = f" ({self.char_slots} character slots x {len(self.labels)} labels)" if self.tagging == "char" else ""
+                raise SpecError(f"{where}: its label list and tagging need {self.num_outputs} outputs{per} but its model "
+                                f"config has {outputs}")
 
     # ------------------------------------------------------------------ derived records
     def with_model_config(self, config: Mapping[str, Any], name: str = "") -> "TaggerSpec":
@@ -128,7 +141,17 @@ class TaggerSpec:
         return replace(self, scores={k: float(v) for k, v in scores.items()})
 
     @property
+    def num_outputs(self) -> int:
+        """The classifier's outputs per token: a row of labels per character slot under ``char`` tagging."""
+        return len(self.labels) * (self.char_slots if self.tagging == "char" else 1)
+
+    @property
     def id2label(self) -> dict[int, str]:
+        """The model config's output names: the labels, or under ``char`` tagging ``<label>@<slot>``
+        (output ``slot * len(labels) + label``), which no token-classification pipeline reads as tags."""
+        if self.tagging == "char":
+            return {k * len(self.labels) + i: f"{label}@{k}" for k in range(self.char_slots)
+                    for i, label in enumerate(self.labels)}
         return dict(enumerate(self.labels))
 
     def hf_config(self):
@@ -180,6 +203,8 @@ class TaggerSpec:
                 stride=record["stride"],
                 label_rule=record.get("label_rule", "first_char"),
                 decoding=record.get("decoding", "viterbi"),
+                tagging=record.get("tagging", "token"),
+                char_slots=record.get("char_slots", DEFAULT_CHAR_SLOTS),
                 model_config=record.get("model_config"),
                 name=str(record.get("name", "")),
                 scores={str(k): float(v) for k, v in (record.get("scores") or {}).items()},
@@ -224,8 +249,9 @@ class TaggerSpec:
         model config read from the directory itself.
 
         A Hugging Face directory that has no ``ner_lit.json`` (exported by another tool) gets a spec
-        from its own config: labels from ``id2label``, windows of :data:`PLAIN_DIR_WINDOWS`, Viterbi
-        decoding, no scores; ``name`` says that it was inferred.
+        from its own config: labels from ``id2label`` (``token`` tagging, or ``char`` where the outputs
+        are named ``<label>@<slot>``), windows of :data:`PLAIN_DIR_WINDOWS`, Viterbi decoding, no
+        scores; ``name`` says that it was inferred.
         """
         directory = Path(directory)
         config_path = directory / "config.json"
@@ -245,6 +271,11 @@ class TaggerSpec:
             except (TypeError, ValueError):
                 raise SpecError(f"{config_path}: its id2label is not a map of label numbers") from None
             max_length, stride = PLAIN_DIR_WINDOWS
+            tagging = _char_outputs(labels)
+            if tagging is not None:  # ner_lit's char tagger, its spec file lost: its outputs still say so
+                labels, slots = tagging
+                return cls(labels, files, max_length, stride, tagging="char", char_slots=slots, model_config=config,
+                           name=f"{config.get('_name_or_path') or directory.name} (no {SPEC_FILE}: settings inferred)")
             return cls(labels, files, max_length, stride, model_config=config,
                        name=f"{config.get('_name_or_path') or directory.name} (no {SPEC_FILE}: settings inferred)")
         try:
@@ -268,6 +299,18 @@ _TOKENIZER_FILE_NAMES = frozenset({
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
     "merges.txt", "added_tokens.json", "chat_template.jinja",
 })
+
+
+def _char_outputs(outputs: tuple[str, ...]) -> Optional[tuple[tuple[str, ...], int]]:
+    """The labels and slot count of a ``char`` tagger's output names (``<label>@<slot>``, slot-major,
+    as :attr:`TaggerSpec.id2label` writes them); None for any other list."""
+    parsed = [name.rpartition("@") for name in outputs]
+    if not outputs or not all(sep and slot.isdigit() for _, sep, slot in parsed):
+        return None
+    labels = tuple(label for label, _, slot in parsed if slot == "0")
+    slots = len(outputs) // max(1, len(labels))
+    expected = tuple(f"{label}@{k}" for k in range(slots) for label in labels)
+    return (labels, slots) if expected == tuple(outputs) else None
 
 
 def check_format(fmt: Any, where: str) -> None:

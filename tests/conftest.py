@@ -45,6 +45,14 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def token_run(tmp_path_factory: pytest.TempPathFactory):
+    """The session's tiny run with ``token`` tagging on WordPiece (shared: never write into it)."""
+    from pipeline_fixtures import trained_run_once
+
+    return trained_run_once(tmp_path_factory, "token")
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random tiny BERT token classifier with the KLUE labels, as a Hugging Face directory."""
     from serve_fixtures import build_tiny_model_dir

@@ -183,19 +183,26 @@ class TrainedRun:
 _TRAINED: dict[str, TrainedRun] = {}
 
 
-def trained_run_once(factory: pytest.TempPathFactory) -> TrainedRun:
-    """Train the session's tiny model the first time it is asked for, and reuse it after."""
-    if "run" not in _TRAINED:
-        base = factory.mktemp("trained")
+def trained_run_once(factory: pytest.TempPathFactory, kind: str = "run") -> TrainedRun:
+    """Train the session's tiny model the first time it is asked for, and reuse it after.
+
+    ``kind="token"``: the same with ``--data.tagging token`` on a small WordPiece vocabulary
+    (tokens of several characters), a tagger as ner_lit trained them before character tagging.
+    """
+    if kind not in _TRAINED:
+        base = factory.mktemp("trained" if kind == "run" else f"trained-{kind}")
         data_dir = write_corpus_dir(base / "data")
         cache = base / "cache"
         root = base / "runs"
         config = base / "tiny.yaml"
-        config.write_text(yaml.safe_dump(tiny_config(data_dir, root)), encoding="utf-8")
+        settings = tiny_config(data_dir, root)
+        if kind == "token":
+            settings["data"].update(scratch_tokenizer="wordpiece", scratch_vocab_size=300, tagging="token")
+        config.write_text(yaml.safe_dump(settings), encoding="utf-8")
         cli(["fit", "--config", str(config)], cache)
         run_dir = root / "version_0"
         best = [p for p in (run_dir / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt"]
         assert len(best) == 1, best
-        _TRAINED["run"] = TrainedRun(data_dir, cache, config, root, run_dir, run_dir / "config.yaml", best[0],
-                                     run_dir / "checkpoints" / "last.ckpt")
-    return _TRAINED["run"]
+        _TRAINED[kind] = TrainedRun(data_dir, cache, config, root, run_dir, run_dir / "config.yaml", best[0],
+                                    run_dir / "checkpoints" / "last.ckpt")
+    return _TRAINED[kind]

@@ -226,7 +226,7 @@ BAD_EDITS: dict[str, tuple[Callable[[dict], None], bool, str]] = {
     # name -> (edit, recompute the digest, the message fragment)
     "labels disagree with the classifier": (
         lambda c: c[SECTION].update(labels=c[SECTION]["labels"][:5]), False,
-        "its label list has 5 labels but its model config has 13 outputs"),
+        "its label list and tagging need 40 outputs (8 character slots x 5 labels) but its model config has 104"),
     "classifier of the wrong shape": (
         lambda c: c["state_dict"].update({"model.classifier.weight": c["state_dict"]["model.classifier.weight"][:5],
                                           "model.classifier.bias": c["state_dict"]["model.classifier.bias"][:5]}),
@@ -278,8 +278,8 @@ REFUSALS = {
     "test damaged": "damaged.ckpt: its weights do not match the digest",
     "fit damaged": "damaged.ckpt: its weights do not match the digest",
     "serve damaged": "damaged.ckpt: its weights do not match the digest",
-    "test five labels": "its label list has 5 labels but its model config has 13 outputs",
-    "serve five labels": "its label list has 5 labels but its model config has 13 outputs",
+    "test five labels": "its label list and tagging need 40 outputs (8 character slots x 5 labels) but its model config has 104",
+    "serve five labels": "its label list and tagging need 40 outputs (8 character slots x 5 labels) but its model config has 104",
     "predict wrong shape": "shape.ckpt: its weights do not fit its model config",
     "fit from a weights-only best": "holds the weights only (a best checkpoint)",
 }

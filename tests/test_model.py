@@ -192,7 +192,8 @@ def test_checkpoint_model_config_rebuilds_the_network(checkpoint: dict) -> None:
     section = checkpoint["ner_lit"]
     config = AutoConfig.for_model(**section["model_config"])
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (64, 1, 2)
-    assert [config.id2label[i] for i in range(config.num_labels)] == section["labels"]
+    slots, labels = section["char_slots"], section["labels"]  # a char tagger: a row of labels per character slot
+    assert [config.id2label[i] for i in range(config.num_labels)] == [f"{lab}@{k}" for k in range(slots) for lab in labels]
     model = AutoModelForTokenClassification.from_config(config)
     state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -331,15 +331,27 @@ def hf_dir(trained_run: TrainedRun) -> Path:
     return trained_run.run_dir / "hf_model"
 
 
-def test_exported_dir_loads_with_automodel_and_carries_the_labels(trained_run: TrainedRun, hf_dir: Path) -> None:
+@pytest.fixture(scope="module")
+def token_hf_dir(token_run: TrainedRun) -> Path:
+    """A token tagger's export: the pipeline reads its outputs as tags (a char tagger's are per character slot)."""
+    return token_run.run_dir / "hf_model"
+
+
+@pytest.mark.parametrize("which", ["char", "token"])
+def test_exported_dir_loads_with_automodel_and_names_its_outputs(trained_run: TrainedRun, token_run: TrainedRun,
+                                                                 which: str) -> None:
     import torch
 
-    model = AutoModelForTokenClassification.from_pretrained(hf_dir)
-    labels = torch.load(trained_run.best, map_location="cpu", weights_only=True)["ner_lit"]["labels"]
-    assert [model.config.id2label[i] for i in range(model.config.num_labels)] == labels
+    run = trained_run if which == "char" else token_run
+    model = AutoModelForTokenClassification.from_pretrained(run.run_dir / "hf_model")
+    section = torch.load(run.best, map_location="cpu", weights_only=True)["ner_lit"]
+    labels = section["labels"]
+    want = labels if which == "token" else [f"{lab}@{k}" for k in range(section["char_slots"]) for lab in labels]
+    assert [model.config.id2label[i] for i in range(model.config.num_labels)] == want
 
 
-def test_pipeline_without_aggregation_gives_the_predictor_token_labels(hf_dir: Path, texts: list[str]) -> None:
+def test_pipeline_without_aggregation_gives_the_predictor_token_labels(token_hf_dir: Path, texts: list[str]) -> None:
+    hf_dir = token_hf_dir
     tagger = transformers.pipeline("token-classification", model=str(hf_dir), aggregation_strategy="none",
                                    ignore_labels=[], device="cpu")
     # The pipeline tags each token on its own: ner_lit's argmax decoding (its default, viterbi,
@@ -353,7 +365,8 @@ def test_pipeline_without_aggregation_gives_the_predictor_token_labels(hf_dir: P
     assert non_o > 0
 
 
-def test_pipeline_with_simple_aggregation_groups_the_tagged_tokens(hf_dir: Path, texts: list[str]) -> None:
+def test_pipeline_with_simple_aggregation_groups_the_tagged_tokens(token_hf_dir: Path, texts: list[str]) -> None:
+    hf_dir = token_hf_dir
     simple = transformers.pipeline("token-classification", model=str(hf_dir), aggregation_strategy="simple", device="cpu")
     none = transformers.pipeline("token-classification", model=str(hf_dir), aggregation_strategy="none", device="cpu")
     groups_seen = 0

@@ -97,22 +97,32 @@ def test_fit_trains_the_pretrained_model_with_frozen_word_embeddings(me5_run: Me
     assert me5_run.labels == derive_labels(read_klue_tsv(me5_run.data_dir / "train.tsv"))
 
 
-def test_fit_exports_a_hugging_face_directory_that_the_pipeline_loads(me5_run: Me5Run) -> None:
+def test_fit_exports_a_hugging_face_directory_that_transformers_and_the_predictor_load(me5_run: Me5Run) -> None:
+    """The export loads with transformers' own classes; its outputs are a row of labels per character
+    slot (``<label>@<slot>``), which ``Predictor.from_pretrained`` decodes into entities."""
     from transformers import AutoTokenizer, pipeline
+
+    from ner_lit.predictor import Predictor
 
     hf_model = me5_run.run_dir / "hf_model"
     assert (hf_model / "model.safetensors").is_file() and (hf_model / "tokenizer.json").is_file()
     config = json.loads((hf_model / "config.json").read_text(encoding="utf-8"))
-    assert [config["id2label"][str(i)] for i in range(len(me5_run.labels))] == me5_run.labels
+    slots = json.loads((hf_model / "ner_lit.json").read_text(encoding="utf-8"))["char_slots"]
+    outputs = [f"{label}@{k}" for k in range(slots) for label in me5_run.labels]
+    assert [config["id2label"][str(i)] for i in range(len(outputs))] == outputs
     tagger = pipeline("token-classification", model=str(hf_model), device="cpu", ignore_labels=[])
     tokenizer = AutoTokenizer.from_pretrained(hf_model)
     assert len(tokenizer) >= 250_002 and tokenizer.is_fast
     for text, tokens in zip(TEXTS, tagger(TEXTS)):
         assert len(tokens) == len(tokenizer(text, add_special_tokens=False)["input_ids"])
         for token in tokens:
-            assert token["entity"] in me5_run.labels, token
+            assert token["entity"] in outputs, token
             assert 0 <= token["start"] < token["end"] <= len(text), (token, text)
             assert math.isfinite(token["score"]) and 0.0 < token["score"] <= 1.0
+    for text, answer in zip(TEXTS, Predictor.from_pretrained(hf_model).predict(TEXTS)):
+        assert answer.text == text and [t.label for t in answer.tokens if t.label not in me5_run.labels] == []
+        for entity in answer.entities:
+            assert text[entity.start:entity.end] == entity.text and entity.label in me5_run.types
 
 
 def test_test_scores_the_best_checkpoint(me5_run: Me5Run) -> None:

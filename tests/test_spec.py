@@ -11,7 +11,7 @@ import torch
 
 from ner_lit.checkpoint import SECTION, CheckpointError, spec_of
 from ner_lit.model import NERModel
-from ner_lit.spec import FORMAT, SPEC_FILE, SpecError, TaggerSpec
+from ner_lit.spec import DEFAULT_CHAR_SLOTS, FORMAT, SPEC_FILE, SpecError, TaggerSpec
 
 from pipeline_fixtures import MAX_LENGTH, STRIDE, TrainedRun
 
@@ -60,7 +60,11 @@ def test_a_format_1_record_without_provenance_still_reads() -> None:
     ({"stride": 128}, "stride 128, expected 0 <= stride < max_length"),
     ({"decoding": "beam"}, "decoding 'beam'"),
     ({"label_rule": "last_char"}, "label_rule 'last_char'"),
-    ({"model_config": {"model_type": "bert", "num_labels": 5}}, "3 labels but its model config has 5 outputs"),
+    ({"model_config": {"model_type": "bert", "num_labels": 5}}, "need 3 outputs but its model config has 5"),
+    ({"tagging": "char", "char_slots": 4, "model_config": {"model_type": "bert", "num_labels": 3}},
+     r"need 12 outputs \(4 character slots x 3 labels\) but its model config has 3"),
+    ({"tagging": "word"}, "tagging 'word'"),
+    ({"tagging": "char", "char_slots": 0}, "char_slots 0, expected a whole number of at least 1"),
 ])
 def test_an_inconsistent_record_is_refused_naming_the_file(changes, message) -> None:
     with pytest.raises(SpecError, match=f"^x.ckpt: .*{message}"):
@@ -78,7 +82,8 @@ def test_a_record_missing_a_field_names_what_it_lacks() -> None:
 def test_the_checkpoint_carries_the_spec_the_data_module_made(trained_run: TrainedRun) -> None:
     got = spec_of(trained_run.best)
     assert (got.max_length, got.stride, got.label_rule, got.decoding) == (MAX_LENGTH, STRIDE, "first_char", "viterbi")
-    assert got.model_config is not None and len(got.model_config["id2label"]) == len(got.labels)
+    assert (got.tagging, got.char_slots) == ("char", DEFAULT_CHAR_SLOTS)
+    assert got.model_config is not None and len(got.model_config["id2label"]) == got.char_slots * len(got.labels)
     assert got.name == "scratch-bert" and got.format == FORMAT
 
 
@@ -118,6 +123,7 @@ def test_a_plain_hugging_face_directory_gets_an_inferred_spec(trained_run: Train
     (plain / SPEC_FILE).unlink()
     inferred = TaggerSpec.from_model_dir(plain)
     assert inferred.labels == spec_of(trained_run.best).labels
+    assert (inferred.tagging, inferred.char_slots) == ("char", DEFAULT_CHAR_SLOTS)  # read off the outputs' names
     assert (inferred.max_length, inferred.stride, inferred.scores) == (512, 64, {})
     assert "settings inferred" in inferred.name
 
