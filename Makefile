@@ -42,7 +42,7 @@ clean:
 # workplace's shared folder (KLUE-NER data, the reference-model tool).
 BENCH_SCRIPTS := metric_speed train_throughput accuracy eval_speed profile_step precision
 
-.PHONY: bench bench-quick bench-report bench-budget bench-startup bench-pretrained bench-pretrained-quick bench-serve-memory bench-serve-profile bench-adamw bench-scale-train $(addprefix bench-,$(BENCH_SCRIPTS))
+.PHONY: bench bench-quick bench-report bench-budget bench-startup bench-pretrained bench-pretrained-quick bench-serve-memory bench-serve-profile bench-adamw bench-scale-train bench-boundaries $(addprefix bench-,$(BENCH_SCRIPTS))
 
 bench: $(addprefix bench-,$(BENCH_SCRIPTS)) bench-serve
 	$(PYTHON) bench/report.py
@@ -85,3 +85,6 @@ bench-serve-profile: ## a served request's stages and batching, in-process, on t
 
 bench-adamw:        ## the optimizer step's share of a training step per AdamW implementation, multilingual-e5-small (issue 10), not part of `make bench`
 	$(PYTHON) bench/adamw_step.py --shared $(SHARED)
+
+bench-boundaries:   ## exact entity boundaries: token vs Kiwi trim vs morpheme pre-split vs char tagging, ceilings (3 tokenizers) and trained reference + me5 (~50 min idle), not part of `make bench`
+	$(PYTHON) bench/boundaries.py --shared $(SHARED)

@@ -39,7 +39,9 @@ RUNS = {
 
 
 def cli_args(args, model_dir: Path, root: Path) -> list[str]:
-    out = ["--config", str(common.REPO / "configs" / "reference.yaml"),
+    """The reference recipe's ``fit`` arguments. Token tagging, as the systems these figures stand beside
+    (the original loop, the Hugging Face Trainer) label tokens; bench/boundaries.py compares the taggings."""
+    out = ["--config", str(common.REPO / "configs" / "reference.yaml"), "--data.tagging", "token",
            "--data.data_dir", str(common.data_dir(args)), "--model.pretrained", str(model_dir),
            "--data.tokenizer", str(model_dir), "--data.cache_dir", str(common.cache_dir()),
            "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"]

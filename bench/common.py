@@ -169,11 +169,14 @@ def quiet() -> None:
 
 # --------------------------------------------------------------------- ner_lit building blocks
 def make_datamodule(args, model_dir: Path, cls=None, **overrides):
+    """The reference setting's data module. Token tagging unless ``tagging`` is given: these benches
+    put ner_lit beside systems that label tokens (the original loop, the Hugging Face Trainer) on the
+    same windows; bench/boundaries.py is where token and character tagging are compared."""
     from ner_lit.data import NERDataModule
 
     cls = cls or NERDataModule
     kw = dict(data_dir=str(data_dir(args)), tokenizer=str(model_dir), max_length=MAX_LENGTH, batch_size=BATCH_SIZE,
-              cache_dir=str(cache_dir()))
+              cache_dir=str(cache_dir()), tagging="token")
     kw.update(overrides)
     return cls(**kw)
 
