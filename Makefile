@@ -86,5 +86,6 @@ bench-serve-profile: ## a served request's stages and batching, in-process, on t
 bench-adamw:        ## the optimizer step's share of a training step per AdamW implementation, multilingual-e5-small (issue 10), not part of `make bench`
 	$(PYTHON) bench/adamw_step.py --shared $(SHARED)
 
-bench-boundaries:   ## exact entity boundaries: token vs Kiwi trim vs morpheme pre-split vs char tagging, ceilings (3 tokenizers) and trained reference + me5 (~50 min idle), not part of `make bench`
+bench-boundaries:   ## exact entity boundaries: token vs Kiwi trim vs morpheme pre-split vs char tagging, ceilings (3 tokenizers) and trained reference + me5 (~30 min idle with bf16), then their serve latency interleaved; not part of `make bench`
 	$(PYTHON) bench/boundaries.py --shared $(SHARED)
+	$(PYTHON) bench/boundaries_serve.py --shared $(SHARED)

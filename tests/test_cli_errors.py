@@ -47,6 +47,7 @@ def cases(run: TrainedRun, tmp: Path) -> dict[str, tuple[list[str], str]]:
         "unknown format": (fit + ["--data.train_file", str(tmp / "foo.csv")], "unknown extension '.csv'"),
         "max_length too small": (fit + ["--data.max_length", "2"], "max_length=2 leaves no room for text"),
         "negative batch size": (fit + ["--data.batch_size", "-1"], "--data.batch_size -1: expected at least 1"),
+        "no character slots": (fit + ["--data.char_slots", "0"], "--data.char_slots 0: expected at least 1 label row per token"),
         "missing pretrained model": (fit + ["--model.pretrained", "/nonexistent/dir"], "--model.pretrained '/nonexistent/dir'"),
         "checkpoint is a text file": (test + ["--ckpt_path", str(tmp / "notes.txt")], "not a readable PyTorch checkpoint"),
         "checkpoint is not ner_lit's": (test + ["--ckpt_path", str(tmp / "plain.ckpt")], "not a ner_lit checkpoint"),

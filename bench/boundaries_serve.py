@@ -1,0 +1,73 @@
+"""Serve latency of token vs character tagging, interleaved, on the checkpoints bench/boundaries.py trained.
+
+bench/boundaries.py times each run's serving in its own child, one after the other, so the
+host's drift between the two lands in their ratio. Here both taggers of a model are loaded
+into one process and timed in alternating rounds: one sentence per ``Predictor.predict`` call
+over the first ``--sentences`` dev sentences, one torch thread, after 10 warm-up calls each;
+the median over all rounds. Run bench/boundaries.py first (its best checkpoints under
+bench/work/boundaries/<model>-<tagging>/).
+
+    python bench/boundaries_serve.py [--rounds 3] [--sentences 200]
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import common  # noqa: E402
+
+TAGGINGS = ("token", "char")
+MODELS = ("reference", "me5")
+
+
+def best_checkpoint(model: str, tagging: str) -> Path:
+    from ner_lit.checkpoint import resolve_checkpoint
+
+    root = common.WORK / "boundaries" / f"{model}-{tagging}"
+    if not root.is_dir():
+        sys.exit(f"{root} not found: run bench/boundaries.py first")
+    return resolve_checkpoint("best", root)
+
+
+def main() -> None:
+    ap = common.parser(__doc__)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per model (default 3)")
+    ap.add_argument("--sentences", type=int, default=200, help="dev sentences per round (default 200)")
+    args = ap.parse_args()
+    import torch
+
+    from ner_lit.corpus import read_klue_tsv
+    from ner_lit.predictor import Predictor
+
+    common.quiet()
+    torch.set_num_threads(1)
+    record = common.start_record("boundaries_serve", args)
+    texts = [s.text for s in read_klue_tsv(common.klue_dir(args) / "dev.tsv")[: args.sentences]]
+    record["setting"] = {"rounds": args.rounds, "sentences": len(texts), "torch_threads": 1, "warmup_calls": 10}
+    record["models"] = {}
+    for model in MODELS:
+        taggers = {t: Predictor.from_checkpoint(best_checkpoint(model, t)) for t in TAGGINGS}
+        for tagger in taggers.values():
+            for text in texts[:10]:
+                tagger.predict([text])
+        latencies: dict[str, list[float]] = {t: [] for t in TAGGINGS}
+        for _ in range(args.rounds):
+            for t, tagger in taggers.items():
+                for text in texts:
+                    t0 = time.perf_counter()
+                    tagger.predict([text])
+                    latencies[t].append((time.perf_counter() - t0) * 1000)
+        p50 = {t: statistics.median(v) for t, v in latencies.items()}
+        record["models"][model] = {"checkpoints": {t: str(best_checkpoint(model, t).relative_to(common.REPO)) for t in TAGGINGS},
+                                   "p50_ms": p50, "char_over_token": p50["char"] / p50["token"]}
+        print(f"{model}: p50 token {p50['token']:.2f} ms, char {p50['char']:.2f} ms, char/token {p50['char'] / p50['token']:.3f}",
+              flush=True)
+    common.write_record(record, args)
+
+
+if __name__ == "__main__":
+    main()
