@@ -644,6 +644,11 @@ def describe(predictor: PredictorLike, url: str, torch_threads: int | None = Non
         f"  labels:      {' '.join(predictor.labels)}",
         f"  validation:  {score_text}",
     ]
+    aligner = getattr(predictor, "aligner", None)
+    if aligner is not None:  # how answers are read off the model: what a user checks first when spans look wrong
+        unit = (f"char ({aligner.char_slots.slots} character slots per token)" if aligner.tagging == "char"
+                else "token (one label per token: a particle fused to a word joins its entity)")
+        lines.append(f"  tagging:     {unit}, {aligner.decoding}")
     if torch_threads is not None:
         runtime = getattr(predictor, "runtime", "eager")
         packing = getattr(predictor, "packing", "padded")

@@ -520,6 +520,19 @@ def test_the_startup_banner_names_url_checkpoint_labels_and_scores():
     assert "val_F1c=91.25" in banner and "val_F1e=84.50" in banner
 
 
+@pytest.mark.parametrize("tagging, shown", [
+    ("char", "tagging:     char (8 character slots per token), viterbi"),
+    ("token", "tagging:     token (one label per token: a particle fused to a word joins its entity), viterbi"),
+])
+def test_the_startup_banner_says_how_answers_are_read_off_the_model(tagging, shown):
+    from types import SimpleNamespace
+
+    predictor = FakePredictor()
+    predictor.aligner = SimpleNamespace(tagging=tagging, decoding="viterbi",
+                                        char_slots=SimpleNamespace(slots=8) if tagging == "char" else None)
+    assert shown in describe(predictor, "http://127.0.0.1:5000").splitlines()[-1]
+
+
 def test_serving_threads_are_not_left_behind_by_closed_apps():
     before = {t.name for t in threading.enumerate()}
     app = make_app(FakePredictor())

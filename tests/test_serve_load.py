@@ -60,6 +60,7 @@ def test_serve_prints_the_checkpoint_its_labels_and_scores_at_startup(tmp_path: 
     assert f"checkpoint:  {tiny_model_dir}" in banner
     assert " ".join(KLUE_LABELS) in banner
     assert "validation:  none recorded" in banner
+    assert "tagging:     token (one label per token" in banner  # a plain Hugging Face directory: a token classifier
     assert "device:      cpu, 1 torch thread(s), ONNX Runtime, packed (64 tokens a row), 2 model worker(s)" in banner  # the options took effect
     assert status == 200 and health["checkpoint"] == str(tiny_model_dir)
 
