@@ -114,7 +114,10 @@ class CharSlots:
 
     def window_labels(self, offsets: np.ndarray, gold: np.ndarray) -> list[list[int]]:
         """A window's ``[ids][slots]`` labels: its content tokens' (``offsets``), specials -100."""
-        content = self.token_labels(offsets, gold)
+        return self.with_specials(self.token_labels(offsets, gold))
+
+    def with_specials(self, content: np.ndarray) -> list[list[int]]:
+        """A window's content tokens' ``[tokens, slots]`` labels with -100 rows for its special tokens."""
         out = np.full((self.n_prefix + len(content) + self.n_suffix, self.slots), IGNORE, dtype=np.int64)
         out[self.n_prefix : self.n_prefix + len(content)] = content
         return out.tolist()
@@ -366,10 +369,8 @@ class Aligner:
         for st in starts.tolist():
             en = min(st + self.content_length, n)
             labels = None
-            if token_labels is not None and token_labels.ndim == 2:  # char slots: [ids, slots]
-                rows = np.full((len(self.prefix) + en - st + len(self.suffix), token_labels.shape[1]), IGNORE, dtype=np.int64)
-                rows[len(self.prefix) : len(self.prefix) + en - st] = token_labels[st:en]
-                labels = rows.tolist()
+            if token_labels is not None and self.char_slots is not None:
+                labels = self.char_slots.with_specials(token_labels[st:en])
             elif token_labels is not None:
                 labels = [IGNORE] * len(self.prefix) + token_labels[st:en].tolist() + [IGNORE] * len(self.suffix)
             windows.append(Window(index, self.prefix + ids[st:en].tolist() + self.suffix, labels))
@@ -430,14 +431,14 @@ class Aligner:
         base = int(sum(n_tokens))
         rows = _cat([r0 + e.token_window.astype(np.int64) for e, r0 in zip(encoded, first_row)])
         pos = _cat([e.token_pos for e in encoded])
-        empty = _cat([e.offsets[:, 0] == e.offsets[:, 1] for e in encoded], dtype=bool)
         char_token = _global_char_token(encoded)
         # One gather on the logits' device, then NumPy: what follows is many operations on a
         # few thousand numbers, where torch's intra-op threads only add synchronisation.
         token_logits = logits.detach()[torch.from_numpy(rows), torch.from_numpy(pos)]
-        if self.char_slots is not None:
-            return self._decode_chars(encoded, token_logits.float().cpu().numpy().astype(np.float64), char_token)
         z = token_logits.float().cpu().numpy().astype(np.float64)
+        if self.char_slots is not None:
+            return self._decode_chars(encoded, z, char_token)
+        empty = _cat([e.offsets[:, 0] == e.offsets[:, 1] for e in encoded], dtype=bool)
         z = z - z.max(axis=-1, keepdims=True) if base else z
         logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True)) if base else z
         if self.decoding == "viterbi" and base:
@@ -465,12 +466,7 @@ class Aligner:
         lengths = [e.text_length for e in encoded]
         n_tokens = [e.num_tokens for e in encoded]
         k, n = self.char_slots.slots, len(self.labels)
-        start = _cat([e.offsets[:, 0] for e in encoded])
-        # every token's first character, counted in the concatenated characters
-        char_base = np.repeat(_starts(np.asarray(lengths, dtype=np.int64)), n_tokens)
-        covered = np.flatnonzero(char_token >= 0)
-        owner = char_token[covered]
-        slot = covered - (start[owner] + char_base[owner])
+        first_char, covered, owner, slot = _char_slots(encoded, char_token)
         z = z.reshape(len(z), k, n)
         z = z - z.max(axis=-1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
@@ -491,7 +487,7 @@ class Aligner:
         tags = np.full(len(char_token), self.outside_id, dtype=np.int64)
         probs = np.ones(len(char_token))
         tags[covered], probs[covered] = top, top_prob
-        token_tags, token_probs = self._token_view(start + char_base, _cat([e.offsets[:, 1] - e.offsets[:, 0] for e in encoded]),
+        token_tags, token_probs = self._token_view(first_char, _cat([e.offsets[:, 1] - e.offsets[:, 0] for e in encoded]),
                                                    tags, probs)
         return Decoded(_split(tags, lengths), _split(probs.astype(np.float32), lengths),
                        _split(token_tags, n_tokens), _split(token_probs.astype(np.float32), n_tokens))
@@ -522,12 +518,7 @@ class Aligner:
         slots = np.concatenate([np.asarray(labels, dtype=np.int64).reshape(-1, k) for labels in token_labels]) \
             if len(token_labels) else np.zeros((0, k), dtype=np.int64)
         slots = np.where(slots == IGNORE, self.outside_id, slots)
-        start = _cat([e.offsets[:, 0] for e in encoded])
-        n_tokens = [e.num_tokens for e in encoded]
-        char_base = np.repeat(_starts(np.asarray(lengths, dtype=np.int64)), n_tokens)
-        covered = np.flatnonzero(char_token >= 0)
-        owner = char_token[covered]
-        slot = covered - (start[owner] + char_base[owner])
+        _, covered, owner, slot = _char_slots(encoded, char_token)
         value = slots[owner, np.minimum(slot, k - 1)]
         value = np.where(slot >= k, self.inside[value], value)
         tags = np.full(len(char_token), self.outside_id, dtype=np.int64)
@@ -566,6 +557,16 @@ class Aligner:
 def _cat(parts: Sequence[np.ndarray], dtype=np.int64) -> np.ndarray:
     """One array of the parts (an empty one when there are none)."""
     return np.concatenate([np.asarray(p, dtype=dtype) for p in parts]) if len(parts) else np.zeros(0, dtype=dtype)
+
+
+def _char_slots(encoded: Sequence[EncodedSentence], char_token: np.ndarray):
+    """Every token's first character (counted in the sentences' concatenated characters); the
+    characters a token covers, their token, and their slot (position inside it)."""
+    lengths = np.asarray([e.text_length for e in encoded], dtype=np.int64)
+    first_char = _cat([e.offsets[:, 0] for e in encoded]) + np.repeat(_starts(lengths), [e.num_tokens for e in encoded])
+    covered = np.flatnonzero(char_token >= 0)
+    owner = char_token[covered]
+    return first_char, covered, owner, covered - first_char[owner]
 
 
 def _global_char_token(encoded: Sequence[EncodedSentence]) -> np.ndarray:

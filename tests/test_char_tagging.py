@@ -90,6 +90,11 @@ def test_characters_past_the_last_slot_continue_its_tag(tokenizer) -> None:
     assert al.tag_names(decoded.char_tags[0])[:3] == ["B-OG", "B-OG", "I-OG"]
     (gold,) = al.decode_labels(encoded, [al.token_labels(e) for e in encoded])
     assert al.tag_names(gold)[:3] == ["B-OG", "I-OG", "I-OG"]
+    # one slot: every later character continues the first one's B-OG, as under token tagging
+    one = Aligner(tokenizer, KLUE_LABELS, max_length=32, stride=8, tagging="char", char_slots=1)
+    encoded = one.encode([POLICE])
+    (gold,) = one.decode_labels(encoded, [one.token_labels(e) for e in encoded])
+    assert one.tag_names(gold)[:3] == ["B-OG", "I-OG", "I-OG"]
 
 
 def test_the_character_path_is_valid_iob2(tokenizer) -> None:
