@@ -132,7 +132,10 @@ class KiwiMorphemes:
     def __init__(self) -> None:
         before = rss_bytes()
         t0 = time.perf_counter()
-        from kiwipiepy import Kiwi
+        try:
+            from kiwipiepy import Kiwi
+        except ImportError:
+            sys.exit("bench/boundaries.py needs kiwipiepy: python -m pip install -e '.[bench]' (make install-bench)")
 
         self.kiwi = Kiwi()
         self.load_s = time.perf_counter() - t0
