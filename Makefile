@@ -55,7 +55,7 @@ bench-report:
 	$(PYTHON) bench/report.py
 
 bench-quick:
-	$(PYTHON) -m pytest -q tests/test_bench_smoke.py
+	$(PYTHON) -m pytest -q tests/bench/test_bench_smoke.py
 
 # optional (item 6, ~30 min: 10 min of ner_lit training + HF Trainer 16 epochs), not part of `make bench`
 bench-budget:

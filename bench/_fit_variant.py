@@ -12,9 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ner_lit.cli import NERCLI  # noqa: E402
-from ner_lit.data import NERDataModule  # noqa: E402
-from ner_lit.model import NERModel  # noqa: E402
+from ner_lit.cli.lightning import NERCLI
+from ner_lit.data.datamodule import NERDataModule
+from ner_lit.training.model import NERModel
 
 
 class PadAsODataModule(NERDataModule):

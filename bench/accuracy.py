@@ -118,7 +118,7 @@ def fit(args, name: str, model_dir: Path) -> dict:
 
 def alignment_ceiling(args, model_dir: Path, label_rule: str) -> dict:
     """Gold tags -> token labels (label_rule) -> character tags, scored by ner_lit's metrics and sklearn/seqeval."""
-    from ner_lit.metrics import CharMacroF1, EntityMacroF1
+    from ner_lit.training.metrics import CharMacroF1, EntityMacroF1
 
     dm = common.make_datamodule(args, model_dir, label_rule=label_rule)
     dm.setup("fit")

@@ -188,8 +188,8 @@ def trim_end(text: str, start: int, end: int, morphemes: Morphemes) -> int:
 
 # ================================================================================ tags and scores
 def entities_of(text: str, tag_ids: Sequence[int], labels: Sequence[str]) -> Spans:
-    """Strict IOB2 entities as ``predict`` reports them (ner_lit.answers.entities_from_tags)."""
-    from ner_lit.answers import entities_from_tags
+    """Strict IOB2 entities as ``predict`` reports them (ner_lit.alignment.answers.entities_from_tags)."""
+    from ner_lit.alignment.answers import entities_from_tags
 
     return [(e.start, e.end, e.label) for e in entities_from_tags(text, [labels[int(i)] for i in tag_ids])]
 
@@ -215,7 +215,7 @@ def score(labels: Sequence[str], texts: Sequence[str], pred: Sequence[np.ndarray
     """Official KLUE F1c / F1e (x100) over the non-space characters, per-type F1e and the entity recall."""
     import torch
 
-    from ner_lit.metrics import MACRO_AVG, MICRO_AVG, CharMacroF1, EntityMacroF1
+    from ner_lit.training.metrics import MACRO_AVG, MICRO_AVG, CharMacroF1, EntityMacroF1
 
     keep = [nonspace(t) for t in texts]
     p = [torch.as_tensor(np.asarray(x, dtype=np.int64)[k]) for x, k in zip(pred, keep)]
@@ -237,8 +237,8 @@ def load_tokenizers(args) -> dict[str, tuple[Any, str]]:
     """The three tokenizers, each with a line saying where it comes from."""
     from transformers import AutoTokenizer
 
-    from ner_lit.corpus import read_corpus
-    from ner_lit.scratch import cached_tokenizer
+    from ner_lit.corpus.formats import read_corpus
+    from ner_lit.data.scratch import cached_tokenizer
 
     ref = common.reference_model(args)
     sample = REPO / "ner_lit" / "sample" / "train.tsv"
@@ -309,8 +309,8 @@ def past_slots(spans: Sequence[Spans], enc, slots: int) -> float:
 
 def ceilings(args, kiwi: KiwiMorphemes, sentences) -> dict[str, Any]:
     """Every design's ceiling for every tokenizer on ``sentences``."""
-    from ner_lit.alignment import Aligner
-    from ner_lit.corpus import KLUE_LABELS
+    from ner_lit.alignment.aligner import Aligner
+    from ner_lit.corpus.records import KLUE_LABELS
 
     labels = list(KLUE_LABELS)
     label2id = {t: i for i, t in enumerate(labels)}
@@ -373,7 +373,7 @@ def fit(model: str, tagging: str, epochs: int, model_dir: Path, data: Path, work
         extra: Sequence[str] = ()) -> dict[str, Any]:
     """``python -m ner_lit fit`` of the recipe with this tagging, in a child process: wall time, peak RSS,
     the train clock, the best checkpoint."""
-    from ner_lit.checkpoint import resolve_checkpoint
+    from ner_lit.checkpoint.runs import resolve_checkpoint
 
     root = work / f"{model}-{tagging}"
     shutil.rmtree(root, ignore_errors=True)
@@ -412,8 +412,8 @@ def evaluate_child(settings_file: Path) -> None:
     latency (one sentence per call); entities and timings to the settings' ``out``."""
     import torch
 
-    from ner_lit.corpus import read_klue_tsv
-    from ner_lit.predictor import Predictor
+    from ner_lit.corpus.klue import read_klue_tsv
+    from ner_lit.inference.predictor import Predictor
 
     common.quiet()
     s = json.loads(settings_file.read_text(encoding="utf-8"))
@@ -447,7 +447,8 @@ def evaluate_child(settings_file: Path) -> None:
 
 def trained(args, kiwi: KiwiMorphemes, phases: Phases) -> dict[str, Any]:
     """Both models x both taggings, fitted token then char per model, each scored on dev."""
-    from ner_lit.corpus import KLUE_LABELS, read_klue_tsv
+    from ner_lit.corpus.klue import read_klue_tsv
+    from ner_lit.corpus.records import KLUE_LABELS
 
     labels = list(KLUE_LABELS)
     label2id = {t: i for i, t in enumerate(labels)}
@@ -459,7 +460,7 @@ def trained(args, kiwi: KiwiMorphemes, phases: Phases) -> dict[str, Any]:
     work = common.WORK / ("boundaries-quick" if args.quick else "boundaries")
     work.mkdir(parents=True, exist_ok=True)
     dirs = {"reference": common.reference_model(args), "me5": me5_dir(args)}
-    from ner_lit.cli import cpu_supports_bf16
+    from ner_lit.cli.lightning import cpu_supports_bf16
 
     out: dict[str, Any] = {"data": rel(data), "train_sentences": n_train, "dev_sentences": len(dev), "models": {}}
     for model in args.models:
@@ -639,7 +640,7 @@ def main() -> None:
     common.quiet()
     record = common.start_record(NAME if args.seed is None else f"{NAME}-seed{args.seed}", args)
     phases = Phases()
-    from ner_lit.corpus import read_klue_tsv
+    from ner_lit.corpus.klue import read_klue_tsv
 
     kiwi = phases.run("load Kiwi", KiwiMorphemes)
     dev = read_klue_tsv(common.klue_dir(args) / "dev.tsv")

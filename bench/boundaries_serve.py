@@ -25,7 +25,7 @@ MODELS = ("reference", "me5")
 
 
 def best_checkpoint(model: str, tagging: str) -> Path:
-    from ner_lit.checkpoint import resolve_checkpoint
+    from ner_lit.checkpoint.runs import resolve_checkpoint
 
     root = common.WORK / "boundaries" / f"{model}-{tagging}"
     if not root.is_dir():
@@ -40,8 +40,8 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from ner_lit.corpus import read_klue_tsv
-    from ner_lit.predictor import Predictor
+    from ner_lit.corpus.klue import read_klue_tsv
+    from ner_lit.inference.predictor import Predictor
 
     common.quiet()
     torch.set_num_threads(1)

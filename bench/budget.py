@@ -102,7 +102,7 @@ def main() -> None:
     common.write_record(record, args)
     if not args.skip_hf:
         from bench import eval_speed, systems
-        from ner_lit.corpus import read_klue_tsv
+        from ner_lit.corpus.klue import read_klue_tsv
 
         dm = systems.prepared_data(args, model_dir)
         t0 = time.perf_counter()

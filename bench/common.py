@@ -59,7 +59,7 @@ def data_dir(args) -> Path:
     src = klue_dir(args)
     if not args.quick:
         return src
-    from ner_lit.corpus import read_klue_tsv, write_klue_tsv
+    from ner_lit.corpus.klue import read_klue_tsv, write_klue_tsv
 
     out = WORK / "quick-data"
     out.mkdir(parents=True, exist_ok=True)
@@ -172,7 +172,7 @@ def make_datamodule(args, model_dir: Path, cls=None, **overrides):
     """The reference setting's data module. Token tagging unless ``tagging`` is given: these benches
     put ner_lit beside systems that label tokens (the original loop, the Hugging Face Trainer) on the
     same windows; bench/boundaries.py is where token and character tagging are compared."""
-    from ner_lit.data import NERDataModule
+    from ner_lit.data.datamodule import NERDataModule
 
     cls = cls or NERDataModule
     kw = dict(data_dir=str(data_dir(args)), tokenizer=str(model_dir), max_length=MAX_LENGTH, batch_size=BATCH_SIZE,
@@ -182,7 +182,7 @@ def make_datamodule(args, model_dir: Path, cls=None, **overrides):
 
 
 def make_model(model_dir: Path, **overrides):
-    from ner_lit.model import NERModel
+    from ner_lit.training.model import NERModel
 
     kw = dict(pretrained=str(model_dir), learning_rate=LEARNING_RATE)
     kw.update(overrides)

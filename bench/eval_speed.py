@@ -143,7 +143,7 @@ def main() -> None:
     if args.quick:
         args.rounds = 1
     common.quiet()
-    from ner_lit.corpus import read_klue_tsv
+    from ner_lit.corpus.klue import read_klue_tsv
 
     record = common.start_record("eval_speed", args)
     tok_dir = common.reference_model(args)

@@ -50,8 +50,9 @@ def main() -> None:
     common.quiet()
     import torch
 
-    from ner_lit.corpus import derive_labels, read_klue_tsv
-    from ner_lit.metrics import CharMacroF1, EntityMacroF1
+    from ner_lit.corpus.klue import read_klue_tsv
+    from ner_lit.corpus.records import derive_labels
+    from ner_lit.training.metrics import CharMacroF1, EntityMacroF1
 
     record = common.start_record("metric_speed", args)
     d = common.data_dir(args)

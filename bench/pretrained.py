@@ -82,7 +82,7 @@ def precision(cfg: dict[str, Any]) -> str:
     """The precision both sides train in: the recipe's, unless ner_lit falls back to 32-true because
     this CPU has no native bf16 (emulated bf16 is several times slower than fp32). The Trainer gets
     the same, or the comparison would be emulated bf16 against fp32."""
-    from ner_lit.cli import cpu_supports_bf16
+    from ner_lit.cli.lightning import cpu_supports_bf16
 
     wanted = str(cfg["trainer"].get("precision", "32-true"))
     return "32-true" if wanted.startswith("bf16") and not cpu_supports_bf16() else wanted
@@ -107,7 +107,7 @@ def data_dir(args, work: Path) -> Path:
     src = common.klue_dir(args)
     if not args.quick:
         return src
-    from ner_lit.corpus import read_klue_tsv, write_klue_tsv
+    from ner_lit.corpus.klue import read_klue_tsv, write_klue_tsv
 
     out = work / "data"
     out.mkdir(parents=True, exist_ok=True)
@@ -227,8 +227,8 @@ def hf_train_child(settings_file: Path) -> None:
     """The HF Trainer side, in its own process: train, save, predict dev.tsv, score; result.json."""
     from bench import eval_speed, systems
     from bench.train_clock import hf_train_clock
-    from ner_lit.corpus import read_klue_tsv
-    from ner_lit.data import NERDataModule
+    from ner_lit.corpus.klue import read_klue_tsv
+    from ner_lit.data.datamodule import NERDataModule
 
     common.quiet()
     s = json.loads(settings_file.read_text(encoding="utf-8"))
@@ -454,7 +454,7 @@ def main() -> None:
     phases = Phases()
     model_dir = phases.run("build model", lambda: me5_dir(args))
     data = data_dir(args, work)
-    from ner_lit.corpus import read_klue_tsv
+    from ner_lit.corpus.klue import read_klue_tsv
 
     n_train, n_dev = len(read_klue_tsv(data / "train.tsv")), len(read_klue_tsv(data / "dev.tsv"))
     record["setting"] = {"config": rel(CONFIG), "epochs": args.epochs, "train_sentences": n_train, "dev_sentences": n_dev,
@@ -469,7 +469,7 @@ def main() -> None:
         side["sentences_per_s"] = n_train * side["clock"]["epochs"] / side["clock"]["train_s"]
     record["training"] = {"ner_lit": ner, "hf_trainer": hf}
 
-    from ner_lit.checkpoint import resolve_checkpoint
+    from ner_lit.checkpoint.runs import resolve_checkpoint
 
     best = resolve_checkpoint("best", work / "ner_lit")
     hf_model = next(iter(sorted((work / "ner_lit").glob("version_*/hf_model"))))

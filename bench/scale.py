@@ -72,7 +72,7 @@ def input_file(n: int, args) -> Path:
     """``n`` lines: the KLUE dev sentences over and over."""
     path = SCALE / f"dev-{n}.txt"
     if not path.is_file():
-        from ner_lit.corpus import read_klue_tsv
+        from ner_lit.corpus.klue import read_klue_tsv
 
         texts = [s.text for s in read_klue_tsv(klue_dir(args) / "dev.tsv")]
         tmp = path.with_suffix(".tmp")
@@ -119,8 +119,8 @@ def forward_share(name: str, args) -> dict[str, Any]:
     cmd = predict_command(name, input_file(n, args), run / "p.jsonl", run, args)
     code = (
         "import json, sys, time\n"
-        "from ner_lit.callbacks import PredictionWriter\n"
-        "from ner_lit.model import NERModel\n"
+        "from ner_lit.training.callbacks import PredictionWriter\n"
+        "from ner_lit.training.model import NERModel\n"
         "t = {'forward': 0.0}\n"
         "forward, start, end = NERModel.forward, PredictionWriter.on_predict_start, PredictionWriter.on_predict_end\n"
         "def timed(self, *a, **k):\n"
@@ -130,7 +130,7 @@ def forward_share(name: str, args) -> dict[str, Any]:
         "def on_end(self, *a):\n"
         "    t['loop'] = time.perf_counter() - t['start']; end(self, *a)\n"
         "NERModel.forward, PredictionWriter.on_predict_start, PredictionWriter.on_predict_end = timed, on_start, on_end\n"
-        "from ner_lit.cli import main\n"
+        "from ner_lit.cli.lightning import main\n"
         "main(sys.argv[1:])\n"
         "print('SHARE ' + json.dumps(t))\n"
     )

@@ -68,7 +68,7 @@ def report(**extra):
 
 SETUP_CHILD = MONITOR + """
 opts = json.loads(sys.argv[1])
-from ner_lit.data import NERDataModule
+from ner_lit.data.datamodule import NERDataModule
 before = _status()
 dm = NERDataModule(**opts)
 start = time.perf_counter()
@@ -80,7 +80,7 @@ report(seconds=seconds, windows=len(dm.train_windows), val_sentences=len(dm.eval
 
 FIT_CHILD = MONITOR + """
 start = time.perf_counter()
-from ner_lit.cli import main
+from ner_lit.cli.lightning import main
 try:
     main(sys.argv[1:])
 except SystemExit as exc:

@@ -15,7 +15,7 @@ Two real server processes answer ``POST /api`` on 127.0.0.1 with the same weight
   development server with ``threaded=False`` (one request at a time, every request a new
   TCP connection since that server speaks HTTP/1.0), every text padded (and truncated) to
   128 tokens, one forward pass per request, the per-token top-1 label/probability answer.
-  The model and tokenizer are ``ner_lit.predictor.Predictor.from_checkpoint(ckpt)``'s.
+  The model and tokenizer are ``ner_lit.inference.predictor.Predictor.from_checkpoint(ckpt)``'s.
 
 Two no-op servers give the ceiling of the HTTP stack and of this load generator on this
 machine: the same stacks (waitress + Flask, Flask development server) answering a fixed
@@ -110,7 +110,7 @@ def _naive_app(ckpt: Optional[str], model_dir: Optional[str]):
     import flask
     import torch
 
-    from ner_lit.predictor import Predictor
+    from ner_lit.inference.predictor import Predictor
 
     pred = Predictor.from_checkpoint(ckpt) if ckpt else Predictor.from_pretrained(model_dir)
     model, tokenizer, labels = pred.model.eval(), pred.tokenizer, list(pred.labels)
@@ -354,7 +354,7 @@ def summarize(rounds: list[dict[str, Any]], latencies_by_round: list[list[float]
 
 # =============================================================================== inputs
 def read_texts(shared: Path, n: int) -> list[str]:
-    from ner_lit.corpus import read_klue_tsv
+    from ner_lit.corpus.klue import read_klue_tsv
 
     dev = shared / "data" / "klue-ner" / "dev.tsv"
     if not dev.is_file():
@@ -367,7 +367,7 @@ def build_tiny_model_dir(out: Path, texts: list[str]) -> Path:
     import torch
     from transformers import BertConfig, BertForTokenClassification, BertTokenizerFast
 
-    from ner_lit.corpus import KLUE_LABELS
+    from ner_lit.corpus.records import KLUE_LABELS
 
     if (out / "config.json").is_file():
         return out
@@ -386,7 +386,8 @@ def build_tiny_model_dir(out: Path, texts: list[str]) -> Path:
 
 
 def _best_of(root: Path) -> Optional[Path]:
-    from ner_lit.checkpoint import CheckpointError, resolve_checkpoint
+    from ner_lit.checkpoint.format import CheckpointError
+    from ner_lit.checkpoint.runs import resolve_checkpoint
 
     try:
         return resolve_checkpoint("best", root)
@@ -429,8 +430,8 @@ def find_or_train_checkpoint(args, log_dir: Path) -> tuple[Path, dict[str, Any]]
 
 
 def checkpoint_facts(path: Path) -> dict[str, Any]:
-    from ner_lit.checkpoint import SECTION, load_checkpoint
-    from ner_lit.spec import TaggerSpec
+    from ner_lit.checkpoint.format import load_checkpoint
+    from ner_lit.checkpoint.spec import SECTION, TaggerSpec
 
     ckpt = load_checkpoint(path)
     spec = TaggerSpec.from_dict(ckpt[SECTION], str(path))

@@ -56,7 +56,7 @@ def checkpoint(args, model: Path) -> Path:
     found = sorted(p for p in root.glob("version_*/checkpoints/*.ckpt") if p.name != "last.ckpt")
     if found:
         return found[-1]
-    from ner_lit.corpus import read_klue_tsv, write_klue_tsv
+    from ner_lit.corpus.klue import read_klue_tsv, write_klue_tsv
 
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)

@@ -57,10 +57,11 @@ def main() -> None:
     common.quiet()
     import torch
 
-    from ner_lit.alignment import pack_windows
-    from ner_lit.corpus import read_klue_tsv
-    from ner_lit.predictor import Predictor
-    from ner_lit.serve import choose_runtime, prediction_to_json
+    from ner_lit.alignment.collate import pack_windows
+    from ner_lit.corpus.klue import read_klue_tsv
+    from ner_lit.inference.predictor import Predictor
+    from ner_lit.serving.app import prediction_to_json
+    from ner_lit.serving.launch import choose_runtime
 
     model_dir = args.model_dir or (common.reference_model(args) if args.quick else DEFAULT_MODEL)
     if not (model_dir / "config.json").is_file():

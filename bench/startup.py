@@ -3,9 +3,9 @@
 Each command line runs ``--repeats`` times in a new process (``python -m ner_lit ...``,
 cwd = the repository); the median wall time is recorded. The cases:
 
-* answered by the light front (:mod:`ner_lit.command`): ``--help``, an unknown subcommand or
+* answered by the light front (:mod:`ner_lit.cli.command`): ``--help``, an unknown subcommand or
   recipe, ``serve --help``;
-* answered from the CLI answer cache (:mod:`ner_lit.cli_cache`, warmed by one real run first):
+* answered from the CLI answer cache (:mod:`ner_lit.cli.cache`, warmed by one real run first):
   a Lightning subcommand's ``--help``, a line of unknown options, a plain word given to a
   numeric option;
 * answered by the real parser (LightningCLI, so Lightning imported): ``fit --help`` with the
@@ -13,7 +13,7 @@ cwd = the repository); the median wall time is recorded. The cases:
   ``--warm-cache`` on an empty cache, a bad value the cache leaves to the parser (``1.5`` for an int).
 
 The floor is measured too: ``python -c pass``, ``import torch``, ``import lightning.pytorch``
-and ``import ner_lit.cli`` (what the real parser needs imported), each in a new process.
+and ``import ner_lit.cli.lightning`` (what the real parser needs imported), each in a new process.
 
 ``--compare DIR`` runs every case in another checkout too (e.g. the tree before a change),
 interleaved with this one run by run, so both see the same machine load. The heaviest imports
@@ -57,7 +57,7 @@ FLOOR: dict[str, list[str]] = {
     "python -c pass": ["-c", "pass"],
     "import torch": ["-c", "import torch"],
     "import lightning.pytorch": ["-c", "import lightning.pytorch"],
-    "import ner_lit.cli": ["-c", "import ner_lit.cli"],
+    "import ner_lit.cli.lightning": ["-c", "import ner_lit.cli.lightning"],
 }
 #: The cases with the 3 s target: every --help and every error the cache or the front answers.
 TARGETED = ("--help", "usage error (unknown subcommand)", "usage error (unknown recipe)", "serve --help", "fit --help",

@@ -78,7 +78,7 @@ def ner_lit_train(args, model_dir: Path, steps: int, clock: Optional[Clock] = No
 # ---------------------------------------------------------------------------- original
 def fixed_collate(pad_id: int, outside_id: int, width: int = common.MAX_LENGTH):
     """Every window padded to ``width``; specials and padding labelled O (trained), as the original system did."""
-    from ner_lit.alignment import IGNORE
+    from ner_lit.alignment.windows import IGNORE
 
     def collate(windows) -> dict[str, torch.Tensor]:
         ids = torch.full((len(windows), width), pad_id, dtype=torch.long)

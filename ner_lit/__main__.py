@@ -1,3 +1,3 @@
-from ner_lit.command import main
+from ner_lit.cli.command import main
 
 main(prog="python -m ner_lit")

@@ -62,7 +62,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_predictor(tiny_model_dir: Path):
-    from ner_lit.predictor import Predictor
+    from ner_lit.inference.predictor import Predictor
 
     return Predictor.from_pretrained(tiny_model_dir)
 
@@ -99,7 +99,7 @@ def alignment_ceiling():
     official char/entity macro F1 over non-space characters. Returns (F1c, F1e)."""
     import torch
 
-    from ner_lit.metrics import CharMacroF1, EntityMacroF1
+    from ner_lit.training.metrics import CharMacroF1, EntityMacroF1
 
     def score(aligner, sentences) -> tuple[float, float]:
         enc = aligner.encode(sentences)

@@ -1,4 +1,4 @@
-"""Faults injected into a `python -m ner_lit fit` process (tests/test_fault_injection.py).
+"""Faults injected into a `python -m ner_lit fit` process (tests/pipeline/test_fault_injection.py).
 
 Given to the CLI in a config file (``trainer.callbacks`` / ``trainer.plugins`` by class
 path, with ``tests/`` on PYTHONPATH), each ends its own process with SIGKILL at a chosen
@@ -16,7 +16,7 @@ from typing import IO, Any
 import lightning.pytorch as pl
 import torch
 
-from ner_lit.ckpt_io import AtomicCheckpointIO
+from ner_lit.checkpoint.io import AtomicCheckpointIO
 
 
 def die() -> None:

@@ -28,7 +28,7 @@ import pytest
 import torch
 import yaml
 
-from ner_lit.corpus import read_klue_tsv, write_klue_tsv
+from ner_lit.corpus.klue import read_klue_tsv, write_klue_tsv
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "ner_lit" / "sample"
@@ -78,7 +78,7 @@ def tiny_config(data_dir: Path, root: Path) -> dict:
 # --------------------------------------------------------------------------- running the CLI
 def cli(args: Sequence[str], cache: Path) -> None:
     """``python -m ner_lit ARGS`` in this process, with the process-wide side effects undone after."""
-    from ner_lit.cli import main
+    from ner_lit.cli.lightning import main
 
     deterministic = torch.are_deterministic_algorithms_enabled()
     with pytest.MonkeyPatch.context() as mp:
@@ -152,7 +152,7 @@ def last_value(run_dir: Path, key: str) -> str:
 
 
 def versions(root: Path) -> list[Path]:
-    from ner_lit.checkpoint import run_dirs
+    from ner_lit.checkpoint.runs import run_dirs
 
     return run_dirs(root)
 

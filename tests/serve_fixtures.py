@@ -7,7 +7,7 @@ Two predictors stand behind the server under test:
   batch it is called with.
 * :func:`build_tiny_model_dir` writes a real, tiny, random Hugging Face model (a
   WordPiece tokenizer over Korean syllables + a 2-layer BERT, 13 KLUE labels), so the
-  served path through ``ner_lit.predictor.Predictor`` is exercised end to end in seconds.
+  served path through ``ner_lit.inference.predictor.Predictor`` is exercised end to end in seconds.
 
 :func:`start_server_process` runs the app under waitress in a separate process on
 127.0.0.1 (port chosen by the OS) and stops it on exit.
@@ -188,7 +188,9 @@ def build_tiny_model_dir(out: Path) -> Path:
 _SERVER_SCRIPT = """
 import sys
 sys.path[:0] = [{repo!r}, {tests!r}]
-from ner_lit.serve import create_app, run_server, serve
+from ner_lit.serving.app import create_app
+from ner_lit.serving.launch import serve
+from ner_lit.serving.server import run_server
 kind, arg = {kind!r}, {arg!r}
 if kind == "fake":
     from serve_fixtures import FakePredictor

@@ -75,7 +75,7 @@ def test_the_wheel_carries_the_page_the_recipes_and_the_sample_corpus_byte_for_b
         for split in ("train.tsv", "dev.tsv"):
             assert z.read(f"ner_lit/sample/{split}") == (REPO / "ner_lit" / "sample" / split).read_bytes()
         entry = z.read(next(n for n in z.namelist() if n.endswith("entry_points.txt"))).decode()
-    assert "ner_lit = ner_lit.command:main" in entry
+    assert "ner_lit = ner_lit.cli.command:main" in entry
 
 
 def test_the_installed_command_runs_from_its_own_copy_and_calls_itself_ner_lit(venv: Path, tmp_path: Path) -> None:

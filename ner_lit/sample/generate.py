@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ner_lit.corpus import CorpusError, Entity, Sentence, write_klue_tsv
+from ner_lit.corpus.klue import write_klue_tsv
+from ner_lit.corpus.records import CorpusError, Entity, Sentence
 from ner_lit.sample import SAMPLE_DIR
 
 TRAIN_SENTENCES = 400

@@ -1,0 +1,203 @@
+"""``serve``'s start-up: load the predictor, choose its runtime, print the banner, run the server.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from ner_lit.serving.app import (
+    DEFAULT_CHANNEL_TIMEOUT,
+    DEFAULT_CONNECTION_LIMIT,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_TEMPLATE,
+    PredictorLike,
+    ServeError,
+    create_app,
+    make_batcher,
+)
+from ner_lit.serving.server import _url, check_port, run_server
+
+
+def load_predictor(ckpt_path: str | None, model_dir: str | None, device: str = "cpu") -> PredictorLike:
+    """Load the predictor from exactly one of a checkpoint or an exported model directory.
+
+    Every failure (wrong options, missing file, a file that is no checkpoint) becomes one
+    :class:`ServeError` whose message names the path, so the user sees one clear line.
+    """
+    if (ckpt_path is None) == (model_dir is None):
+        raise ServeError("give exactly one of --ckpt_path (a ner_lit checkpoint) or --model_dir (an exported model)")
+    from ner_lit.inference.predictor import Predictor
+
+    if ckpt_path is not None:
+        path = Path(ckpt_path)
+        if not path.is_file():
+            raise ServeError(f"checkpoint not found: {path}")
+        try:
+            return Predictor.from_checkpoint(str(path), device=device)
+        except Exception as exc:  # noqa: BLE001 - any load failure means the same thing to the user
+            raise ServeError(f"cannot load checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+    path = Path(model_dir)  # type: ignore[arg-type]
+    if not path.is_dir():
+        raise ServeError(f"model directory not found: {path}")
+    try:
+        return Predictor.from_pretrained(str(path), device=device)
+    except Exception as exc:  # noqa: BLE001
+        raise ServeError(f"cannot load model directory {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def describe(predictor: PredictorLike, url: str, torch_threads: int | None = None, model_workers: int = 1) -> str:
+    """The start-up banner: where to connect, what model answers there and on what."""
+    scores = getattr(predictor, "scores", None) or {}
+    score_text = ", ".join(f"{k}={v:.2f}" for k, v in scores.items()) if scores else "none recorded"
+    lines = [
+        f"ner_lit serve: {url}",
+        f"  model:       {predictor.name}",
+        f"  checkpoint:  {predictor.source}",
+        f"  labels:      {' '.join(predictor.labels)}",
+        f"  validation:  {score_text}",
+    ]
+    aligner = getattr(predictor, "aligner", None)
+    if aligner is not None:  # how answers are read off the model: what a user checks first when spans look wrong
+        unit = (f"char ({aligner.char_slots.slots} character slots per token)" if aligner.tagging == "char"
+                else "token (one label per token: a particle fused to a word joins its entity)")
+        lines.append(f"  tagging:     {unit}, {aligner.decoding}")
+    if torch_threads is not None:
+        runtime = getattr(predictor, "runtime", "eager")
+        packing = getattr(predictor, "packing", "padded")
+        lines.append(
+            f"  device:      {getattr(predictor, 'device', 'cpu')}, {torch_threads} torch thread(s), {runtime}, "
+            f"{packing}, {model_workers} model worker(s)"
+        )
+    return "\n".join(lines)
+
+
+def choose_runtime(predictor: Any, runtime: str) -> None:
+    """Put ``runtime`` in use, or the first one after it (onnxruntime, torchscript, eager) that
+    passes its start-up check; ``predictor.runtime`` says what runs and why the ones asked
+    for before it do not."""
+    order = ["onnxruntime", "torchscript", "eager"]
+    if runtime not in order:
+        raise ServeError(f"runtime must be one of {', '.join(order)}, got {runtime!r}")
+    refused: list[str] = []
+    chosen = "eager"
+    for name in order[order.index(runtime) :]:
+        if name == "eager":
+            break
+        if predictor.use_onnxruntime() if name == "onnxruntime" else predictor.trace():
+            chosen = predictor.runtime
+            break
+        refused.append(predictor.runtime.removeprefix("eager (").removesuffix(")"))
+    predictor.runtime = f"{chosen} ({'; '.join(refused)})" if refused else chosen
+
+
+def prepare_runtime(predictor: Any, runtime: str, pack: bool = True) -> None:
+    """What ``serve`` does to a loaded predictor before the first request: put ``runtime`` in use
+    (:func:`choose_runtime`), pack if asked, and then, where a compiled runtime runs every batch,
+    release the eager network, so the server holds only the weights it runs.
+
+    Packed with a compiled runtime, the predictor first tries that in one step
+    (:meth:`Predictor.serve_packed`: one export, not a padded one made and freed again); where that
+    is refused, the step by step path below runs and says why in the banner."""
+    serve_packed = getattr(predictor, "serve_packed", None)
+    if pack and serve_packed is not None and serve_packed(runtime):
+        return
+    choose_runtime(predictor, runtime)
+    if pack:
+        predictor.pack(release=True)
+    release = getattr(predictor, "release_eager", None)
+    if release is not None:
+        release()
+
+
+def serve(
+    ckpt_path: str | None = None,
+    model_dir: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    template: str = str(DEFAULT_TEMPLATE),
+    device: str = "cpu",
+    max_text_length: int = 10_000,
+    max_batch_size: int = 32,
+    max_wait_ms: float = 2.0,
+    server: Literal["waitress", "flask"] = "waitress",
+    threads: int = 8,
+    torch_threads: int | None = None,
+    runtime: Literal["onnxruntime", "torchscript", "eager"] = "onnxruntime",
+    pack: bool = True,
+    model_workers: int = 1,
+    connection_limit: int = DEFAULT_CONNECTION_LIMIT,
+    channel_timeout: int = DEFAULT_CHANNEL_TIMEOUT,
+    request_timeout: int = DEFAULT_REQUEST_TIMEOUT,
+    max_concurrent_batches: int | None = None,
+) -> None:
+    """Serve a trained model over HTTP: a JSON API (POST /api, POST /api/batch, GET /health)
+    and a demo page at /.
+
+    Args:
+        ckpt_path: a ner_lit Lightning checkpoint (.ckpt) to serve. Give this or model_dir.
+        model_dir: an exported Hugging Face model directory to serve. Give this or ckpt_path.
+        host: the interface to listen on; 127.0.0.1 keeps the server local, 0.0.0.0 exposes it.
+        port: the TCP port to listen on (0 picks a free one).
+        template: the HTML page served at /.
+        device: the torch device to run the model on (cpu, cuda, cuda:1, ...).
+        max_text_length: the longest text, in characters, a request may send; longer ones get 413.
+        max_batch_size: the most texts per POST /api/batch, and per model forward pass.
+        max_wait_ms: how long the model, when requests are queued behind it, waits for more
+            to fill a batch; a request arriving while the model is idle never waits.
+        server: waitress (multi-threaded, for production) or flask (the development server).
+        threads: the number of request threads of the waitress server.
+        torch_threads: intra-op threads for the model, torch's and ONNX Runtime's (default:
+            torch's own choice, one per core). The request threads tokenize and answer
+            beside the model; bench/serve_bench.py measures the default against 1.
+        runtime: what runs the model: onnxruntime (an ONNX export under ONNX Runtime, CPU
+            only), torchscript (a frozen TorchScript trace) or eager (PyTorch as trained).
+            Each is used only after a start-up check that it gives the eager model's logits;
+            where it fails, the next one in that order is tried, and the banner says which
+            runs and why. Both compiled ones run without Python per layer and with the GIL
+            released, so request threads tokenize and answer meanwhile.
+        pack: put several short texts in one model row (each attending only to itself), so
+            a batch is not padded to its longest text; used only where the model gives the
+            same logits that way, checked at start-up (the banner says). false pads.
+        model_workers: threads that run forward passes, each on its own batch. More than 1
+            pays where the model releases the GIL (not eager) and cores are spare: on 2 cores,
+            2 workers with --torch_threads 1 (see the README's serving figures).
+        connection_limit: the most client connections waitress keeps open; more wait,
+            unanswered, until one closes. The open-file limit is raised to fit (start-up
+            fails with a clear message where the hard limit is too low).
+        channel_timeout: seconds a connection may sit idle between requests before it is closed.
+        request_timeout: seconds a request may take to arrive whole (headers and body); a
+            slower one is answered 408 and its connection closed, so clients that trickle a
+            byte now and then can not hold connections for ever.
+        max_concurrent_batches: the most POST /api/batch requests answered at once (default:
+            half of threads); more get 503 with Retry-After: 1. Each holds a request thread
+            while its texts run, so the rest stay free for POST /api.
+    """
+    if torch_threads is not None and torch_threads < 1:
+        raise ServeError(f"torch_threads must be at least 1, got {torch_threads}")
+    if model_workers < 1:
+        raise ServeError(f"model_workers must be at least 1, got {model_workers}")
+    check_port(host, port)  # before the model loads: a busy port is known in a moment
+    import torch
+
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
+    predictor = load_predictor(ckpt_path, model_dir, device=device)
+    prepare_runtime(predictor, runtime, pack)
+    batcher = make_batcher(predictor, max_batch_size, max_wait_ms=max_wait_ms, workers=model_workers)
+    try:
+        app = create_app(
+            predictor,
+            template=template,
+            max_text_length=max_text_length,
+            max_batch_size=max_batch_size,
+            batcher=batcher,
+            max_concurrent_batches=max(1, threads // 2) if max_concurrent_batches is None else max_concurrent_batches,
+        )
+        print(describe(predictor, _url(host, port), torch.get_num_threads(), model_workers), flush=True)
+        try:
+            run_server(app, host=host, port=port, server=server, threads=threads, connection_limit=connection_limit,
+                       channel_timeout=channel_timeout, request_timeout=request_timeout)
+        except KeyboardInterrupt:
+            pass
+    finally:
+        batcher.close(timeout=10)
