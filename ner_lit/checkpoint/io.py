@@ -33,6 +33,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 
 from ner_lit.checkpoint.runs import TEMP_MARK
+from ner_lit.files import atomic_writer
 
 _TEMP = re.compile(r"^\..+" + re.escape(TEMP_MARK) + r"(\d+)$")
 
@@ -74,13 +75,6 @@ def remove_stale_temps_under(root: str | Path) -> None:
             print(f"ner_lit: removed {p}, left by a checkpoint save that was killed", file=sys.stderr)
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``torch.save`` to a temporary file in the target's folder, fsync, ``os.replace``, fsync the folder."""
@@ -92,17 +86,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(target.parent)
-        tmp = temp_path(target)
-        try:
-            with tmp.open("wb") as f:
-                self.write(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
+        with atomic_writer(target, "wb", temp=temp_path(target)) as f:
+            self.write(checkpoint, f)
 
     def write(self, checkpoint: dict[str, Any], f: IO[bytes]) -> None:
         """Serialize into the open temporary file (a separate step so that tests can interrupt it)."""

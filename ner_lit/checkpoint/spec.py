@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from ner_lit.errors import UserError
+from ner_lit.files import write_json_atomic
 
 #: The newest layout this version writes and reads; older ones are read, newer ones refused.
 #: 1: the first checkpoint section (no provenance). 2: provenance, and the spec file of an exported directory.
@@ -227,15 +226,7 @@ class TaggerSpec:
         record = self.to_dict()
         record["tokenizer_files"] = sorted(self.tokenizer_files)
         record["model_config"] = "config.json"
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{SPEC_FILE}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(record, f, ensure_ascii=False, indent=2, sort_keys=True)
-                f.write("\n")
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json_atomic(target, record, ensure_ascii=False, indent=2, sort_keys=True)
         return target
 
     @classmethod

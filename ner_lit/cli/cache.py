@@ -45,10 +45,10 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ner_lit.files import write_text_atomic
 from ner_lit.resources import PACKAGE, cache_root
 
 FORMAT = 1
@@ -322,23 +322,11 @@ def record(parser: Any, prog: str) -> None:
         key = cache_key(prog)
         path = entry_path(key)
         entry = {"format": FORMAT, "key": key, "prog": prog, "subcommands": recorded(parser, prog)}
-        write_atomic(path, json.dumps(entry, ensure_ascii=False))
+        write_text_atomic(path, json.dumps(entry, ensure_ascii=False))
         prune(path.parent)
     except Exception:  # noqa: BLE001 - a cache that cannot be written only costs the next start its speed
         pass
 
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def prune(folder: Path, keep: int = KEEP) -> None:

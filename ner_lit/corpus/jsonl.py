@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from ner_lit.corpus.lines import _check_not_empty, _check_unique_id, _check_writable, _write_atomic, iter_lines
+from ner_lit.corpus.lines import _check_not_empty, _check_unique_id, _check_writable, iter_lines, write_new_file
 from ner_lit.corpus.records import TAG_RE, CorpusError, Entity, Sentence, _check_known_tags, _check_length, excerpt, render_tagged
 
 
@@ -168,4 +168,4 @@ def write_jsonl(sentences: Iterable[Sentence], path: str | os.PathLike[str], ove
             "character_list": [[c, t] for c, t in zip(s.text, s.tags)],
         }
         lines.append(json.dumps(obj, ensure_ascii=False) + "\n")
-    return _write_atomic(path, "".join(lines), overwrite)
+    return write_new_file(path, "".join(lines), overwrite)

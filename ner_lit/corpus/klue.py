@@ -18,9 +18,8 @@ from ner_lit.corpus.lines import (
     _check_not_empty,
     _check_unique_id,
     _check_writable,
-    _chmod_like_new_file,
-    _write_atomic,
     iter_lines,
+    write_new_file,
 )
 from ner_lit.corpus.records import (
     TAG_RE,
@@ -32,6 +31,7 @@ from ner_lit.corpus.records import (
     excerpt,
     render_tagged,
 )
+from ner_lit.files import new_file_permissions
 
 #: The comment lines the official KLUE files open with; the writer emits them so that a
 #: KLUE file read and written back is byte-identical to the original.
@@ -177,7 +177,7 @@ def _klue_block(sentence: Sentence) -> str:
 def write_klue_tsv(sentences: Iterable[Sentence], path: str | os.PathLike[str], overwrite: bool = False) -> Path:
     """Write the official KLUE TSV format: the standard comment lines, then one block per sentence."""
     body = "".join(_klue_block(s) for s in sentences)
-    return _write_atomic(path, "\n".join(KLUE_COMMENTS) + "\n" + body, overwrite)
+    return write_new_file(path, "\n".join(KLUE_COMMENTS) + "\n" + body, overwrite)
 
 
 KLUE_NER_URL = "https://raw.githubusercontent.com/KLUE-benchmark/KLUE/main/klue_benchmark/klue-ner-v1.1/"
@@ -243,7 +243,7 @@ def download_klue_ner(
             fd, tmp_name = tempfile.mkstemp(dir=cache, prefix=f".{path.name}.", suffix=".part")
             tmp = Path(tmp_name)
             pending[split] = tmp
-            _chmod_like_new_file(fd)
+            new_file_permissions(fd)
             with os.fdopen(fd, "wb") as out:
                 _fetch(url, out, timeout)
             problem = _klue_file_problem(split, tmp, expected_dev_sha256, expected_train_sentences)

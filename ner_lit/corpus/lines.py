@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import codecs
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from ner_lit.corpus.records import TAG_RE, CorpusError, Sentence, excerpt
+from ner_lit.files import write_text_atomic
 
 
 def iter_lines(path: Path, what: str, block: int = 1 << 20) -> Iterator[tuple[int, str]]:
@@ -106,26 +106,9 @@ def _check_writable(sentence: Sentence, blank_ok: bool = True) -> None:
             raise CorpusError(f"sentence {excerpt(sid)}: character {i} has tag {excerpt(t)}, expected O, B-<TYPE> or I-<TYPE>")
 
 
-def _chmod_like_new_file(fd: int) -> None:
-    """mkstemp makes owner-only files; a corpus should get the permissions open() would give it."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
-
-
-def _write_atomic(path: str | os.PathLike[str], text: str, overwrite: bool) -> Path:
+def write_new_file(path: str | os.PathLike[str], text: str, overwrite: bool) -> Path:
     """Write through a temporary file in the same directory so a reader never sees half a corpus."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise CorpusError(f"{path}: already exists, expected a new path (or pass overwrite=True)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        _chmod_like_new_file(fd)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, text)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ner_lit.corpus.lines import _check_not_empty, _check_writable, _write_atomic, iter_lines
+from ner_lit.corpus.lines import _check_not_empty, _check_writable, iter_lines, write_new_file
 from ner_lit.corpus.records import Sentence, _check_length
 
 
@@ -35,4 +35,4 @@ def write_text(sentences: Iterable[Sentence], path: str | os.PathLike[str], over
     for s in sentences:
         _check_writable(s, blank_ok=False)
         lines.append(s.text + "\n")
-    return _write_atomic(path, "".join(lines), overwrite)
+    return write_new_file(path, "".join(lines), overwrite)

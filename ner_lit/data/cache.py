@@ -43,6 +43,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ner_lit.files import fsync_dir
+
 #: Bump when the layout above changes; it is part of every entry's key and stored in its manifest.
 CACHE_FORMAT = 4
 MANIFEST = "manifest.json"
@@ -162,7 +164,7 @@ class EntryWriter:
         for name in self.fields:
             manifest["fields"][name] = self._finish_field(name)
         _write_synced(self.tmp / MANIFEST, json.dumps(manifest, sort_keys=True).encode())
-        _fsync_dir(self.tmp)
+        fsync_dir(self.tmp)
         return self.tmp
 
     def publish(self, meta: dict[str, Any]) -> Path:
@@ -189,7 +191,7 @@ class EntryWriter:
         except BaseException:
             self.abort()
             raise
-        _fsync_dir(self.final.parent)
+        fsync_dir(self.final.parent)
         return self.final
 
     def _finish_field(self, name: str) -> dict[str, Any]:
@@ -310,16 +312,3 @@ def _write_synced(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
 
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable, where the platform allows opening a directory."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -35,6 +35,7 @@ from ner_lit.data.datasets import EvalItem, EvalSentences, TrainWindows, encode_
 from ner_lit.data.samplers import EvalItems, LengthGroupedBatchSampler, SortedSentenceBatchSampler
 from ner_lit.data.stream import ChunkPlan, PredictStream, count_sentences, iter_sentences
 from ner_lit.errors import UserError
+from ner_lit.files import write_json_atomic
 
 ENCODING_VERSION = 2  # bump when the alignment's output changes, to invalidate caches
 
@@ -59,18 +60,6 @@ def check_writable_dir(path: str | os.PathLike[str], what: str) -> None:
         reason = exc.strerror or type(exc).__name__
         raise DataError(f"{path}: {what} is not a writable directory ({reason}); give a writable one") from None
 
-
-def _write_json_atomic(path: Path, value: Any) -> None:
-    """A small JSON file written to a temporary name and renamed: readers see all of it or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(value, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _stat_signature(path: Path) -> tuple[int, int, int]:
@@ -327,7 +316,7 @@ class NERDataModule(pl.LightningDataModule):
 
         facts = {"labels": derive_labels(read())}
         try:
-            _write_json_atomic(place, facts)
+            write_json_atomic(place, facts)
         except OSError as exc:
             rank_zero_warn(f"{place}: the corpus facts were not cached ({exc.strerror or exc})")
         return facts, texts if want_texts else None
@@ -350,7 +339,7 @@ class NERDataModule(pl.LightningDataModule):
         source = cached_tokenizer(texts or [], kind=self.scratch_tokenizer, vocab_size=self.scratch_vocab_size,
                                   cache_dir=self.cache_dir / "tokenizers")
         try:
-            _write_json_atomic(pointer, {"directory": source.name})
+            write_json_atomic(pointer, {"directory": source.name})
         except OSError:
             pass
         return source

@@ -6,10 +6,11 @@ read on its own says where its figures come from; the JSON holds the table only.
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
+
+from ner_lit.files import write_text_atomic
 
 
 def markdown_table(report: dict[str, dict[str, float]]) -> str:
@@ -37,19 +38,13 @@ def header(about: dict[str, str]) -> str:
     return "".join(f"- {key}: {value}\n" for key, value in about.items()) + "\n"
 
 
-def _write_whole(path: Path, text: str) -> None:
-    """Write via a temporary file and a rename, so a kill leaves the old file or the new one, never half."""
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
 
 def write_report(report: dict[str, dict[str, float]], directory: Path, echo: bool = False, stem: str = "test_report",
                  about: Optional[dict[str, str]] = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    _write_whole(directory / f"{stem}.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(directory / f"{stem}.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     md = directory / f"{stem}.md"
-    _write_whole(md, (header(about) if about else "") + markdown_table(report))
+    write_text_atomic(md, (header(about) if about else "") + markdown_table(report))
     if echo:
         print("\nPer-type entity scores (strict IOB2, seqeval arithmetic); written to", md)
         print(markdown_table(report))

@@ -12,6 +12,7 @@ from typing import Iterator
 import pytest
 
 from ner_lit.cli import cache as cli_cache
+from ner_lit.files import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 PROG = "ner_lit"
@@ -184,7 +185,7 @@ def test_the_cache_is_off_when_asked_or_when_jsonargparse_is_set_by_the_environm
 def test_prune_keeps_the_newest_entries(tmp_path: Path) -> None:
     for i in range(cli_cache.KEEP + 3):
         path = tmp_path / f"{i:02d}.json"
-        cli_cache.write_atomic(path, "{}")
+        write_text_atomic(path, "{}")
         os.utime(path, ns=(i * 10**9, i * 10**9))
     cli_cache.prune(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{i:02d}.json" for i in range(3, cli_cache.KEEP + 3)]

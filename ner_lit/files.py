@@ -1,0 +1,84 @@
+"""Writing a file so that a kill at any moment leaves the old file or the new one, never half of either.
+
+Every file ner_lit writes for a user or a later run goes through :func:`atomic_writer`: corpora,
+reports, tagger specs, cache records, checkpoints. The bytes go to a temporary file in the target's
+directory (the same file system, so the rename is atomic), are flushed and fsynced, the file gets
+the permissions ``open()`` would have given it, and ``os.replace`` puts it in place; the directory
+is then fsynced so that the rename survives a power cut. A failure removes the temporary file and
+leaves the target as it was.
+
+Standard library only: the CLI's light front writes through it before torch is imported.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Iterator, Optional
+
+
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """Make a rename in ``directory`` durable, where the platform lets a directory be opened and synced."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def new_file_permissions(fd: int) -> None:
+    """mkstemp makes owner-only files; what we write should get the mode ``open()`` would give it."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+
+
+@contextmanager
+def atomic_writer(path: str | os.PathLike[str], mode: str = "w", temp: Optional[Path] = None) -> Iterator[IO[Any]]:
+    """An open temporary file that becomes ``path`` when the block ends without an exception.
+
+    ``mode`` is ``"w"`` (UTF-8 text, ``\\n`` line ends) or ``"wb"``. ``temp`` names the temporary file
+    (default: a fresh ``.<name>.<random>.tmp`` beside the target); the checkpoint writer names its own
+    so that temporaries a killed process left behind can be recognised and removed.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if temp is None:
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        tmp = Path(name)
+    else:
+        tmp = temp
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        new_file_permissions(fd)
+        kwargs: dict[str, Any] = {"encoding": "utf-8", "newline": "\n"} if mode == "w" else {}
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """``path`` holds ``text`` (UTF-8) afterwards, or, after a failure or a kill, what it held before."""
+    with atomic_writer(path) as f:
+        f.write(text)
+    return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike[str], value: Any, **dumps: Any) -> Path:
+    """``value`` as JSON (``dumps`` go to :func:`json.dumps`), written as :func:`write_text_atomic` writes."""
+    return write_text_atomic(path, json.dumps(value, **dumps) + ("\n" if dumps.get("indent") is not None else ""))
