@@ -3,7 +3,7 @@ PYTHON ?= python
 SHARED ?= ../shared
 KLUE ?= $(SHARED)/data/klue-ner
 
-.PHONY: install install-bench wheel test lint tiny tiny-test tiny-serve klue clean
+.PHONY: install install-bench wheel test test-all lint tiny tiny-test tiny-serve klue clean
 
 install:            ## torch's CPU build first (an unpinned torch pulls CUDA), the project with test deps, the CLI's recorded answers
 	$(PYTHON) -m pip install torch==2.13.0
@@ -16,7 +16,10 @@ wheel:              ## build dist/ner_lit-*.whl (carries templates/, configs/ as
 install-bench:      ## the bench-only extras (accelerate for the Hugging Face Trainer side by side)
 	$(PYTHON) -m pip install -e ".[bench]"
 
-test:               ## the test suite (what CI runs)
+test:               ## the fast tier: every module, no long trainings, benchmarks or browser (a few minutes on 2 cores)
+	$(PYTHON) -m pytest -q -m 'not slow'
+
+test-all:           ## everything, the slow end-to-end, benchmark-smoke and browser tests included (what CI runs)
 	$(PYTHON) -m pytest -q
 
 lint:               ## ruff with the rules in pyproject.toml (what CI runs)

@@ -4,8 +4,9 @@ The public Python API::
 
     from ner_lit import Predictor
 
-    predictor = Predictor.from_checkpoint("runs/tiny/version_0/checkpoints/best.ckpt")
-    answers = predictor.predict(["이순신은 조선 중기의 무신이다."])
+    predictor = Predictor.from_checkpoint("runs/tiny/version_0/checkpoints/last.ckpt")
+    for entity in predictor.predict(["이순신은 조선 중기의 무신이다."])[0].entities:
+        print(entity.text, entity.label, entity.start, entity.end)
 
 ``Predictor`` tags texts (from a checkpoint or an exported directory); ``NERModel`` and
 ``NERDataModule`` are the LightningModule and LightningDataModule the CLI trains; ``TaggerSpec``

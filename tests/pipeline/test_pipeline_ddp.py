@@ -32,6 +32,8 @@ from pipeline_fixtures import (
     versions,
 )
 
+pytestmark = pytest.mark.slow
+
 DDP = ["--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2"]
 
 

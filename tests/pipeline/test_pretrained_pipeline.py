@@ -29,6 +29,8 @@ from ner_lit.corpus.records import derive_labels
 from pipeline_fixtures import REPO, cli, last_value
 from serve_fixtures import _wait_for_url, post_json
 
+pytestmark = pytest.mark.slow
+
 TRAIN_SENTENCES = 48  # 3 batches of 16, or 4 where sentences take two windows: limit_train_batches 3
 DEV_SENTENCES = 16
 MAX_LENGTH = 64
