@@ -1,11 +1,13 @@
-"""The one place where characters meet tokens.
+"""The one place where sentences become model inputs: windows of token ids, and their labels.
 
 KLUE scores characters; models predict tokens. Everything that crosses that border —
 token labels for training, windows for long sentences, token predictions back to
-character tags for validation, test, predict and serve — goes through this module, so
-the four paths can not drift apart.
+character tags for validation, test, predict and serve — goes through the :class:`Aligner`
+(decoding through the :class:`~ner_lit.alignment.decoding.Decoder` it holds), so the four
+paths can not drift apart.
 
-Rules (each chosen for a reason stated in the README's "Alignment" section):
+Rules of encoding (the reasons are in docs/alignment.md; those of decoding in
+:mod:`ner_lit.alignment.decoding`):
 
 * User text is tokenized as text: the spelling of a special token in it (``[PAD]``,
   ``<s>``, ``<mask>``) stays ordinary characters and never becomes that special token. The
@@ -18,9 +20,10 @@ Rules (each chosen for a reason stated in the README's "Alignment" section):
   of an offset span is trimmed; a character covered by two tokens (byte-level BPE can split
   one Hangul syllable into several tokens) belongs to the first. A SentencePiece token that
   is only the word-boundary mark ``▁`` owns nothing: a standalone ``▁`` is given the
-  offsets of the character after it (transformers issue 17454), which the next token really
-  holds. So every character is labelled through exactly one token. A token that owns no
-  character is never trained (label -100) and predicts nothing.
+  offsets of the character after it (a known behaviour of transformers' SentencePiece
+  tokenizers, huggingface/transformers#17454), which the next token really holds. So every
+  character is labelled through exactly one token. A token that owns no character is never
+  trained (label -100) and predicts nothing.
 * A token's label comes from its characters' gold tags (``label_rule``): ``first_char``
   takes the first character's tag, ``first_entity`` the first non-O tag inside the token.
 * Special and padding tokens get -100, so they are never trained as ``O``.
@@ -28,26 +31,14 @@ Rules (each chosen for a reason stated in the README's "Alignment" section):
   (``stride`` tokens of overlap). At prediction time each token takes the logits of the
   window in which it sits farthest from an inner window edge; nothing is truncated.
   Encoding is linear in the sentence's length (array operations over its tokens and
-  characters; each window holds only its own ids), so a line of a million characters
-  encodes in seconds.
-* Token tags: ``viterbi`` (default) takes, per sentence, the most probable tag sequence
-  that is valid IOB2 (``I-X`` only after ``B-X`` or ``I-X``), from the tokens' log
-  probabilities; ``argmax`` takes each token's most probable tag on its own. Strict
-  entity scoring discards an entity that starts with ``I-`` or switches type midway, so an
-  invalid sequence can only lose entities: on KLUE dev this is worth about +3 F1e.
+  characters; each window holds only its own ids), so even a very long line encodes
+  without a window or a Python object per token.
 * Tagging unit (``tagging``). ``char`` (what new taggers use): the classifier gives every
   token ``char_slots`` rows of label scores, one per character it owns (row k for its k-th
   character), so an entity can start and end at any character: ``김철수는`` is tagged
-  ``B-PS I-PS I-PS O`` even when it is one token. Characters past the last row continue the
-  last row's tag (``B-X`` becomes ``I-X``), as a token's characters do under ``token``
-  tagging. Training labels are the characters' own gold tags (``label_rule`` plays no
-  part); the IOB2 Viterbi runs over the characters. ``token`` (taggers of format 2 and
-  before, and plain Hugging Face token classifiers): one label per token, from
-  ``label_rule``; the first character of a token takes the token's tag, its following
-  characters take ``I-<type>`` when the tag is an entity tag, else ``O``, so a particle
-  fused to a name joins the entity.
-* Whitespace is not scored (as in KLUE) and always decodes to ``O``; characters no token
-  covers decode to ``O``.
+  ``B-PS I-PS I-PS O`` even when it is one token. Training labels are the characters' own
+  gold tags (``label_rule`` plays no part). ``token`` (taggers of format 2 and before, and
+  plain Hugging Face token classifiers): one label per token, from ``label_rule``.
 """
 from __future__ import annotations
 
@@ -58,8 +49,8 @@ import numpy as np
 import torch
 from tokenizers import Encoding
 
+from ner_lit.alignment.decoding import Decoder, _starts
 from ner_lit.alignment.tokenizers import _char_owner, _owned, _space_mask, owned_spans, special_layout, text_tokenizer
-from ner_lit.alignment.viterbi import _NEG, viterbi
 from ner_lit.alignment.windows import (
     DEFAULT_CHAR_SLOTS,
     IGNORE,
@@ -77,7 +68,8 @@ from ner_lit.corpus.records import OUTSIDE, Sentence
 
 
 class Aligner:
-    """Encodes sentences into windows and decodes window logits into character tags.
+    """Encodes sentences into windows; decodes window logits into character tags through its
+    :class:`~ner_lit.alignment.decoding.Decoder` (``decoder``), so every caller decodes the same way.
 
     ``labels`` fixes the id of every tag; ``max_length`` counts special tokens, as the
     model sees them.
@@ -135,25 +127,9 @@ class Aligner:
                 f"(max_length={max_length} minus {n_special} special tokens)"
             )
         self.stride = stride
-        inside = []
-        for tag in self.labels:
-            if tag == OUTSIDE:
-                inside.append(self.outside_id)
-            else:
-                i_tag = "I-" + tag[2:]
-                if i_tag not in self.label2id:
-                    raise AlignmentError(f"the label list has {tag!r} but not {i_tag!r}")
-                inside.append(self.label2id[i_tag])
-        self.inside = np.asarray(inside, dtype=np.int64)
-        # IOB2 validity: I-X may only follow B-X or I-X, and may not start a sentence.
-        n = len(self.labels)
-        self.allowed = np.ones((n, n), dtype=bool)  # [previous, current]
-        self.may_start = np.ones(n, dtype=bool)
-        for j, tag in enumerate(self.labels):
-            if tag.startswith("I-"):
-                self.may_start[j] = False
-                for i, prev in enumerate(self.labels):
-                    self.allowed[i, j] = prev != OUTSIDE and prev[2:] == tag[2:]
+        #: window logits back to character tags; it also holds the IOB2 constraint (``inside``, ``allowed``, ``may_start``)
+        self.decoder = Decoder(self.labels, decoding, char_slots if tagging == "char" else None)
+        self.inside, self.allowed, self.may_start = self.decoder.inside, self.decoder.allowed, self.decoder.may_start
 
     @classmethod
     def for_tagger(cls, tokenizer, spec, max_length: int | None = None, stride: int | None = None) -> "Aligner":
@@ -303,138 +279,19 @@ class Aligner:
             labels = tag_ids[first]
         return np.where(b > a, labels, IGNORE)
 
-    # ------------------------------------------------------------------ decoding
-    def decode(
-        self,
-        encoded: Sequence[EncodedSentence],
-        logits: torch.Tensor,
-        first_row: Sequence[int] | None = None,
-    ) -> "Decoded":
-        """Character (and token) tag ids with their top probabilities, per sentence.
-
-        ``logits`` is ``[windows, positions, labels]`` for the windows of ``encoded`` in
-        order (``first_row[i]``: the row of sentence i's first window; by default the
-        windows follow each other).
-        """
-        if first_row is None:
-            first_row, row = [], 0
-            for e in encoded:
-                first_row.append(row)
-                row += len(e.windows)
-        lengths = [e.text_length for e in encoded]
-        n_tokens = [e.num_tokens for e in encoded]
-        base = int(sum(n_tokens))
-        rows = _cat([r0 + e.token_window.astype(np.int64) for e, r0 in zip(encoded, first_row)])
-        pos = _cat([e.token_pos for e in encoded])
-        char_token = _global_char_token(encoded)
-        # One gather on the logits' device, then NumPy: what follows is many operations on a
-        # few thousand numbers, where torch's intra-op threads only add synchronisation.
-        token_logits = logits.detach()[torch.from_numpy(rows), torch.from_numpy(pos)]
-        z = token_logits.float().cpu().numpy().astype(np.float64)
-        if self.char_slots is not None:
-            return self._decode_chars(encoded, z, char_token)
-        empty = _cat([e.offsets[:, 0] == e.offsets[:, 1] for e in encoded], dtype=bool)
-        z = z - z.max(axis=-1, keepdims=True) if base else z
-        logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True)) if base else z
-        if self.decoding == "viterbi" and base:
-            # A token that owns no character was never trained: let it take whatever keeps the path valid.
-            masked = logp.copy()
-            masked[empty] = 0.0
-            top = viterbi(masked, n_tokens, self.allowed, self.may_start)
-        else:
-            top = logp.argmax(axis=-1) if base else np.zeros(0, dtype=np.int64)
-        top_prob = np.exp(np.take_along_axis(logp, top[:, None], axis=1)[:, 0]) if base else np.zeros(0)
-        tags, char_prob = self._chars_from_tokens(char_token, top, top_prob)
-        return Decoded(
-            _split(tags, lengths), _split(char_prob.astype(np.float32), lengths),
-            _split(top, n_tokens), _split(top_prob.astype(np.float32), n_tokens),
-        )
-
-    def _decode_chars(self, encoded: Sequence[EncodedSentence], z: np.ndarray, char_token: np.ndarray) -> "Decoded":
-        """``char`` tagging: every character's tag from its own slot of its token's scores.
-
-        ``z`` is ``[content tokens, slots * labels]``. The Viterbi path (or argmax) runs over
-        the characters a token owns, one sentence after another; characters past a token's
-        last slot score as its last slot's characters continue (B-X and I-X both count for
-        I-X). Uncovered characters (whitespace) are O and not on the path.
-        """
-        lengths = [e.text_length for e in encoded]
-        n_tokens = [e.num_tokens for e in encoded]
-        k, n = self.char_slots.slots, len(self.labels)
-        first_char, covered, owner, slot = _char_slots(encoded, char_token)
-        z = z.reshape(len(z), k, n)
-        z = z - z.max(axis=-1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-        rows = logp[owner, np.minimum(slot, k - 1)]
-        tail = slot >= k
-        if tail.any():  # past the last slot: the character continues that slot's tag
-            folded = np.zeros((int(tail.sum()), n))
-            np.add.at(folded.T, self.inside, np.exp(rows[tail]).T)
-            with np.errstate(divide="ignore"):
-                rows[tail] = np.maximum(np.log(folded), _NEG)
-        char_sentence = np.repeat(np.arange(len(encoded)), lengths)
-        per_sentence = np.bincount(char_sentence[covered], minlength=len(encoded))
-        if self.decoding == "viterbi" and len(covered):
-            top = viterbi(rows, per_sentence.tolist(), self.allowed, self.may_start)
-        else:
-            top = rows.argmax(axis=-1) if len(covered) else np.zeros(0, dtype=np.int64)
-        top_prob = np.exp(np.take_along_axis(rows, top[:, None], axis=1)[:, 0]) if len(covered) else np.zeros(0)
-        tags = np.full(len(char_token), self.outside_id, dtype=np.int64)
-        probs = np.ones(len(char_token))
-        tags[covered], probs[covered] = top, top_prob
-        token_tags, token_probs = self._token_view(first_char, _cat([e.offsets[:, 1] - e.offsets[:, 0] for e in encoded]),
-                                                   tags, probs)
-        return Decoded(_split(tags, lengths), _split(probs.astype(np.float32), lengths),
-                       _split(token_tags, n_tokens), _split(token_probs.astype(np.float32), n_tokens))
-
-    def _token_view(self, first_char: np.ndarray, owned: np.ndarray, tags: np.ndarray, probs: np.ndarray):
-        """Per token, the tag and probability of its first owned character (O, 1 for a token that owns none):
-        the per-token list of ``/api`` under ``char`` tagging."""
-        has = owned > 0
-        safe = np.where(has, first_char, 0)
-        if len(tags) == 0:
-            return np.full(len(first_char), self.outside_id, dtype=np.int64), np.ones(len(first_char))
-        return np.where(has, tags[safe], self.outside_id), np.where(has, probs[safe], 1.0)
+    # ------------------------------------------------------------------ decoding (the Decoder's)
+    def decode(self, encoded: Sequence[EncodedSentence], logits: torch.Tensor,
+               first_row: Sequence[int] | None = None) -> Decoded:
+        """Character (and token) tag ids with their top probabilities, per sentence (:meth:`Decoder.decode`)."""
+        return self.decoder.decode(encoded, logits, first_row)
 
     def decode_labels(self, encoded: Sequence[EncodedSentence], token_labels: Sequence[Sequence[int]]) -> list[torch.Tensor]:
-        """Character tags from per-token label ids (the alignment ceiling: gold -> tokens -> characters).
+        """Character tags from per-token label ids, the alignment ceiling (:meth:`Decoder.decode_labels`)."""
+        return self.decoder.decode_labels(encoded, token_labels)
 
-        Under ``char`` tagging each token's labels are ``[slots]`` rows (:meth:`token_labels`); a
-        character past the last slot continues that slot's tag, as :meth:`decode` reads it.
-        """
-        lengths = [e.text_length for e in encoded]
-        char_token = _global_char_token(encoded)
-        if self.char_slots is None:
-            flat = _cat([np.asarray(labels, dtype=np.int64).reshape(-1) for labels in token_labels])
-            top = np.where(flat == IGNORE, self.outside_id, flat)
-            tags, _ = self._chars_from_tokens(char_token, top, np.ones(len(top)))
-            return _split(tags, lengths)
-        k = self.char_slots.slots
-        slots = np.concatenate([np.asarray(labels, dtype=np.int64).reshape(-1, k) for labels in token_labels]) \
-            if len(token_labels) else np.zeros((0, k), dtype=np.int64)
-        slots = np.where(slots == IGNORE, self.outside_id, slots)
-        _, covered, owner, slot = _char_slots(encoded, char_token)
-        value = slots[owner, np.minimum(slot, k - 1)]
-        value = np.where(slot >= k, self.inside[value], value)
-        tags = np.full(len(char_token), self.outside_id, dtype=np.int64)
-        tags[covered] = value
-        return _split(tags, lengths)
-
-    def _chars_from_tokens(self, char_token: np.ndarray, top: np.ndarray, top_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        covered = char_token >= 0
-        safe = np.maximum(char_token, 0)
-        first = np.ones(char_token.shape, dtype=bool)
-        first[1:] = char_token[1:] != char_token[:-1]
-        if top.size == 0:
-            token_tag = np.full(char_token.shape, self.outside_id, dtype=np.int64)
-            prob = np.ones(char_token.shape)
-        else:
-            token_tag = top[safe]
-            prob = top_prob[safe]
-        char_tag = np.where(first, token_tag, self.inside[token_tag])
-        char_tag = np.where(covered, char_tag, self.outside_id)
-        prob = np.where(covered, prob, 1.0)
-        return char_tag, prob
+    def tag_names(self, ids: torch.Tensor) -> list[str]:
+        """The tags of label ids."""
+        return self.decoder.tag_names(ids)
 
     # ------------------------------------------------------------------ helpers
     def token_labels(self, e: EncodedSentence) -> list:
@@ -444,40 +301,6 @@ class Aligner:
         if e.num_tokens == 0 or e.windows[0].labels is None:
             return [IGNORE if width is None else [IGNORE] * width for _ in range(e.num_tokens)]
         return [e.windows[w].labels[p] for w, p in zip(e.token_window.tolist(), e.token_pos.tolist())]
-
-    def tag_names(self, ids: torch.Tensor) -> list[str]:
-        return [self.labels[i] for i in ids.tolist()]
-
-
-def _cat(parts: Sequence[np.ndarray], dtype=np.int64) -> np.ndarray:
-    """One array of the parts (an empty one when there are none)."""
-    return np.concatenate([np.asarray(p, dtype=dtype) for p in parts]) if len(parts) else np.zeros(0, dtype=dtype)
-
-
-def _char_slots(encoded: Sequence[EncodedSentence], char_token: np.ndarray):
-    """Every token's first character (counted in the sentences' concatenated characters); the
-    characters a token covers, their token, and their slot (position inside it)."""
-    lengths = np.asarray([e.text_length for e in encoded], dtype=np.int64)
-    first_char = _cat([e.offsets[:, 0] for e in encoded]) + np.repeat(_starts(lengths), [e.num_tokens for e in encoded])
-    covered = np.flatnonzero(char_token >= 0)
-    owner = char_token[covered]
-    return first_char, covered, owner, covered - first_char[owner]
-
-
-def _global_char_token(encoded: Sequence[EncodedSentence]) -> np.ndarray:
-    """Every sentence's character -> token map, with tokens numbered across the sentences."""
-    parts, base = [], 0
-    for e in encoded:
-        k = e.char_token.astype(np.int64)
-        parts.append(np.where(k < 0, -1, k + base))
-        base += e.num_tokens
-    return _cat(parts)
-
-
-def _split(array: np.ndarray, lengths: Sequence[int]) -> list[torch.Tensor]:
-    """Per-sentence tensors (views of one array; torch.from_numpy shares the memory)."""
-    bounds = np.cumsum(lengths)[:-1] if len(lengths) else []
-    return [torch.from_numpy(part) for part in np.split(np.ascontiguousarray(array), bounds)]
 
 
 def _best_window(t: np.ndarray, n, last, content_length: int, step: int, n_prefix: int) -> tuple[np.ndarray, np.ndarray]:
@@ -517,11 +340,6 @@ def _with_specials(content: np.ndarray, target: np.ndarray, w_base: np.ndarray, 
         out[w_base + len(prefix) + w_count + j] = value
     out[target] = content
     return out
-
-
-def _starts(counts: np.ndarray) -> np.ndarray:
-    """Where each of consecutive runs of ``counts`` items begins."""
-    return np.cumsum(counts) - counts
 
 
 def nonspace(text: str, tags: torch.Tensor) -> torch.Tensor:

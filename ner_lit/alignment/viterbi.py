@@ -12,9 +12,9 @@ import numpy as np
 
 #: Up to this many sentences the Viterbi recursion runs in plain Python, one sentence after
 #: another; beyond, in NumPy over all sentences at once. NumPy pays its per-call overhead at
-#: every position whatever the batch, plain Python pays per token: on 31-token sentences
-#: (KLUE's mean) 0.07 vs 0.44 ms for one sentence, 0.70 vs 0.68 ms for eight (measured).
-#: A server's requests are decoded in batches of a few, a validation run's in batches of 64.
+#: every position whatever the batch, plain Python pays per token, so plain Python wins for a
+#: few sentences of KLUE's length and NumPy for more (bench/results/alignment_notes.md has the
+#: timings). A server's requests are decoded in batches of a few, a validation run's in batches of 64.
 PYTHON_VITERBI_MAX_SENTENCES = 6
 
 
@@ -83,8 +83,7 @@ def _viterbi_numpy(logp: np.ndarray, lengths: Sequence[int], allowed: np.ndarray
     """All sentences at once: the recursion runs over positions, batched over sentences,
     so its cost is the longest sentence's length in small array operations, not the
     number of tokens. NumPy, not torch: these operations are a few hundred numbers each,
-    where torch's intra-op thread pool only adds synchronisation (100x slower on a busy
-    2-core machine, measured).
+    where torch's intra-op thread pool only adds synchronisation (far slower on a busy machine).
     """
     n, c = logp.shape
     lengths_np = np.asarray(lengths, dtype=np.int64)

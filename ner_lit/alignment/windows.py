@@ -20,9 +20,10 @@ Decoding = Literal["viterbi", "argmax"]
 Tagging = Literal["char", "token"]
 
 
-#: ``char`` tagging: label rows per token unless a tagger says otherwise. Eight keep the alignment
-#: ceiling at 100 F1e for SentencePiece vocabularies and above 99.5 for WordPiece ones trained on
-#: Korean (whose pieces run longer); bench/boundaries.py measures it.
+#: ``char`` tagging: label rows per token unless a tagger says otherwise. Enough rows that almost
+#: no entity boundary falls past a token's last one, for SentencePiece vocabularies and for WordPiece
+#: ones trained on Korean (whose pieces run longer); bench/results/boundaries.md has the alignment
+#: ceiling per number of rows (bench/boundaries.py measures it).
 DEFAULT_CHAR_SLOTS = 8
 
 
@@ -137,3 +138,7 @@ class Decoded:
     char_probs: list[torch.Tensor]
     token_tags: list[torch.Tensor]
     token_probs: list[torch.Tensor]
+
+    def sentence(self, j: int) -> "Decoded":
+        """Sentence ``j`` of a decoded batch, as a batch of its own."""
+        return Decoded([self.char_tags[j]], [self.char_probs[j]], [self.token_tags[j]], [self.token_probs[j]])
