@@ -78,7 +78,7 @@ def main() -> None:
     for attr in ("packed", "compiled"):
         if getattr(runner, attr) is not None:
             setattr(runner, attr, Timed(getattr(runner, attr), bare))
-    record.update(model=str(model_dir), runtime=predictor.runtime, packing=predictor.packing,
+    record.update(model=str(model_dir), runtime=str(predictor.runtime), packing=str(predictor.packing),
                   torch_threads=torch.get_num_threads())
 
     # ---------------------------------------------------------------- stages

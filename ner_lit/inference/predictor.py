@@ -1,11 +1,11 @@
 """Texts in, entities out: the inference path shared by ``serve`` and exported models.
 
-:class:`Predictor` is a facade over four parts, each with one job:
+:class:`Predictor` is a facade over these parts, each with one job:
 
-* :mod:`ner_lit.inference.loading` -- the network, tokenizer and :class:`~ner_lit.spec.TaggerSpec` of
+* :mod:`ner_lit.inference.loading` -- the network, tokenizer and :class:`~ner_lit.checkpoint.spec.TaggerSpec` of
   a checkpoint or an exported directory;
 * :mod:`ner_lit.inference.runtimes` -- TorchScript and ONNX Runtime, and the logit checks that decide
-  whether one may run;
+  whether one may run; :mod:`ner_lit.inference.choice` records which runs (``runtime``, ``packing``);
 * :mod:`ner_lit.inference.runner` -- windows batched, padded or packed, through the runtime in use;
 * :mod:`ner_lit.alignment.answers` -- decoded tags to entities and the per-token list, as ``predict`` makes them.
 
@@ -25,8 +25,9 @@ from ner_lit.alignment.aligner import Aligner
 from ner_lit.alignment.answers import Prediction, prediction
 from ner_lit.alignment.windows import DEFAULT_CHAR_SLOTS, Decoded, EncodedSentence, Window
 from ner_lit.corpus.records import Sentence
-from ner_lit.inference.runner import PACK_WIDTH, EagerReleased, ModelRunner
-from ner_lit.inference.runtimes import Compiler, RuntimeRefused, onnxruntime_session, torchscript
+from ner_lit.inference.choice import PackingStatus, RuntimeStatus, compile_packed, compile_runtime, pack_runner
+from ner_lit.inference.runner import PACK_WIDTH, ModelRunner
+from ner_lit.inference.runtimes import compiler
 
 __all__ = ["PACK_WIDTH", "Prediction", "Predictor", "WindowPiece"]
 
@@ -83,8 +84,8 @@ class Predictor:
         self.runner = ModelRunner(model, self.aligner.num_outputs, tokenizer.pad_token_id or 0, self.max_length, self.device,
                                   batch_size)
         self._tokenizer_lock = threading.Lock()
-        self.runtime = "eager"  # how the model runs: "eager", "TorchScript" or "ONNX Runtime"
-        self.packing = "padded"  # how windows share a forward pass: "padded", or "packed ..." after pack()
+        self.runtime = RuntimeStatus()  # what runs the model (eager until a compiled runtime passes its check)
+        self.packing = PackingStatus()  # whether windows share model rows (padded until pack())
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -127,7 +128,7 @@ class Predictor:
     def batch_size(self, value: int) -> None:
         self.runner.batch_size = value
 
-    # ------------------------------------------------------------------ runtimes
+    # ------------------------------------------------------------------ runtimes (chosen by ner_lit.inference.choice)
     def trace(self) -> bool:
         """Run the model from now on as a frozen TorchScript trace, if it gives the same logits.
 
@@ -135,7 +136,7 @@ class Predictor:
         for all of it, so request threads of a server can tokenize and decode meanwhile.
         Returns whether the trace is in use; ``runtime`` says why not.
         """
-        return self._compile_with(*self._runtime("torchscript"))
+        return self._compile("torchscript")
 
     def use_onnxruntime(self) -> bool:
         """Run the model from now on exported to ONNX under ONNX Runtime, if it gives the same logits.
@@ -145,29 +146,15 @@ class Predictor:
         sentence's forward pass on a CPU (bench/results/serve.md has the server figures).
         CPU only. Returns whether it is in use; ``runtime`` says why not.
         """
-        if self.device.type != "cpu":
-            self.runtime = f"eager (ONNX Runtime is used on CPU only, not on {self.device})"
-            return False
-        return self._compile_with(*self._runtime("onnxruntime"))
+        return self._compile("onnxruntime")
 
-    @staticmethod
-    def _runtime(runtime: str) -> tuple[str, str, Compiler]:
-        """(the name ``runtime`` says in the banner, what making it is called, its compiler) of
-        "onnxruntime" or "torchscript" (looked up when called, so a test may replace a compiler)."""
-        return {"onnxruntime": ("ONNX Runtime", "ONNX Runtime export", onnxruntime_session),
-                "torchscript": ("TorchScript", "TorchScript trace", torchscript)}[runtime]
-
-    def _compile_with(self, name: str, what: str, make) -> bool:
-        """Where the compiled model differs or fails (see :func:`ner_lit.inference.runtimes.checked_compile`),
-        the eager model stays and ``runtime`` says why. :meth:`pack` afterwards packs with the same runtime."""
-        try:
-            self.runner.compile(make, what)
-        except (RuntimeRefused, EagerReleased) as exc:
-            self.runtime = f"eager ({exc})"
-            return False
-        self.packing = "padded"
-        self.runtime = name
-        return True
+    def _compile(self, runtime: str) -> bool:
+        """Where the compiled model differs or fails, the eager model stays and ``runtime`` says why.
+        :meth:`pack` afterwards packs with the same runtime."""
+        self.runtime = compile_runtime(self.runner, runtime, compiler)
+        if self.runtime.compiled:
+            self.packing = PackingStatus()
+        return self.runtime.compiled
 
     def pack(self, width: int = PACK_WIDTH, release: bool = False) -> bool:
         """Put several windows in one model row from now on, if the model gives the same logits.
@@ -181,31 +168,18 @@ class Predictor:
         ``serve`` does), the eager model is freed once the packed runtime runs every batch, as
         :meth:`release_eager` frees it, and start-up never holds both compiled graphs.
         """
-        try:
-            self.runner.pack(width, release)
-        except (RuntimeRefused, EagerReleased) as exc:
-            self.packing = f"padded ({exc})"
-            return False
-        except Exception as exc:  # noqa: BLE001 - a model that can not take packed rows stays padded
-            self.packing = f"padded (packing failed: {type(exc).__name__})"
-            return False
-        self.packing = f"packed ({self.runner.pack_width} tokens a row)"
-        return True
+        self.packing = pack_runner(self.runner, width, release)
+        return self.packing.packed
 
     def serve_packed(self, runtime: str, width: int = PACK_WIDTH) -> bool:
         """What a server wants in one step: ``runtime`` ("onnxruntime" or "torchscript") over packed
         rows, the eager model released, with one export (see :meth:`ModelRunner.compile_packed`).
         Returns whether that is in use; where not, nothing changed and :meth:`use_onnxruntime` or
         :meth:`trace`, :meth:`pack` and :meth:`release_eager` give the step by step path and its reasons."""
-        if runtime not in ("onnxruntime", "torchscript") or (runtime == "onnxruntime" and self.device.type != "cpu"):
-            return False  # eager, an unknown name, or ONNX Runtime off a CPU: the step by step path says why
-        name, what, make = self._runtime(runtime)
-        try:
-            self.runner.compile_packed(make, what, width)
-        except (RuntimeRefused, EagerReleased):
-            return False
-        self.runtime, self.packing = name, f"packed ({self.runner.pack_width} tokens a row)"
-        return True
+        done = compile_packed(self.runner, runtime, compiler, width)
+        if done is not None:
+            self.runtime, self.packing = done
+        return done is not None
 
     def release_eager(self) -> bool:
         """Free the eager network once a compiled runtime (and its packing, if any) is chosen for good:
@@ -266,14 +240,14 @@ class Predictor:
         for o in outputs:
             logits[row : row + o.shape[0], : o.shape[1]] = o
             row += o.shape[0]
-        return self._one(self.aligner.decode([encoded], logits), 0)
+        return self.aligner.decode([encoded], logits).sentence(0)
 
     def forward(self, encoded: Sequence[EncodedSentence | WindowPiece]) -> list[Decoded | torch.Tensor]:
         """The model over every window of ``encoded``, decoded: each sentence's tags.
 
         Decoding (softmax, the Viterbi path) runs here over the whole batch at once: its
-        cost grows with the longest sentence, not with their number, so a batch of 8 costs
-        about what one sentence would in each request's own thread. Windows are packed or
+        cost grows with the longest sentence, not with their number, so a batch of several
+        costs little more than one sentence would in each request's own thread. Windows are packed or
         length-sorted into batches (see :meth:`ModelRunner.logits`). Each result is one sentence's
         :class:`Decoded`, ready for :meth:`finish`; for a :class:`WindowPiece` (of
         :meth:`split`), its windows' logits, for :meth:`join`.
@@ -290,17 +264,12 @@ class Predictor:
         k = 0
         for j, e in enumerate(encoded):
             if isinstance(e, EncodedSentence):
-                out.append(self._one(decoded, k))
+                out.append(decoded.sentence(k))
                 k += 1
             else:
                 width = max(len(w.input_ids) for w in e.windows)
                 out.append(logits[first_row[j] : first_row[j] + len(e.windows), :width].clone())
         return out
-
-    @staticmethod
-    def _one(decoded: Decoded, j: int) -> Decoded:
-        """Sentence ``j`` of a decoded batch, as a batch of its own."""
-        return Decoded([decoded.char_tags[j]], [decoded.char_probs[j]], [decoded.token_tags[j]], [decoded.token_probs[j]])
 
     def finish(self, text: str, encoded: EncodedSentence, decoded: Decoded) -> Prediction:
         """One sentence's prediction from its tags (from :meth:`forward`)."""
@@ -309,7 +278,7 @@ class Predictor:
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         """All three stages in this thread, decoding many sentences per call."""
         encoded = self.prepare(texts)
-        order = sorted(range(len(encoded)), key=lambda i: -sum(len(w.input_ids) for w in encoded[i].windows))
+        order = sorted(range(len(encoded)), key=lambda i: -self.cost(encoded[i]))
         results: list[Prediction | None] = [None] * len(texts)
         for lo in range(0, len(order), self.batch_size):
             chunk = [encoded[i] for i in order[lo : lo + self.batch_size]]

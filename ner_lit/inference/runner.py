@@ -14,16 +14,13 @@ import torch
 
 from ner_lit.alignment.collate import PackedBatch, pack_windows, pad_windows
 from ner_lit.alignment.windows import Window
-from ner_lit.inference.runtimes import SAME_LOGITS, Compiler, PackedLogits, Runner, RuntimeRefused, checked_compile
+from ner_lit.inference.choice import EagerReleased, RuntimeRefused
+from ner_lit.inference.runtimes import SAME_LOGITS, Compiler, PackedLogits, Runner, checked_compile
 
 #: Tokens per packed row (a longer window gets a row of its own): long enough for efficient
 #: matrix products over few rows, short enough that attention, quadratic in a row's length,
 #: stays small next to the linear layers.
 PACK_WIDTH = 128
-
-
-class EagerReleased(RuntimeError):
-    """The eager model was released (:meth:`ModelRunner.release_eager`): nothing can be compiled any more."""
 
 
 class ModelRunner:

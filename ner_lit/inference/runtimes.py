@@ -13,6 +13,8 @@ from typing import Callable
 
 import torch
 
+from ner_lit.inference.choice import RuntimeRefused
+
 #: Runs the model on tensors: ``(input_ids, attention_mask[, position_ids]) -> logits``.
 Runner = Callable[..., torch.Tensor]
 #: Makes a runner from a module and example inputs (a trace, an export).
@@ -20,10 +22,6 @@ Compiler = Callable[[torch.nn.Module, tuple], Runner]
 
 #: How far a trace's or a packed forward's logits may be from the eager padded ones.
 SAME_LOGITS = 1e-4
-
-
-class RuntimeRefused(Exception):
-    """A runtime that failed its check; the message says why, for ``Predictor.runtime``."""
 
 
 class LogitsOnly(torch.nn.Module):
@@ -91,6 +89,11 @@ def onnxruntime_session(module: torch.nn.Module, example: tuple) -> Runner:
         return torch.from_numpy(session.run(None, {n: t.cpu().numpy() for n, t in zip(names, tensors)})[0])
 
     return run
+
+
+def compiler(runtime: str) -> Compiler:
+    """The compiler of "onnxruntime" or "torchscript" (looked up when called, so a test may replace one)."""
+    return {"onnxruntime": onnxruntime_session, "torchscript": torchscript}[runtime]
 
 
 def example_batch(vocab: int, pad_id: int, rows: int, width: int, seed: int,

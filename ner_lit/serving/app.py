@@ -40,6 +40,7 @@ from werkzeug.exceptions import HTTPException
 from ner_lit import resources
 from ner_lit.alignment.answers import prediction_json
 from ner_lit.errors import UserError
+from ner_lit.inference.choice import Tunable
 from ner_lit.serving.batching import MicroBatcher
 
 log = logging.getLogger(__name__)
@@ -82,19 +83,24 @@ class ServeError(UserError):
     """
 
 
-class PredictorLike(Protocol):
-    """What the server needs of a predictor (``ner_lit.inference.predictor.Predictor`` has it).
+class PredictorLike(Tunable, Protocol):
+    """What ``serve`` needs of a predictor (``ner_lit.inference.predictor.Predictor`` has it).
 
     A prediction runs in three stages so that only the batched work is serialised:
     ``prepare`` (tokenize) and ``finish`` (build the answer) run in each request's own
     thread, ``forward`` (the model, and decoding, both over many requests' items at once)
-    in the batcher's worker thread(s).
+    in the batcher's worker thread(s). Before the first request, start-up chooses its runtime
+    (:class:`~ner_lit.inference.choice.Tunable`: ``runtime``, ``packing`` and the methods that set
+    them) and the banner shows them with ``device``. The app itself uses only the identity and
+    the three stages (a test's stand-in may have only those); ``split``, ``join``, ``cost`` and
+    ``batch_tokens``, where a predictor has them, spread a long text over several batches.
     """
 
     labels: list[str]
     source: str
     name: str
     scores: dict[str, float]
+    device: Any
 
     def prepare(self, texts: list[str]) -> Sequence[Any]: ...
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
+from ner_lit.inference.choice import RUNTIMES, choose_runtime, prepare_runtime
 from ner_lit.serving.app import (
     DEFAULT_CHANNEL_TIMEOUT,
     DEFAULT_CONNECTION_LIMIT,
@@ -16,6 +17,9 @@ from ner_lit.serving.app import (
     make_batcher,
 )
 from ner_lit.serving.server import _url, check_port, run_server
+
+#: ``choose_runtime`` and ``prepare_runtime`` are ``ner_lit.inference.choice``'s, named here too for serve's callers.
+__all__ = ["choose_runtime", "describe", "load_predictor", "prepare_runtime", "serve"]
 
 
 def load_predictor(ckpt_path: str | None, model_dir: str | None, device: str = "cpu") -> PredictorLike:
@@ -61,52 +65,12 @@ def describe(predictor: PredictorLike, url: str, torch_threads: int | None = Non
         unit = (f"char ({aligner.char_slots.slots} character slots per token)" if aligner.tagging == "char"
                 else "token (one label per token: a particle fused to a word joins its entity)")
         lines.append(f"  tagging:     {unit}, {aligner.decoding}")
-    if torch_threads is not None:
-        runtime = getattr(predictor, "runtime", "eager")
-        packing = getattr(predictor, "packing", "padded")
+    if torch_threads is not None:  # what serve() knows once the runtime is chosen
         lines.append(
-            f"  device:      {getattr(predictor, 'device', 'cpu')}, {torch_threads} torch thread(s), {runtime}, "
-            f"{packing}, {model_workers} model worker(s)"
+            f"  device:      {predictor.device}, {torch_threads} torch thread(s), {predictor.runtime}, "
+            f"{predictor.packing}, {model_workers} model worker(s)"
         )
     return "\n".join(lines)
-
-
-def choose_runtime(predictor: Any, runtime: str) -> None:
-    """Put ``runtime`` in use, or the first one after it (onnxruntime, torchscript, eager) that
-    passes its start-up check; ``predictor.runtime`` says what runs and why the ones asked
-    for before it do not."""
-    order = ["onnxruntime", "torchscript", "eager"]
-    if runtime not in order:
-        raise ServeError(f"runtime must be one of {', '.join(order)}, got {runtime!r}")
-    refused: list[str] = []
-    chosen = "eager"
-    for name in order[order.index(runtime) :]:
-        if name == "eager":
-            break
-        if predictor.use_onnxruntime() if name == "onnxruntime" else predictor.trace():
-            chosen = predictor.runtime
-            break
-        refused.append(predictor.runtime.removeprefix("eager (").removesuffix(")"))
-    predictor.runtime = f"{chosen} ({'; '.join(refused)})" if refused else chosen
-
-
-def prepare_runtime(predictor: Any, runtime: str, pack: bool = True) -> None:
-    """What ``serve`` does to a loaded predictor before the first request: put ``runtime`` in use
-    (:func:`choose_runtime`), pack if asked, and then, where a compiled runtime runs every batch,
-    release the eager network, so the server holds only the weights it runs.
-
-    Packed with a compiled runtime, the predictor first tries that in one step
-    (:meth:`Predictor.serve_packed`: one export, not a padded one made and freed again); where that
-    is refused, the step by step path below runs and says why in the banner."""
-    serve_packed = getattr(predictor, "serve_packed", None)
-    if pack and serve_packed is not None and serve_packed(runtime):
-        return
-    choose_runtime(predictor, runtime)
-    if pack:
-        predictor.pack(release=True)
-    release = getattr(predictor, "release_eager", None)
-    if release is not None:
-        release()
 
 
 def serve(
@@ -160,7 +124,7 @@ def serve(
             same logits that way, checked at start-up (the banner says). false pads.
         model_workers: threads that run forward passes, each on its own batch. More than 1
             pays where the model releases the GIL (not eager) and cores are spare: on 2 cores,
-            2 workers with --torch_threads 1 (see the README's serving figures).
+            2 workers with --torch_threads 1 (docs/serving.md says why).
         connection_limit: the most client connections waitress keeps open; more wait,
             unanswered, until one closes. The open-file limit is raised to fit (start-up
             fails with a clear message where the hard limit is too low).
@@ -176,6 +140,8 @@ def serve(
         raise ServeError(f"torch_threads must be at least 1, got {torch_threads}")
     if model_workers < 1:
         raise ServeError(f"model_workers must be at least 1, got {model_workers}")
+    if runtime not in RUNTIMES:  # before the model loads, as every option's check
+        raise ServeError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     check_port(host, port)  # before the model loads: a busy port is known in a moment
     import torch
 

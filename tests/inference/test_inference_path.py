@@ -74,7 +74,7 @@ def test_predict_and_api_from_checkpoint_and_exported_dir_give_the_same_entities
     assert sum(len(row["entities"]) for row in predicted) >= 5  # something to compare
     windows = [len(item.windows) for item in predictor.prepare(texts)]
     assert max(windows) >= 4 and sum(n > 1 for n in windows) >= 3, windows  # long texts span several windows
-    assert predictor.runtime == dir_predictor.runtime == "ONNX Runtime"
+    assert str(predictor.runtime) == str(dir_predictor.runtime) == "ONNX Runtime"
     assert [row["text"] for row in predicted] == texts
     assert_same_entities(from_ckpt, predicted, "/api from the checkpoint vs predict")
     assert_same_entities(from_dir, predicted, "/api from hf_model/ vs predict")

@@ -11,6 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from ner_lit.inference.choice import PackingStatus, RuntimeStatus
+
 from serve_fixtures import SENTENCES
 
 # Longer than the tiny model's 64 positions: predicted through several windows.
@@ -103,7 +105,7 @@ def test_a_traced_or_exported_predictor_answers_as_the_eager_one(tiny_model_dir,
     texts = SENTENCES + [LONG, "서울"]
     eager = Predictor.from_pretrained(tiny_model_dir)
     p = Predictor.from_pretrained(tiny_model_dir)
-    assert getattr(p, method)() and p.runtime == runtime
+    assert getattr(p, method)() and p.runtime == RuntimeStatus(runtime)
     forbid_eager(p, runtime)
     want = eager.predict(texts)
     if method == "trace":  # the same kernels: the same numbers to the last digit
@@ -131,7 +133,8 @@ def test_a_model_whose_trace_differs_stays_eager_and_says_why(tiny_predictor):
 
     p = Predictor(_ShapeDependent(), tiny_predictor.tokenizer, tiny_predictor.labels)
     assert p.trace() is False
-    assert p.runtime.startswith("eager (its TorchScript trace differs by")
+    assert p.runtime.name == "eager" and len(p.runtime.refused) == 1
+    assert p.runtime.refused[0].startswith("its TorchScript trace differs by")
     assert p.runner.compiled is None  # the eager model still answers
 
 
@@ -145,7 +148,7 @@ def test_a_model_the_tracer_can_not_follow_stays_eager(tiny_model_dir, monkeypat
 
     monkeypatch.setattr(torch.jit, "trace", refuse)
     assert p.trace() is False
-    assert p.runtime == "eager (TorchScript trace failed: RuntimeError)"
+    assert p.runtime == RuntimeStatus("eager", ("TorchScript trace failed: RuntimeError",))
     assert p.predict(["서울"])[0].text == "서울"
 
 
@@ -156,7 +159,7 @@ def test_a_packed_predictor_answers_as_the_padded_one(tiny_model_dir):
     texts = SENTENCES + [LONG, "서울"]
     padded = Predictor.from_pretrained(tiny_model_dir)
     packed = Predictor.from_pretrained(tiny_model_dir)
-    assert packed.pack() and packed.packing.startswith("packed")
+    assert packed.pack() and packed.packing == PackingStatus(True, packed.runner.pack_width)
     for got, want, text in zip(staged(packed, texts), staged(padded, texts), texts):
         same(got, want, repr(text[:20]))
 
@@ -217,7 +220,7 @@ def test_a_model_that_can_not_take_packed_rows_stays_padded_and_says_why(tiny_pr
 
     p = Predictor(_ShapeDependent(), tiny_predictor.tokenizer, tiny_predictor.labels)  # no position_ids argument
     assert p.pack() is False
-    assert p.packing == "padded (packing failed: TypeError)"
+    assert p.packing == PackingStatus(False, None, "packing failed: TypeError")
     assert p.runner.packed is None
 
 
@@ -236,7 +239,7 @@ def test_a_model_whose_packed_logits_differ_stays_padded_and_says_by_how_much(ti
 
     p = Predictor(_IgnoresPositions(), tiny_predictor.tokenizer, tiny_predictor.labels)
     assert p.pack() is False
-    assert p.packing.startswith("padded (packed logits differ by")
+    assert not p.packing.packed and p.packing.reason.startswith("packed logits differ by")
 
 
 # --------------------------------------------------------------------------- ONNX Runtime
@@ -260,7 +263,7 @@ def test_without_onnxruntime_the_predictor_stays_eager_and_says_why(tiny_predict
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what an environment without the package shows
     p = Predictor(tiny_predictor.model, tiny_predictor.tokenizer, tiny_predictor.labels, max_length=64, stride=16)
     assert p.use_onnxruntime() is False
-    assert p.runtime == "eager (ONNX Runtime export failed: ModuleNotFoundError)"
+    assert p.runtime == RuntimeStatus("eager", ("ONNX Runtime export failed: ModuleNotFoundError",))
     assert p.predict(["서울"])[0].text == "서울"
 
 
@@ -270,7 +273,7 @@ def test_a_new_runtime_drops_the_packing_made_for_the_previous_one(tiny_model_di
     p = Predictor.from_pretrained(tiny_model_dir)
     assert p.trace() and p.pack()
     assert p.use_onnxruntime()
-    assert p.runner.packed is None and p.packing == "padded"  # pack() again to pack this runtime
+    assert p.runner.packed is None and p.packing == PackingStatus()  # pack() again to pack this runtime
 
 
 # --------------------------------------------------------------------------- memory
@@ -285,24 +288,24 @@ def _parameter_refs(predictor) -> tuple[weakref.ref, list[weakref.ref]]:
 
 @pytest.mark.parametrize("method", ["trace", "use_onnxruntime"])
 def test_serving_a_compiled_runtime_keeps_neither_the_eager_model_nor_its_parameters(tiny_model_dir, method):
+    from ner_lit.inference.choice import prepare_runtime
     from ner_lit.inference.predictor import Predictor
-    from ner_lit.serving.launch import prepare_runtime
 
     p = Predictor.from_pretrained(tiny_model_dir)
     want = p.predict(SENTENCES + [LONG])
     model, params = _parameter_refs(p)
     prepare_runtime(p, "onnxruntime" if method == "use_onnxruntime" else "torchscript", pack=True)
-    assert p.packing.startswith("packed") and p.model is None
+    assert p.packing.packed and p.model is None
     gc.collect()
     assert model() is None and all(r() is None for r in params), "the eager model outlived the compiled runtime"
     for got, expected in zip(p.predict(SENTENCES + [LONG]), want):
         same(got, expected)
-    assert p.trace() is False and "released" in p.runtime  # nothing left to compile from
+    assert p.trace() is False and "released" in str(p.runtime)  # nothing left to compile from
 
 
 def test_an_eager_server_keeps_its_model(tiny_model_dir):
+    from ner_lit.inference.choice import prepare_runtime
     from ner_lit.inference.predictor import Predictor
-    from ner_lit.serving.launch import prepare_runtime
 
     p = Predictor.from_pretrained(tiny_model_dir)
     prepare_runtime(p, "eager", pack=True)
@@ -311,8 +314,8 @@ def test_an_eager_server_keeps_its_model(tiny_model_dir):
 
 def test_a_predictor_from_a_checkpoint_keeps_no_checkpoint_dict(trained_run, monkeypatch):
     import ner_lit.checkpoint.format as checkpoint
+    from ner_lit.inference.choice import prepare_runtime
     from ner_lit.inference.predictor import Predictor
-    from ner_lit.serving.launch import prepare_runtime
 
     monkeypatch.setenv("NER_LIT_CACHE", str(trained_run.cache))
     seen: list[weakref.ref] = []
@@ -330,12 +333,12 @@ def test_a_predictor_from_a_checkpoint_keeps_no_checkpoint_dict(trained_run, mon
     assert seen and all(r() is None for r in seen), "the loaded checkpoint dict is kept after loading"
     prepare_runtime(p, "onnxruntime", pack=True)
     gc.collect()
-    assert p.runtime == "ONNX Runtime" and model() is None and all(r() is None for r in params)
+    assert p.runtime == RuntimeStatus("ONNX Runtime") and model() is None and all(r() is None for r in params)
 
 
 def test_a_packed_runtime_refused_at_release_keeps_the_padded_one_and_the_eager_model(tiny_model_dir, monkeypatch):
+    from ner_lit.inference.choice import RuntimeRefused
     from ner_lit.inference.predictor import Predictor
-    from ner_lit.inference.runtimes import RuntimeRefused
 
     p = Predictor.from_pretrained(tiny_model_dir)
     assert p.trace()
@@ -344,8 +347,8 @@ def test_a_packed_runtime_refused_at_release_keeps_the_padded_one_and_the_eager_
         raise RuntimeRefused("the packed TorchScript trace differs by 1")
 
     monkeypatch.setattr(p.runner, "_compiled_packed", refuse)
-    assert p.pack(release=True) is False and p.packing == "padded (the packed TorchScript trace differs by 1)"
-    assert p.runtime == "TorchScript" and p.runner.compiled is not None and p.model is not None
+    assert p.pack(release=True) is False and str(p.packing) == "padded (the packed TorchScript trace differs by 1)"
+    assert p.runtime == RuntimeStatus("TorchScript") and p.runner.compiled is not None and p.model is not None
     assert p.predict(["서울"])[0].text == "서울"
 
 
@@ -353,32 +356,31 @@ def test_a_packed_runtime_refused_at_release_keeps_the_padded_one_and_the_eager_
 @pytest.mark.parametrize("runtime, maker", [("onnxruntime", "onnxruntime_session"), ("torchscript", "torchscript")])
 def test_a_packed_server_makes_its_runtime_once(tiny_model_dir, monkeypatch, runtime, maker):
     """Packed with the eager model released, only the packed graph runs: a padded one is not made."""
-    import ner_lit.inference.predictor as predictor_module
+    import ner_lit.inference.runtimes as runtimes_module
+    from ner_lit.inference.choice import prepare_runtime
     from ner_lit.inference.predictor import Predictor
-    from ner_lit.serving.launch import prepare_runtime
 
     made: list[tuple] = []
-    real = getattr(predictor_module, maker)
+    real = getattr(runtimes_module, maker)
 
     def counting(module, example):
         made.append(tuple(t.shape for t in example))
         return real(module, example)
 
-    monkeypatch.setattr(predictor_module, maker, counting)
+    monkeypatch.setattr(runtimes_module, maker, counting)
     p = Predictor.from_pretrained(tiny_model_dir)
     want = p.predict(SENTENCES + [LONG])
     prepare_runtime(p, runtime, pack=True)
     assert len(made) == 1 and len(made[0]) == 3, made  # one graph, of packed rows (ids, 4D mask, positions)
-    assert p.packing.startswith("packed") and p.model is None and p.runtime == {"onnxruntime": "ONNX Runtime",
-                                                                               "torchscript": "TorchScript"}[runtime]
+    assert p.packing.packed and p.model is None
+    assert p.runtime == RuntimeStatus({"onnxruntime": "ONNX Runtime", "torchscript": "TorchScript"}[runtime])
     for got, expected in zip(p.predict(SENTENCES + [LONG]), want):
         same(got, expected)
 
 
 def test_a_server_whose_one_step_packing_is_refused_goes_step_by_step(tiny_model_dir, monkeypatch):
+    from ner_lit.inference.choice import RuntimeRefused, prepare_runtime
     from ner_lit.inference.predictor import Predictor
-    from ner_lit.inference.runtimes import RuntimeRefused
-    from ner_lit.serving.launch import prepare_runtime
 
     p = Predictor.from_pretrained(tiny_model_dir)
     want = p.predict(SENTENCES + [LONG])
@@ -388,21 +390,21 @@ def test_a_server_whose_one_step_packing_is_refused_goes_step_by_step(tiny_model
 
     monkeypatch.setattr(p.runner, "compile_packed", refuse)
     prepare_runtime(p, "onnxruntime", pack=True)
-    assert p.runtime == "ONNX Runtime" and p.packing.startswith("packed") and p.model is None
+    assert p.runtime == RuntimeStatus("ONNX Runtime") and p.packing.packed and p.model is None
     for got, expected in zip(p.predict(SENTENCES + [LONG]), want):
         same(got, expected)
 
 
 def test_one_step_packing_refused_leaves_the_runner_as_it_was(tiny_model_dir, monkeypatch):
-    import ner_lit.inference.predictor as predictor_module
+    import ner_lit.inference.runtimes as runtimes_module
     from ner_lit.inference.predictor import Predictor
 
     def broken(module, example):
         raise ValueError("this exporter can not follow the model")
 
-    monkeypatch.setattr(predictor_module, "onnxruntime_session", broken)
+    monkeypatch.setattr(runtimes_module, "onnxruntime_session", broken)
     p = Predictor.from_pretrained(tiny_model_dir)
     assert p.serve_packed("onnxruntime") is False
-    assert p.runtime == "eager" and p.packing == "padded" and isinstance(p.model, torch.nn.Module)
+    assert p.runtime == RuntimeStatus() and p.packing == PackingStatus() and isinstance(p.model, torch.nn.Module)
     assert p.runner.compiler is None and p.runner.packed is None
     assert p.predict(["서울"])[0].text == "서울"

@@ -17,6 +17,8 @@ from typing import Any, Iterator
 import flask
 import pytest
 
+from ner_lit.inference.choice import RuntimeStatus, UnknownRuntime, choose_runtime
+from ner_lit.serving import launch
 from ner_lit.serving.app import DEFAULT_TEMPLATE, ServeError, create_app
 from ner_lit.serving.batching import MicroBatcher
 from ner_lit.serving.launch import describe, serve
@@ -547,16 +549,18 @@ class _RuntimeStub:
     """A predictor whose runtimes succeed or fail as told, recording what was tried."""
 
     def __init__(self, onnx_ok: bool, trace_ok: bool) -> None:
-        self.onnx_ok, self.trace_ok, self.tried, self.runtime = onnx_ok, trace_ok, [], "eager"
+        self.onnx_ok, self.trace_ok, self.tried, self.runtime = onnx_ok, trace_ok, [], RuntimeStatus()
 
     def use_onnxruntime(self) -> bool:
         self.tried.append("onnxruntime")
-        self.runtime = "ONNX Runtime" if self.onnx_ok else "eager (ONNX Runtime export failed: ImportError)"
+        self.runtime = RuntimeStatus("ONNX Runtime") if self.onnx_ok else \
+            RuntimeStatus("eager", ("ONNX Runtime export failed: ImportError",))
         return self.onnx_ok
 
     def trace(self) -> bool:
         self.tried.append("torchscript")
-        self.runtime = "TorchScript" if self.trace_ok else "eager (its TorchScript trace differs by 0.5 on a 4x64 batch)"
+        self.runtime = RuntimeStatus("TorchScript") if self.trace_ok else \
+            RuntimeStatus("eager", ("its TorchScript trace differs by 0.5 on a 4x64 batch",))
         return self.trace_ok
 
 
@@ -572,15 +576,26 @@ class _RuntimeStub:
     ],
 )
 def test_serve_uses_the_runtime_asked_for_or_the_next_that_passes_its_check(asked, onnx_ok, trace_ok, tried, runtime):
-    from ner_lit.serving.launch import choose_runtime
-
     p = _RuntimeStub(onnx_ok, trace_ok)
-    choose_runtime(p, asked)
-    assert p.tried == tried and p.runtime == runtime
+    assert choose_runtime(p, asked) is p.runtime
+    assert p.tried == tried and str(p.runtime) == runtime
 
 
-def test_serve_refuses_an_unknown_runtime():
-    from ner_lit.serving.launch import choose_runtime
+def test_a_runtime_refused_on_the_way_is_recorded_in_refused():
+    p = _RuntimeStub(onnx_ok=False, trace_ok=True)
+    choose_runtime(p, "onnxruntime")
+    assert p.runtime == RuntimeStatus("TorchScript", ("ONNX Runtime export failed: ImportError",))
 
-    with pytest.raises(ServeError, match="runtime must be one of onnxruntime, torchscript, eager, got 'tensorrt'"):
+
+def test_choose_runtime_refuses_an_unknown_runtime():
+    with pytest.raises(UnknownRuntime, match="runtime must be one of onnxruntime, torchscript, eager, got 'tensorrt'"):
         choose_runtime(_RuntimeStub(True, True), "tensorrt")
+
+
+def test_serve_refuses_an_unknown_runtime_before_the_model_loads(monkeypatch):
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the model was loaded for an unknown runtime")
+
+    monkeypatch.setattr(launch, "load_predictor", must_not_load)
+    with pytest.raises(ServeError, match="runtime must be one of onnxruntime, torchscript, eager, got 'tensorrt'"):
+        serve(ckpt_path="any.ckpt", runtime="tensorrt")  # type: ignore[arg-type]
