@@ -16,7 +16,8 @@ Every option comes from a typed signature (``NERModel``, ``NERDataModule``, the 
 * ``--ckpt_path best|last`` resolved in a new process from the runs under
   ``trainer.default_root_dir`` (the choice printed on stderr), the checkpoint checked
   (digest, labels, tokenizer) and its :class:`~ner_lit.spec.TaggerSpec` handed to the
-  datamodule and the model (``use_spec``), so evaluating needs no training data and no hub;
+  datamodule (``use_spec``), which hands it on to the model with its tokenizer, so evaluating
+  needs no training data and no hub;
 * user errors (bad files, bad settings) end as one line on stderr and exit status 2;
 * what its parser answers for each subcommand's ``--help`` and for unknown options, recorded
   once per setting so the light front can replay it without Lightning (:mod:`ner_lit.cli.cache`).
@@ -40,7 +41,8 @@ from ner_lit.checkpoint.io import AtomicCheckpointIO, ExactResume, NERModelCheck
 from ner_lit.checkpoint.runs import choose_checkpoint, evaluation_dir, new_folders, remove_if_unneeded, run_dirs
 from ner_lit.checkpoint.spec import SECTION, TaggerSpec
 from ner_lit.cli import cache as cli_cache
-from ner_lit.data.datamodule import NERDataModule, check_writable_dir
+from ner_lit.data.datamodule import NERDataModule
+from ner_lit.data.files import check_writable_dir
 from ner_lit.errors import UserError
 from ner_lit.serving.cli import SERVE_HELP, serve_parser
 from ner_lit.training.callbacks import ExportBestModel, PredictionWriter, ReleaseFreedMemory
@@ -146,10 +148,10 @@ class NERCLI(LightningCLI):
         self._ner_spec = checked_spec(cfg.ckpt_path, resume=sub == "fit") if cfg.get("ckpt_path") else None
 
     def after_instantiate_classes(self) -> None:
-        """A checkpoint's spec goes to both: the data is encoded, and the network built, as that tagger's."""
+        """A checkpoint's spec goes to the datamodule: the data is encoded as that tagger's, and the model
+        gets the spec with the data (:mod:`ner_lit.training.handover`), so its network is that tagger's."""
         if getattr(self, "_ner_spec", None) is not None:
             self.datamodule.use_spec(self._ner_spec)
-            self.model.use_spec(self._ner_spec)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
         config["use_distributed_sampler"] = False  # NERDataModule shards by rank itself
@@ -189,7 +191,7 @@ class NERCLI(LightningCLI):
         """
         stage = self.subcommand
         ckpt = self.config[stage].get("ckpt_path")
-        target = evaluation_dir(stage, ckpt, self.datamodule.files.get(stage), config["default_root_dir"])
+        target = evaluation_dir(stage, ckpt, self.datamodule.corpus.name(stage), config["default_root_dir"])
         _CREATED.extend(new_folders(target)[:1])
         check_writable_dir(target, f"the {stage} folder beside the checkpoint")
         config["default_root_dir"] = str(target)

@@ -124,7 +124,7 @@ def test_eval_batches_hold_every_window_of_their_sentences(corpus: Path) -> None
         assert batch["input_ids"].shape[0] == len(windows)
         for row, w in enumerate(windows):
             assert batch["input_ids"][row, : len(w.input_ids)].tolist() == w.input_ids
-        assert len(windows) <= dm.eval_batch_size or len(batch_items) == 1
+        assert len(windows) <= dm.loader.eval_batch_size or len(batch_items) == 1
         seen += [it.sentence.id for it in batch_items]
     assert sorted(seen) == sorted(it.sentence.id for it in items)
 
@@ -347,9 +347,9 @@ def test_a_cache_write_killed_midway_leaves_no_entry_and_no_temporary_file(
 
 
 def test_a_file_rewritten_while_it_is_read_is_not_cached(corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ner_lit.data import datamodule as data_module
+    from ner_lit.data import preparation
 
-    original = data_module.iter_corpus
+    original = preparation.iter_corpus
 
     def read_then_rewrite(path, *args, **kwargs):
         sentences = list(original(path, *args, **kwargs))
@@ -357,7 +357,7 @@ def test_a_file_rewritten_while_it_is_read_is_not_cached(corpus: Path, monkeypat
             write_klue_tsv(read_klue_tsv(path)[:3], path, overwrite=True)
         return iter(sentences)
 
-    monkeypatch.setattr(data_module, "iter_corpus", read_then_rewrite)
+    monkeypatch.setattr(preparation, "iter_corpus", read_then_rewrite)
     dm = datamodule(corpus)
     dm.setup("fit")
     assert len(cache_entries(corpus.parent)) == 1  # the training file only
@@ -427,12 +427,12 @@ def test_a_dev_tag_unknown_to_training_is_named_by_its_line(corpus: Path) -> Non
 # --------------------------------------------------------------------------- the cache directory, checked first
 def test_an_unusable_cache_directory_is_one_error_naming_it_before_any_reading(
         corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ner_lit.data import datamodule as data_module
+    from ner_lit.data import preparation
     from ner_lit.data.datamodule import DataError
 
     (corpus.parent / "blocker").write_text("a file where the cache directory should be\n", encoding="utf-8")
     cache = corpus.parent / "blocker" / "cache"
-    monkeypatch.setattr(data_module, "iter_corpus", lambda *a, **k: pytest.fail("read before the cache check"))
+    monkeypatch.setattr(preparation, "iter_corpus", lambda *a, **k: pytest.fail("read before the cache check"))
     dm = datamodule(corpus, cache_dir=str(cache))
     for hook in (dm.prepare_data, lambda: dm.setup("fit")):
         with pytest.raises(DataError, match=rf"^{cache}: the cache directory \(--data.cache_dir.*\) is not a "
@@ -441,19 +441,19 @@ def test_an_unusable_cache_directory_is_one_error_naming_it_before_any_reading(
 
 
 def test_a_cache_directory_without_write_permission_is_named(corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ner_lit.data import datamodule as data_module
+    from ner_lit.data import files
     from ner_lit.data.datamodule import DataError
 
     def refused(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(data_module.tempfile, "mkstemp", refused)  # as root, chmod can not make a directory read-only
+    monkeypatch.setattr(files.tempfile, "mkstemp", refused)  # as root, chmod can not make a directory read-only
     with pytest.raises(DataError, match=r"cache: the cache directory .* \(Permission denied\)"):
         datamodule(corpus).setup("fit")
 
 
 def test_the_writability_probe_leaves_nothing_behind(tmp_path: Path) -> None:
-    from ner_lit.data.datamodule import check_writable_dir
+    from ner_lit.data.files import check_writable_dir
 
     check_writable_dir(tmp_path / "new" / "dir", "a test directory")
     assert list((tmp_path / "new" / "dir").iterdir()) == []

@@ -116,11 +116,11 @@ def test_a_bad_line_found_while_encoding_is_the_corpus_error_and_leaves_no_entry
 
 def test_derived_labels_are_cached_so_a_cached_run_parses_nothing(data: Path, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from ner_lit.data import datamodule as data_module
+    from ner_lit.data import preparation
 
     first = datamodule(data, tmp_path / "cache")
     first.setup("fit")
-    monkeypatch.setattr(data_module, "iter_corpus", lambda *a, **k: pytest.fail("a cached run read the corpus"))
+    monkeypatch.setattr(preparation, "iter_corpus", lambda *a, **k: pytest.fail("a cached run read the corpus"))
     second = datamodule(data, tmp_path / "cache")
     second.setup("fit")
     assert second.labels == first.labels
