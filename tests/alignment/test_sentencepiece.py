@@ -40,7 +40,7 @@ def test_windows_are_wrapped_in_s_and_slash_s_and_padded_with_id_1(tokenizer, al
 
 
 def test_a_standalone_underline_owns_nothing_and_the_character_goes_to_its_real_token(tokenizer, aligner):
-    # transformers issue 17454: the standalone ▁ before 존 carries 존's offsets, (0, 1).
+    # huggingface/transformers#17454: the standalone ▁ before 존 carries 존's offsets, (0, 1).
     s = Sentence.from_entities("s", "존 메이어의 공연", [])
     s.tags[:6] = ["B-PS", "I-PS", "I-PS", "I-PS", "I-PS", "O"]
     raw = tokenizer(s.text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]

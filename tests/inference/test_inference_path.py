@@ -1,4 +1,4 @@
-"""One inference path (issue 11 item 2): ``predict``'s JSONL, ``/api`` served from the checkpoint and
+"""One inference path: ``predict``'s JSONL, ``/api`` served from the checkpoint and
 ``/api`` served from the exported ``hf_model/`` directory give the same entities for the same texts.
 
 The session's tiny run (tests/pipeline_fixtures.py) windows text in 32 tokens with a 20-token
