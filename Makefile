@@ -40,12 +40,13 @@ klue:               ## the published recipe (klue/roberta-base; needs the hub or
 clean:
 	rm -rf runs lightning_logs .pytest_cache test-artifacts build dist ner_lit.egg-info
 
-# --- benchmarks (issue 5): every README figure comes from these targets -------------------------
-# Real measurements on this machine (30 minutes on an idle 2-core CPU, measured 2026-11-25); SHARED is the
-# workplace's shared folder (KLUE-NER data, the reference-model tool).
+# --- benchmarks: the targets behind every figure in bench/README.md ------------------------------------
+# Real measurements on this machine: run one at a time (bench/README.md lists each script, its target, its
+# runtime and what it compares). SHARED is the workplace's shared folder (KLUE-NER data, the reference-model
+# and multilingual-e5-small tools).
 BENCH_SCRIPTS := metric_speed train_throughput accuracy eval_speed profile_step precision
 
-.PHONY: bench bench-quick bench-report bench-budget bench-startup bench-pretrained bench-pretrained-quick bench-serve-memory bench-serve-profile bench-adamw bench-scale-train bench-boundaries $(addprefix bench-,$(BENCH_SCRIPTS))
+.PHONY: bench bench-quick bench-report bench-serve bench-budget bench-startup bench-pretrained bench-pretrained-quick bench-serve-memory bench-serve-profile bench-adamw bench-scale-train bench-boundaries $(addprefix bench-,$(BENCH_SCRIPTS))
 
 bench: $(addprefix bench-,$(BENCH_SCRIPTS)) bench-serve
 	$(PYTHON) bench/report.py
@@ -54,41 +55,40 @@ bench: $(addprefix bench-,$(BENCH_SCRIPTS)) bench-serve
 $(addprefix bench-,$(BENCH_SCRIPTS)): bench-%:
 	$(PYTHON) bench/$*.py --shared $(SHARED)
 
-bench-report:
+bench-report:       ## bench/results/*.json -> bench/results/RESULTS.md
 	$(PYTHON) bench/report.py
 
-bench-quick:
+bench-quick:        ## the bench smoke test: each script's --quick run writes its JSON (figures mean nothing)
 	$(PYTHON) -m pytest -q tests/bench/test_bench_smoke.py
 
-# optional (item 6, ~30 min: 10 min of ner_lit training + HF Trainer 16 epochs), not part of `make bench`
-bench-budget:
+bench-budget:       ## best dev F1e within a 10-minute training budget against the HF Trainer's 16 epochs; not part of `make bench`
 	$(PYTHON) bench/budget.py --shared $(SHARED)
 	$(PYTHON) bench/report.py
 
-bench-startup:      ## start-up time of --help and usage errors (issue 11), not part of `make bench`
+bench-startup:      ## start-up time of --help and usage errors; not part of `make bench`
 	$(PYTHON) bench/startup.py
 
-bench-scale-train:  ## reading, encoding (cold and cached) and a few training steps at 10k/100k sentences (issue 12), not part of `make bench`
+bench-scale-train:  ## reading, encoding (cold and cached) and a few training steps on a large corpus; not part of `make bench`
 	$(PYTHON) bench/scale_train.py --shared $(SHARED)
 
-bench-serve:        ## serving latency and throughput vs the naive path (issue 4)
+bench-serve:        ## serving latency and throughput against the naive path
 	$(PYTHON) bench/serve_bench.py --shared $(SHARED)
 
-bench-pretrained:   ## multilingual-e5-small (configs/me5.yaml): ner_lit vs HF Trainer, then serve vs a pipeline app (~25 min idle); not part of `make bench`
+bench-pretrained:   ## multilingual-e5-small (configs/me5.yaml): ner_lit vs HF Trainer, then serve vs a pipeline app; not part of `make bench`
 	$(PYTHON) bench/pretrained.py --shared $(SHARED)
 
-bench-pretrained-quick: ## the same end to end on 64 + 64 sentences, 1 epoch (a few minutes; bench/work/quick-results only)
+bench-pretrained-quick: ## the same end to end on 64 + 64 sentences, 1 epoch (bench/work/quick-results only)
 	$(PYTHON) bench/pretrained.py --quick --shared $(SHARED)
 
-bench-serve-memory: ## serve's resident memory per runtime on multilingual-e5-small (issue 10), not part of `make bench`
+bench-serve-memory: ## serve's resident memory per runtime on multilingual-e5-small; not part of `make bench`
 	$(PYTHON) bench/serve_memory.py --shared $(SHARED)
 
-bench-serve-profile: ## a served request's stages and batching, in-process, on the model bench-pretrained exports (issue 10), not part of `make bench`
+bench-serve-profile: ## a served request's stages and batching, in-process, on the model bench-pretrained exports; not part of `make bench`
 	$(PYTHON) bench/serve_profile.py --shared $(SHARED)
 
-bench-adamw:        ## the optimizer step's share of a training step per AdamW implementation, multilingual-e5-small (issue 10), not part of `make bench`
+bench-adamw:        ## the optimizer step's share of a training step per AdamW implementation, multilingual-e5-small; not part of `make bench`
 	$(PYTHON) bench/adamw_step.py --shared $(SHARED)
 
-bench-boundaries:   ## exact entity boundaries: token vs Kiwi trim vs morpheme pre-split vs char tagging, ceilings (3 tokenizers) and trained reference + me5 (~30 min idle with bf16), then their serve latency interleaved; not part of `make bench`
+bench-boundaries:   ## exact entity boundaries: token vs Kiwi trim vs morpheme pre-split vs char tagging, ceilings and trained reference + me5, then their serve latency interleaved; not part of `make bench`
 	$(PYTHON) bench/boundaries.py --shared $(SHARED)
 	$(PYTHON) bench/boundaries_serve.py --shared $(SHARED)

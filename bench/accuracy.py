@@ -16,12 +16,10 @@ and, per ablation (each 3 epochs, same seed):
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,40 +36,41 @@ RUNS = {
 }
 
 
-def cli_args(args, model_dir: Path, root: Path) -> list[str]:
-    """The reference recipe's ``fit`` arguments. Token tagging, as the systems these figures stand beside
-    (the original loop, the Hugging Face Trainer) label tokens; bench/boundaries.py compares the taggings."""
-    out = ["--config", str(common.REPO / "configs" / "reference.yaml"), "--data.tagging", "token",
-           "--data.data_dir", str(common.data_dir(args)), "--model.pretrained", str(model_dir),
-           "--data.tokenizer", str(model_dir), "--data.cache_dir", str(common.cache_dir()),
-           "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"]
-    if args.quick:
-        out += ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2"]
-    return out
+def train(args, name: str, cmd: list[str], root: Path) -> tuple[float, Path]:
+    """The run's fit wall time and version directory: trained now, or (``--collect``) one already trained."""
+    done = root / "bench_fit.json"
+    if args.collect and sorted(root.glob("version_*/metrics.csv")):
+        version = sorted(root.glob("version_*"))[0]
+        if done.is_file():
+            return json.loads(done.read_text())["fit_wall_s"], version
+        # a run whose bench process was stopped: its files' times
+        return (version / "metrics.csv").stat().st_mtime - (version / "hparams.yaml").stat().st_mtime, version
+    env = dict(os.environ)
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    wall, version = common.run_fit(cmd, root, name, env)
+    done.write_text(json.dumps({"fit_wall_s": wall, "command": common.shown(cmd), "threads": args.threads}))
+    return wall, version
 
 
-def run_fit(cmd: list[str], root: Path, what: str, env: dict | None = None) -> tuple[float, Path]:
-    """Run a ``fit`` command into a fresh ``root``: its wall time and run (version) directory."""
-    if root.exists():
-        import shutil
-
-        shutil.rmtree(root)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=common.REPO, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t0
-    if proc.returncode:
-        raise SystemExit(f"{what}: fit failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return wall, sorted(root.glob("version_*"))[0]
-
-
-def per_epoch(version_dir: Path) -> list[dict]:
-    rows = list(csv.DictReader((version_dir / "metrics.csv").open()))
-    out = []
-    for r in rows:
-        if r.get("val_F1e"):
-            out.append({"epoch": int(float(r["epoch"])), "step": int(float(r["step"])),
-                        "F1c": float(r["val_F1c"]), "F1e": float(r["val_F1e"]), "token_acc": float(r["val_acc"]) * 100,
-                        "loss": float(r["val_loss"])})
+def test_scores(args, model_dir: Path, root: Path) -> dict:
+    """``python -m ner_lit test --ckpt_path last`` of the main run (run once, or again with ``--rescore``):
+    the per-type table, and F1c / F1e with the decoding the run used."""
+    report = sorted(root.glob("version_*/test/*/*/test_report.json"))
+    if not report or args.rescore:
+        cmd = [sys.executable, "-m", "ner_lit", "test"] + common.reference_fit_args(args, model_dir, root) + ["--ckpt_path", "last"]
+        proc = subprocess.run(cmd, cwd=common.REPO, capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"test failed:\n{proc.stderr[-3000:]}")
+        report = sorted(root.glob("version_*/test/*/*/test_report.json"))
+    out: dict = {"per_type": json.loads(report[-1].read_text()) if report else None}
+    if out["per_type"]:
+        cfg_file = report[-1].parent / "config.yaml"
+        cfg = cfg_file.read_text() if cfg_file.is_file() else ""
+        decoding = "viterbi" if "decoding: viterbi" in cfg else ("argmax" if "decoding: argmax" in cfg else
+                                                                 "argmax (before --data.decoding existed)")
+        out["test"] = {"F1c": out["per_type"]["F1c (macro over characters)"]["f1"], "F1e": out["per_type"]["macro avg"]["f1"],
+                       "checkpoint": "last", "run_dir": str(report[-1].parent.relative_to(common.REPO)), "decoding": decoding}
     return out
 
 
@@ -79,40 +78,16 @@ def fit(args, name: str, model_dir: Path) -> dict:
     extra, variant = RUNS[name]
     root = common.WORK / ("quick-accuracy" if args.quick else "accuracy") / name
     prefix = [sys.executable, str(common.BENCH / "_fit_variant.py"), variant] if variant else [sys.executable, "-m", "ner_lit"]
-    cmd = prefix + ["fit"] + cli_args(args, model_dir, root) + extra
-    shown = " ".join(["python"] + cmd[1:]).replace(str(common.REPO) + "/", "")
-    done = root / "bench_fit.json"
-    if args.collect and sorted(root.glob("version_*/metrics.csv")):
-        version = sorted(root.glob("version_*"))[0]
-        if done.is_file():
-            wall = json.loads(done.read_text())["fit_wall_s"]
-        else:  # a run whose bench process was stopped: its files' times
-            wall = (version / "metrics.csv").stat().st_mtime - (version / "hparams.yaml").stat().st_mtime
-    else:
-        env = dict(os.environ)
-        if args.threads:
-            env["OMP_NUM_THREADS"] = str(args.threads)
-        wall, version = run_fit(cmd, root, name, env)
-        done.write_text(json.dumps({"fit_wall_s": wall, "command": shown, "threads": args.threads}))
-    epochs = per_epoch(version)
-    res = {"command": shown, "fit_wall_s": wall, "per_epoch": epochs, "final": epochs[-1] if epochs else None,
+    cmd = prefix + ["fit"] + common.reference_fit_args(args, model_dir, root) + extra
+    wall, version = train(args, name, cmd, root)
+    epochs = common.per_epoch(version)
+    res = {"command": common.shown(cmd), "fit_wall_s": wall, "per_epoch": epochs, "final": epochs[-1] if epochs else None,
            "run_dir": str(version.relative_to(common.REPO))}
+    done = root / "bench_fit.json"
     if done.is_file() and json.loads(done.read_text()).get("threads"):
         res["threads"] = json.loads(done.read_text())["threads"]
     if name == "main":
-        report = sorted(root.glob("version_*/test/*/*/test_report.json"))
-        if not report or args.rescore:
-            cmd = [sys.executable, "-m", "ner_lit", "test"] + cli_args(args, model_dir, root) + ["--ckpt_path", "last"]
-            proc = subprocess.run(cmd, cwd=common.REPO, capture_output=True, text=True)
-            if proc.returncode:
-                raise SystemExit(f"test failed:\n{proc.stderr[-3000:]}")
-            report = sorted(root.glob("version_*/test/*/*/test_report.json"))
-        res["per_type"] = json.loads(report[-1].read_text()) if report else None
-        if res["per_type"]:
-            cfg = (report[-1].parent / "config.yaml").read_text() if (report[-1].parent / "config.yaml").is_file() else ""
-            res["test"] = {"F1c": res["per_type"]["F1c (macro over characters)"]["f1"], "F1e": res["per_type"]["macro avg"]["f1"],
-                           "checkpoint": "last", "run_dir": str(report[-1].parent.relative_to(common.REPO)),
-                           "decoding": "viterbi" if "decoding: viterbi" in cfg else ("argmax" if "decoding: argmax" in cfg else "argmax (before --data.decoding existed)")}
+        res.update(test_scores(args, model_dir, root))
     return res
 
 
@@ -136,6 +111,31 @@ def alignment_ceiling(args, model_dir: Path, label_rule: str) -> dict:
             "sklearn_seqeval": {"F1c": ref[0], "F1e": ref[1]}}
 
 
+def targets(main_run: dict) -> dict:
+    """The F1e target on the main run: validation during fit, and ``test`` on its last checkpoint."""
+    out = {"F1e": {"target": f">= {TARGET_F1E} (dev, epoch 3, validation during fit)",
+                   "value": main_run["final"]["F1e"], "met": main_run["final"]["F1e"] >= TARGET_F1E}}
+    if main_run.get("test"):
+        t = main_run["test"]
+        out["F1e_test"] = {"target": f">= {TARGET_F1E} (`test --ckpt_path last`, decoding {t['decoding']})",
+                           "value": t["F1e"], "met": t["F1e"] >= TARGET_F1E}
+    return out
+
+
+def keep_earlier(args, record: dict) -> None:
+    """The runs of an earlier invocation that this one does not redo (and its ceiling, with --no-ceiling)."""
+    previous = common.results_dir(args) / "accuracy.json"
+    if not previous.is_file():
+        return
+    try:
+        old = json.loads(previous.read_text())
+    except ValueError:
+        return
+    record["runs"] = old.get("runs", {})
+    if args.no_ceiling and "alignment_ceiling" in old:
+        record["alignment_ceiling"] = old["alignment_ceiling"]
+
+
 def main() -> None:
     ap = common.parser(__doc__)
     ap.add_argument("--collect", action="store_true",
@@ -154,28 +154,13 @@ def main() -> None:
     if not args.no_ceiling:
         record["alignment_ceiling"] = [alignment_ceiling(args, model_dir, r) for r in ("first_char", "first_entity")]
     record["runs"] = {}
-    previous = common.results_dir(args) / "accuracy.json"
-    if previous.is_file():  # keep the runs of an earlier invocation that this one does not redo
-        try:
-            old = json.loads(previous.read_text())
-            record["runs"] = old.get("runs", {})
-            if args.no_ceiling and "alignment_ceiling" in old:
-                record["alignment_ceiling"] = old["alignment_ceiling"]
-        except ValueError:
-            pass
+    keep_earlier(args, record)
     for name in [r for r in args.runs.split(",") if r]:
         print(f"fit {name} ...", flush=True)
         record["runs"][name] = fit(args, name, model_dir)
-        final = record["runs"][name]["final"]
-        print(f"  {name}: {final} ({record['runs'][name]['fit_wall_s']:.0f} s)", flush=True)
-        main_run = record["runs"].get("main", {})
-        if main_run.get("final"):
-            record["targets"] = {"F1e": {"target": f">= {TARGET_F1E} (dev, epoch 3, validation during fit)",
-                                         "value": main_run["final"]["F1e"], "met": main_run["final"]["F1e"] >= TARGET_F1E}}
-            if main_run.get("test"):
-                t = main_run["test"]
-                record["targets"]["F1e_test"] = {"target": f">= {TARGET_F1E} (`test --ckpt_path last`, decoding {t['decoding']})",
-                                                 "value": t["F1e"], "met": t["F1e"] >= TARGET_F1E}
+        print(f"  {name}: {record['runs'][name]['final']} ({record['runs'][name]['fit_wall_s']:.0f} s)", flush=True)
+        if record["runs"].get("main", {}).get("final"):
+            record["targets"] = targets(record["runs"]["main"])
         common.write_record(record, args)  # after every run: partial results survive an interruption
 
 

@@ -18,6 +18,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -26,27 +27,11 @@ from bench import common  # noqa: E402
 IMPLEMENTATIONS = ("fused", "foreach", "for_loop")
 
 
-def main() -> None:
-    ap = common.parser(__doc__)
-    ap.add_argument("--steps", type=int, default=20, help="timed steps per fit")
-    ap.add_argument("--warmup", type=int, default=5, help="steps per fit before the timed ones")
-    ap.add_argument("--rounds", type=int, default=2, help="fits per implementation (orders alternate)")
-    ap.add_argument("--cache", type=Path, default=None, help="the pretrained-me5 build tool's wheel cache")
-    args = ap.parse_args()
-    if args.quick:
-        args.steps, args.warmup, args.rounds = 2, 1, 1
-    common.quiet()
-    import lightning.pytorch as pl
+def step_clock():
+    """A callback timing, per training step, forward + backward and clipping + the optimizer step."""
     from lightning.pytorch.callbacks import Callback
 
-    from bench.pretrained import me5_dir
-
-    model_dir = common.reference_model(args) if args.quick else me5_dir(args)
-    record = common.start_record("adamw_step", args)
-
     class StepClock(Callback):
-        """Seconds of forward + backward, and of clipping + the optimizer step, per training step."""
-
         def __init__(self) -> None:
             self.backward: list[float] = []
             self.optimizer: list[float] = []
@@ -62,31 +47,56 @@ def main() -> None:
             self.backward.append(self._after_backward - self._start)
             self.optimizer.append(end - self._after_backward)
 
-    def fit(adamw: str) -> dict[str, float]:
-        pl.seed_everything(common.SEED, verbose=False)
-        dm = common.make_datamodule(args, model_dir, batch_size=16)
-        model = common.make_model(model_dir, learning_rate=2e-4, head_learning_rate=2e-3,
-                                  freeze_word_embeddings=True, adamw=adamw)
-        clock = StepClock()
-        trainer = common.pl_trainer(max_steps=args.warmup + args.steps, limit_val_batches=0, gradient_clip_val=1.0,
-                                    callbacks=[clock])
-        trainer.fit(model, datamodule=dm)
-        backward, optimizer = clock.backward[args.warmup:], clock.optimizer[args.warmup:]
-        step = [b + o for b, o in zip(backward, optimizer)]
-        return {"forward_backward_s": common.median(backward), "optimizer_s": common.median(optimizer),
-                "step_s": common.median(step), "optimizer_share": common.median([o / s for o, s in zip(optimizer, step)])}
+    return StepClock()
 
-    runs: list[dict] = []
-    for r in range(args.rounds):
-        for adamw in (IMPLEMENTATIONS if r % 2 == 0 else IMPLEMENTATIONS[::-1]):
-            result = fit(adamw)
-            runs.append({"adamw": adamw, "round": r, **{k: round(v, 4) for k, v in result.items()}})
-            print(json.dumps(runs[-1]))
+
+def fit(args, model_dir: Path, adamw: str) -> dict[str, float]:
+    """One fit with this AdamW implementation: medians over the steps after the warm-up."""
+    import lightning.pytorch as pl
+
+    pl.seed_everything(common.SEED, verbose=False)
+    dm = common.make_datamodule(args, model_dir, batch_size=16)
+    model = common.make_model(model_dir, learning_rate=2e-4, head_learning_rate=2e-3,
+                              freeze_word_embeddings=True, adamw=adamw)
+    clock = step_clock()
+    trainer = common.pl_trainer(max_steps=args.warmup + args.steps, limit_val_batches=0, gradient_clip_val=1.0,
+                                callbacks=[clock])
+    trainer.fit(model, datamodule=dm)
+    backward, optimizer = clock.backward[args.warmup:], clock.optimizer[args.warmup:]
+    step = [b + o for b, o in zip(backward, optimizer)]
+    return {"forward_backward_s": common.median(backward), "optimizer_s": common.median(optimizer),
+            "step_s": common.median(step), "optimizer_share": common.median([o / s for o, s in zip(optimizer, step)])}
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per implementation, the median of its fits' figures."""
     summary = {}
     for adamw in IMPLEMENTATIONS:
         mine = [run for run in runs if run["adamw"] == adamw]
         summary[adamw] = {k: round(common.median([run[k] for run in mine]), 4)
                           for k in ("forward_backward_s", "optimizer_s", "step_s", "optimizer_share")}
+    return summary
+
+
+def main() -> None:
+    ap = common.parser(__doc__)
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per fit")
+    ap.add_argument("--warmup", type=int, default=5, help="steps per fit before the timed ones")
+    ap.add_argument("--rounds", type=int, default=2, help="fits per implementation (orders alternate)")
+    ap.add_argument("--cache", type=Path, default=None, help="the pretrained-me5 build tool's wheel cache")
+    args = ap.parse_args()
+    if args.quick:
+        args.steps, args.warmup, args.rounds = 2, 1, 1
+    common.quiet()
+    model_dir = common.reference_model(args) if args.quick else common.me5_dir(args)
+    record = common.start_record("adamw_step", args)
+    runs: list[dict] = []
+    for r in range(args.rounds):
+        for adamw in (IMPLEMENTATIONS if r % 2 == 0 else IMPLEMENTATIONS[::-1]):
+            result = fit(args, model_dir, adamw)
+            runs.append({"adamw": adamw, "round": r, **{k: round(v, 4) for k, v in result.items()}})
+            print(json.dumps(runs[-1]))
+    summary = summarize(runs)
     record.update(model=str(model_dir), setting={"batch_size": 16, "max_length": common.MAX_LENGTH, "precision": "fp32",
                                                  "gradient_clip_val": 1.0, "freeze_word_embeddings": True,
                                                  "warmup_steps": args.warmup, "timed_steps": args.steps,

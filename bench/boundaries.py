@@ -6,7 +6,7 @@ entity where a token ends, so whenever a token holds an entity's end and a parti
 entity swallows the particle and strict entity F1 counts it wrong. This script measures the
 ways out before one is kept, each against the same data and the official metric:
 
-* ``token``: one label per token (``first_char`` rule), the old behaviour: the baseline.
+* ``token``: one label per token (``first_char`` rule): the baseline.
 * ``token + Kiwi trim``: the same, then every entity's trailing particles / endings cut off
   by a morphological analyser (kiwipiepy): a post-processing step, no retraining.
 * ``morpheme pre-split``: token tagging where every Kiwi morpheme start is also a token start
@@ -30,7 +30,7 @@ ways out before one is kept, each against the same data and the official metric:
    character tags, official metric; the checkpoint's own validation scores beside them as a
    check), training sentences/s (train sentences x epochs / time inside the epochs,
    bench/train_clock.py: validation, checkpointing and model building excluded), the fit
-   process's own peak RSS (GNU time, see ``run_child``), and serve p50: one sentence per ``predict`` call over the
+   process's own peak RSS (bench/common.py's ``run_child``), and serve p50: one sentence per ``predict`` call over the
    first 200 dev sentences after 10 warm-up calls, in one torch thread (``--serve-threads``). The
    token run is also scored with every predicted entity Kiwi-trimmed.
 
@@ -41,195 +41,45 @@ Results: bench/results/boundaries.json and boundaries.md (``--quick``: bench/wor
 """
 from __future__ import annotations
 
+import argparse
 import gc
 import json
-import shutil
-import subprocess
 import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench import common  # noqa: E402
-from bench.pretrained import Phases, rel, shown  # noqa: E402
-from bench.train_clock import write_json  # noqa: E402
+from bench.boundaries_designs import (  # noqa: E402
+    DEFAULT_SLOTS,
+    SLOTS,
+    KiwiMorphemes,
+    ends_inside,
+    entities_of,
+    past_slots,
+    presplit,
+    score,
+    share,
+    tags_of,
+    token_units,
+    trimmed,
+)
+from bench.common import rel  # noqa: E402
 
 NAME = "boundaries"
 #: The README's example: its entities end inside tokens of every tokenizer measured here.
 SHOWCASE = "김철수는 3월 5일 서울에서 삼성전자를 방문했다."
 CONFIGS = {"reference": REPO / "configs" / "reference.yaml", "me5": REPO / "configs" / "me5.yaml"}
 TAGGINGS = ("token", "char")
-SLOTS = (1, 2, 4, 8)
-DEFAULT_SLOTS = 8
 QUICK_CEILING_SENTENCES = 20
 SERVE_SENTENCES, SERVE_WARMUP = 200, 10
 QUICK_SERVE_SENTENCES, QUICK_SERVE_WARMUP = 20, 3
-#: Kiwi tags trimmed off an entity's end: particles (J*), endings (E*), the copula, noun suffixes.
-TRIM_TAGS = ("VCP", "XSN")
 MIB = 1024 * 1024
-WARMUP_TEXT = "김철수는 2019년 3월 서울에서 일했다."
-
-Morphemes = list[tuple[int, int, str]]  # (start, end, tag) per morpheme, in the text's characters
-Spans = list[tuple[int, int, str]]  # (start, end, type) per entity, end exclusive
-
-
-# ================================================================================ Kiwi
-def rss_bytes(field: str = "VmRSS", pid: str = "self") -> int:
-    """A process's resident memory now (VmRSS) or its peak (VmHWM), from /proc; 0 if unreadable."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def run_child(cmd: list[str], log: Path) -> dict[str, Any]:
-    """Run ``cmd`` to its end: wall time and the child's own peak resident memory.
-
-    Not ``os.wait4``'s ``ru_maxrss``: Python starts children with vfork + exec, and Linux carries
-    the parent's high-water mark over the exec, so that figure is at least this process's RSS
-    (Kiwi and three tokenizers: it gave 1,565 MiB for a reference fit whose own peak is ~1,060,
-    measured). GNU time forks from its own small process; without it, the child's VmHWM is polled.
-    """
-    log.parent.mkdir(parents=True, exist_ok=True)
-    peak_file = log.with_suffix(".maxrss")
-    peak_file.unlink(missing_ok=True)
-    gnu_time = Path("/usr/bin/time")
-    argv = [str(gnu_time), "-f", "%M", "-o", str(peak_file), *cmd] if gnu_time.is_file() else cmd
-    polled = 0
-    t0 = time.perf_counter()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, cwd=str(REPO), stdout=out, stderr=subprocess.STDOUT)
-        while proc.poll() is None:
-            polled = max(polled, rss_bytes("VmHWM", str(proc.pid)))
-            time.sleep(0.2)
-    wall = time.perf_counter() - t0
-    if proc.returncode:
-        tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
-        raise SystemExit(f"{shown(cmd)} failed ({proc.returncode}), log {log}:\n{tail}")
-    if peak_file.is_file():
-        peak, how = int(peak_file.read_text().split()[-1]) * 1024, "GNU time %M"
-    else:
-        peak, how = polled, "VmHWM polled every 0.2 s"
-    return {"wall_s": wall, "peak_rss_bytes": peak, "peak_rss_from": how, "command": shown(cmd), "log": rel(log)}
-
-
-class KiwiMorphemes:
-    """kiwipiepy loaded once, each text analysed once; what loading and analysing cost.
-
-    The costs are recorded because trimming or pre-splitting with Kiwi puts the analyser on
-    the serving path: its load time and memory come on top of the model's, its analysis on top
-    of every request.
-    """
-
-    def __init__(self) -> None:
-        before = rss_bytes()
-        t0 = time.perf_counter()
-        try:
-            from kiwipiepy import Kiwi
-        except ImportError:
-            sys.exit("bench/boundaries.py needs kiwipiepy: python -m pip install -e '.[bench]' (make install-bench)")
-
-        self.kiwi = Kiwi()
-        self.load_s = time.perf_counter() - t0
-        # the first analysis loads the rest of the model (about a second, hundreds of MiB): counted apart
-        t0 = time.perf_counter()
-        self.kiwi.tokenize(WARMUP_TEXT)
-        self.first_analysis_s = time.perf_counter() - t0
-        self.rss_after_load = rss_bytes() - before
-        self._rss_before = before
-        self.seconds: list[float] = []
-        self.cache: dict[str, Morphemes] = {}
-
-    def of(self, text: str) -> Morphemes:
-        found = self.cache.get(text)
-        if found is None:
-            t0 = time.perf_counter()
-            tokens = self.kiwi.tokenize(text)
-            self.seconds.append(time.perf_counter() - t0)
-            found = self.cache[text] = [(int(t.start), int(t.start + t.len), str(t.tag)) for t in tokens]
-        return found
-
-    def costs(self) -> dict[str, Any]:
-        import kiwipiepy
-
-        ms = [s * 1000 for s in self.seconds]
-        return {"kiwipiepy": kiwipiepy.__version__, "load_s": self.load_s, "first_analysis_s": self.first_analysis_s,
-                "rss_increase_after_load_bytes": self.rss_after_load,
-                "rss_increase_after_analysis_bytes": rss_bytes() - self._rss_before, "sentences_analysed": len(ms),
-                "analysis_ms_p50": common.median(ms), "analysis_ms_mean": float(np.mean(ms)) if ms else float("nan"),
-                "analysis_ms_p99": float(np.percentile(ms, 99)) if ms else float("nan")}
-
-
-def trim_end(text: str, start: int, end: int, morphemes: Morphemes) -> int:
-    """The entity ``[start, end)``'s end with trailing particles / endings / copula / noun suffix cut off.
-
-    The morphemes inside the span are taken from the end while the last one is such a
-    morpheme and removing it leaves something; trailing whitespace goes too.
-    """
-    inside = [m for m in morphemes if m[0] >= start and m[1] <= end]
-    while inside:
-        m_start, _, tag = inside[-1]
-        if not (tag.startswith(("J", "E")) or tag in TRIM_TAGS) or m_start <= start:
-            break
-        end = m_start
-        inside = [m for m in inside[:-1] if m[1] <= end]
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    return end
-
-
-# ================================================================================ tags and scores
-def entities_of(text: str, tag_ids: Sequence[int], labels: Sequence[str]) -> Spans:
-    """Strict IOB2 entities as ``predict`` reports them (ner_lit.alignment.answers.entities_from_tags)."""
-    from ner_lit.alignment.answers import entities_from_tags
-
-    return [(e.start, e.end, e.label) for e in entities_from_tags(text, [labels[int(i)] for i in tag_ids])]
-
-
-def tags_of(text: str, spans: Spans, label2id: dict[str, int]) -> np.ndarray:
-    """Character tag ids of entity spans: B- on the first character, I- on the rest."""
-    tags = np.full(len(text), label2id["O"], dtype=np.int64)
-    for start, end, label in spans:
-        tags[start] = label2id[f"B-{label}"]
-        tags[start + 1 : end] = label2id[f"I-{label}"]
-    return tags
-
-
-def trimmed(text: str, spans: Spans, morphemes: Morphemes) -> Spans:
-    return [(s, trim_end(text, s, e, morphemes), label) for s, e, label in spans]
-
-
-def nonspace(text: str) -> np.ndarray:
-    return np.fromiter((not c.isspace() for c in text), dtype=bool, count=len(text))
-
-
-def score(labels: Sequence[str], texts: Sequence[str], pred: Sequence[np.ndarray], gold: Sequence[np.ndarray]) -> dict[str, Any]:
-    """Official KLUE F1c / F1e (x100) over the non-space characters, per-type F1e and the entity recall."""
-    import torch
-
-    from ner_lit.training.metrics import MACRO_AVG, MICRO_AVG, CharMacroF1, EntityMacroF1
-
-    keep = [nonspace(t) for t in texts]
-    p = [torch.as_tensor(np.asarray(x, dtype=np.int64)[k]) for x, k in zip(pred, keep)]
-    g = [torch.as_tensor(np.asarray(x, dtype=np.int64)[k]) for x, k in zip(gold, keep)]
-    f1c, f1e = CharMacroF1(labels), EntityMacroF1(labels)
-    f1c.update(p, g)
-    f1e.update(p, g)
-    report = f1e.report()
-    return {"F1c": float(f1c.compute()), "F1e": float(f1e.compute()), "entity_recall": report[MICRO_AVG]["recall"],
-            "per_type_F1e": {k: v["f1"] for k, v in report.items() if k not in (MICRO_AVG, MACRO_AVG)}}
-
-
-def share(flags: Sequence[bool]) -> float:
-    return 100.0 * sum(flags) / len(flags) if flags else 0.0
 
 
 # ================================================================================ 1. ceilings
@@ -252,59 +102,6 @@ def load_tokenizers(args) -> dict[str, tuple[Any, str]]:
                        "quickstart scratch WordPiece (vocab_size 8000 asked; trained on ner_lit/sample/train.tsv as `--config tiny` does)"),
     }
 
-
-def token_units(enc) -> list[np.ndarray]:
-    """Per sentence, the owning token of every character (-1: none)."""
-    return [np.asarray(e.char_token, dtype=np.int64) for e in enc]
-
-
-def presplit(enc, morph_starts: Sequence[Sequence[int]], gold: Sequence[np.ndarray], inside: np.ndarray,
-             outside: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Token tagging where every morpheme start inside a token also starts a piece: per sentence
-    the characters' tags (``first_char`` per piece, its other characters ``I-`` of it or ``O``) and
-    every character's piece (-1: none)."""
-    tags, units = [], []
-    for e, starts, g in zip(enc, morph_starts, gold):
-        owner = np.asarray(e.char_token, dtype=np.int64)
-        n = len(owner)
-        covered = owner >= 0
-        boundary = np.zeros(n, dtype=bool)
-        token_start = np.asarray(e.offsets, dtype=np.int64)[:, 0]
-        owned = token_start < np.asarray(e.offsets, dtype=np.int64)[:, 1]
-        boundary[token_start[owned]] = True
-        cut = np.asarray([s for s in starts if 0 <= s < n], dtype=np.int64)
-        boundary[cut] = True
-        boundary &= covered
-        first = np.maximum.accumulate(np.where(boundary, np.arange(n), 0)) if n else np.zeros(0, dtype=np.int64)
-        t = np.where(boundary, g, inside[g[first]]) if n else np.zeros(0, dtype=np.int64)
-        tags.append(np.where(covered, t, outside))
-        units.append(np.where(covered, np.cumsum(boundary) - 1, -1))
-    return tags, units
-
-
-def ends_inside(spans: Sequence[Spans], units: Sequence[np.ndarray]) -> float:
-    """% of the gold entities whose last character and the next one belong to the same unit
-    (token or piece): the entities token tagging can not end exactly."""
-    flags = []
-    for sp, u in zip(spans, units):
-        for _, end, _ in sp:
-            flags.append(bool(end < len(u) and u[end] >= 0 and u[end] == u[end - 1]))
-    return share(flags)
-
-
-def past_slots(spans: Sequence[Spans], enc, slots: int) -> float:
-    """% of the gold entities with a boundary no ``char`` tagger of ``slots`` rows can reach: a start,
-    or the first character after the end, at a token's ``slots``-th character or later (those
-    characters continue the last row's tag)."""
-    flags = []
-    for sp, e in zip(spans, enc):
-        owner = np.asarray(e.char_token, dtype=np.int64)
-        start = np.asarray(e.offsets, dtype=np.int64)[:, 0]
-        # per character: its position inside its token (-1 where no token owns it), one past the end too
-        depth = np.append(np.where(owner >= 0, np.arange(len(owner)) - start[np.maximum(owner, 0)], -1), -1)
-        for s, end, _ in sp:
-            flags.append(bool(depth[s] >= slots or (depth[end] >= slots and owner[end] == owner[end - 1])))
-    return share(flags)
 
 
 def ceilings(args, kiwi: KiwiMorphemes, sentences) -> dict[str, Any]:
@@ -351,45 +148,20 @@ def ceilings(args, kiwi: KiwiMorphemes, sentences) -> dict[str, Any]:
     return out
 
 
+
 # ================================================================================ 2. trained models
-def me5_dir(args) -> Path:
-    """``--me5``, built by the shared tool (byte-identical every time) if missing."""
-    out = Path(args.me5)
-    if not (out / "config.json").is_file():
-        tool = Path(args.shared) / "tools" / "pretrained-me5" / "build.py"
-        if not tool.is_file():
-            sys.exit(f"{out} has no model and {tool} is absent: pass --me5 DIR or --shared")
-        subprocess.run([sys.executable, str(tool), "--out", str(out)], check=True)
-    return out
-
-
-def recipe(model: str) -> dict[str, Any]:
-    import yaml
-
-    return yaml.safe_load(CONFIGS[model].read_text(encoding="utf-8"))
-
-
 def fit(model: str, tagging: str, epochs: int, model_dir: Path, data: Path, work: Path, quick: bool,
-        extra: Sequence[str] = ()) -> dict[str, Any]:
+        extra: list[str]) -> dict[str, Any]:
     """``python -m ner_lit fit`` of the recipe with this tagging, in a child process: wall time, peak RSS,
     the train clock, the best checkpoint."""
     from ner_lit.checkpoint.runs import resolve_checkpoint
 
-    root = work / f"{model}-{tagging}"
-    shutil.rmtree(root, ignore_errors=True)
-    clock_file = work / f"{model}-{tagging}-train-clock.json"
-    clock_file.unlink(missing_ok=True)
-    clock = json.dumps({"class_path": "bench.train_clock.LightningTrainClock", "init_args": {"out": str(clock_file)}})
-    cmd = [sys.executable, "-m", "ner_lit", "fit", "--config", str(CONFIGS[model]),
-           "--model.pretrained", str(model_dir), "--data.tokenizer", str(model_dir), "--data.data_dir", str(data),
-           "--data.cache_dir", str(common.cache_dir()), "--data.tagging", tagging,
-           "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
-           "--trainer.max_epochs", str(epochs), f"--trainer.callbacks+={clock}", *extra]
-    if quick:
-        cmd += ["--trainer.log_every_n_steps", "1"]
-    run = run_child(cmd, work / "logs" / f"{model}-{tagging}-fit.log")
-    run["clock"] = json.loads(clock_file.read_text(encoding="utf-8"))
-    run["checkpoint"] = rel(resolve_checkpoint("best", root))
+    tag = f"{model}-{tagging}"
+    fit_args = ["--config", str(CONFIGS[model]), "--model.pretrained", str(model_dir), "--data.tokenizer", str(model_dir),
+                "--data.data_dir", str(data), "--data.cache_dir", str(common.cache_dir()), "--data.tagging", tagging,
+                "--trainer.max_epochs", str(epochs), *extra]
+    run = common.clocked_fit(fit_args, work / tag, tag, work, quick)
+    run["checkpoint"] = rel(resolve_checkpoint("best", work / tag))
     return run
 
 
@@ -399,12 +171,24 @@ def evaluate(args, checkpoint: Path, dev: Path, work: Path, tag: str) -> dict[st
     settings = {"checkpoint": str(checkpoint), "dev": str(dev), "out": str(work / f"{tag}-eval.json"),
                 "serve": QUICK_SERVE_SENTENCES if args.quick else SERVE_SENTENCES, "threads": args.serve_threads,
                 "warmup": QUICK_SERVE_WARMUP if args.quick else SERVE_WARMUP}
-    write_json(work / f"{tag}-eval-settings.json", settings)
+    common.write_json(work / f"{tag}-eval-settings.json", settings)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_evaluate", str(work / f"{tag}-eval-settings.json")]
-    run = run_child(cmd, work / "logs" / f"{tag}-eval.log")
+    run = common.run_child(cmd, work / "logs" / f"{tag}-eval.log")
     result = json.loads(Path(settings["out"]).read_text(encoding="utf-8"))
     result["process"] = run
     return result
+
+
+def serve_latencies(predictor, texts: list[str], warmup: int, n: int) -> list[float]:
+    """Milliseconds of one-sentence ``predict`` calls over ``texts[:n]`` after ``warmup`` calls."""
+    for text in texts[:warmup]:
+        predictor.predict([text])
+    latencies = []
+    for text in texts[:n]:
+        t0 = time.perf_counter()
+        predictor.predict([text])
+        latencies.append((time.perf_counter() - t0) * 1000)
+    return latencies
 
 
 def evaluate_child(settings_file: Path) -> None:
@@ -419,33 +203,53 @@ def evaluate_child(settings_file: Path) -> None:
     s = json.loads(settings_file.read_text(encoding="utf-8"))
     if s["threads"]:
         torch.set_num_threads(s["threads"])
-    t0 = time.perf_counter()
-    predictor = Predictor.from_checkpoint(s["checkpoint"])
-    load_s = time.perf_counter() - t0
+    load_s, predictor = common.timed(lambda: Predictor.from_checkpoint(s["checkpoint"]))
     texts = [x.text for x in read_klue_tsv(s["dev"])]
-    t0 = time.perf_counter()
-    predictions = predictor.predict(texts)
-    predict_s = time.perf_counter() - t0
+    predict_s, predictions = common.timed(lambda: predictor.predict(texts))
     showcase = [[e.text, e.label] for e in predictor.predict([SHOWCASE])[0].entities]
-    for text in texts[: s["warmup"]]:
-        predictor.predict([text])
-    latencies = []
-    for text in texts[: s["serve"]]:
-        t0 = time.perf_counter()
-        predictor.predict([text])
-        latencies.append((time.perf_counter() - t0) * 1000)
-    write_json(Path(s["out"]), {
+    latencies = serve_latencies(predictor, texts, s["warmup"], s["serve"])
+    common.write_json(Path(s["out"]), {
         "tagging": predictor.aligner.tagging, "torch_threads": torch.get_num_threads(),
         "char_slots": predictor.aligner.char_slots.slots if predictor.aligner.char_slots else None,
         "checkpoint_scores": dict(predictor.scores), "load_s": load_s, "dev_predict_s": predict_s, "showcase": showcase,
         "serve_sentences": len(latencies), "serve_warmup": s["warmup"], "serve_p50_ms": common.median(latencies),
         "serve_p90_ms": float(np.percentile(latencies, 90)) if latencies else float("nan"),
-        "peak_rss_bytes": rss_bytes("VmHWM"),  # not ru_maxrss, which counts the parent's RSS (see run_child)
+        "peak_rss_bytes": common.rss_bytes("VmHWM"),  # not ru_maxrss, which counts the parent's RSS (see run_child)
         "entities": [[[e.start, e.end, e.label] for e in p.entities] for p in predictions],
     })
 
 
-def trained(args, kiwi: KiwiMorphemes, phases: Phases) -> dict[str, Any]:
+def model_setting(args, model: str, model_dir: Path) -> dict[str, Any]:
+    """A model's recipe as these runs use it: epochs, precision, seed, extra arguments."""
+    cfg = common.recipe(CONFIGS[model])
+    return {"config": rel(CONFIGS[model]), "model_dir": rel(model_dir),
+            "seed": cfg.get("seed_everything") if args.seed is None else args.seed,
+            "epochs": args.epochs or int(cfg["trainer"]["max_epochs"]), "precision": common.training_precision(cfg),
+            "extra_arguments": [] if args.seed is None else ["--seed_everything", str(args.seed)], "runs": {}}
+
+
+def train_and_score(args, phases: common.Phases, kiwi: KiwiMorphemes, model: str, tagging: str, setting: dict[str, Any],
+                    model_dir: Path, work: Path, dev: dict[str, Any]) -> dict[str, Any]:
+    """One fit, its best checkpoint's dev predictions scored as they are and Kiwi-trimmed."""
+    tag, data, texts = f"{model}-{tagging}", dev["data"], dev["texts"]
+    run = phases.run(f"fit {tag}", partial(fit, model, tagging, setting["epochs"], model_dir, data, work, args.quick,
+                                           setting["extra_arguments"]))
+    run["sentences_per_s"] = dev["n_train"] * run["clock"]["epochs"] / run["clock"]["train_s"]
+    ev = phases.run(f"evaluate {tag}", partial(evaluate, args, REPO / run["checkpoint"], data / "dev.tsv", work, tag))
+    if ev["tagging"] != tagging:
+        raise SystemExit(f"{tag}: the checkpoint says tagging {ev['tagging']!r}")
+    spans = [[(int(a), int(b), str(c)) for a, b, c in sent] for sent in ev.pop("entities")]
+    run["eval"] = ev
+    label2id = {t: i for i, t in enumerate(dev["labels"])}
+    run["dev"] = score(dev["labels"], texts, [tags_of(t, sp, label2id) for t, sp in zip(texts, spans)], dev["gold"])
+    cut = [tags_of(t, trimmed(t, sp, kiwi.of(t)), label2id) for t, sp in zip(texts, spans)]
+    run["dev_kiwi_trim"] = score(dev["labels"], texts, cut, dev["gold"])
+    print(f"  {tag}: F1c {run['dev']['F1c']:.2f} F1e {run['dev']['F1e']:.2f}  {run['sentences_per_s']:.1f} sent/s  "
+          f"p50 {ev['serve_p50_ms']:.1f} ms  peak RSS {run['peak_rss_bytes'] / MIB:.0f} MiB", flush=True)
+    return run
+
+
+def trained(args, kiwi: KiwiMorphemes, phases: common.Phases) -> dict[str, Any]:
     """Both models x both taggings, fitted token then char per model, each scored on dev."""
     from ner_lit.corpus.klue import read_klue_tsv
     from ner_lit.corpus.records import KLUE_LABELS
@@ -453,40 +257,18 @@ def trained(args, kiwi: KiwiMorphemes, phases: Phases) -> dict[str, Any]:
     labels = list(KLUE_LABELS)
     label2id = {t: i for i, t in enumerate(labels)}
     data = common.data_dir(args)
-    dev = read_klue_tsv(data / "dev.tsv")
-    texts = [s.text for s in dev]
-    gold = [np.asarray([label2id[t] for t in s.tags], dtype=np.int64) for s in dev]
-    n_train = len(read_klue_tsv(data / "train.tsv"))
+    sentences = read_klue_tsv(data / "dev.tsv")
+    dev = {"data": data, "labels": labels, "texts": [s.text for s in sentences],
+           "gold": [np.asarray([label2id[t] for t in s.tags], dtype=np.int64) for s in sentences],
+           "n_train": len(read_klue_tsv(data / "train.tsv"))}
     work = common.WORK / ("boundaries-quick" if args.quick else "boundaries")
     work.mkdir(parents=True, exist_ok=True)
-    dirs = {"reference": common.reference_model(args), "me5": me5_dir(args)}
-    from ner_lit.cli.lightning import cpu_supports_bf16
-
-    out: dict[str, Any] = {"data": rel(data), "train_sentences": n_train, "dev_sentences": len(dev), "models": {}}
+    dirs = {"reference": common.reference_model(args), "me5": common.me5_dir(args, args.me5)}
+    out: dict[str, Any] = {"data": rel(data), "train_sentences": dev["n_train"], "dev_sentences": len(sentences), "models": {}}
     for model in args.models:
-        cfg = recipe(model)
-        epochs = args.epochs or int(cfg["trainer"]["max_epochs"])
-        wanted = str(cfg["trainer"].get("precision", "32-true"))
-        precision = "32-true" if wanted.startswith("bf16") and not cpu_supports_bf16() else wanted
-        extra: list[str] = [] if args.seed is None else ["--seed_everything", str(args.seed)]
-        seed = cfg.get("seed_everything") if args.seed is None else args.seed
-        out["models"][model] = {"config": rel(CONFIGS[model]), "model_dir": rel(dirs[model]), "seed": seed,
-                                "epochs": epochs, "precision": precision, "extra_arguments": extra, "runs": {}}
+        setting = out["models"][model] = model_setting(args, model, dirs[model])
         for tagging in TAGGINGS:
-            tag = f"{model}-{tagging}"
-            run = phases.run(f"fit {tag}", partial(fit, model, tagging, epochs, dirs[model], data, work, args.quick, extra))
-            run["sentences_per_s"] = n_train * run["clock"]["epochs"] / run["clock"]["train_s"]
-            ev = phases.run(f"evaluate {tag}", partial(evaluate, args, REPO / run["checkpoint"], data / "dev.tsv", work, tag))
-            if ev["tagging"] != tagging:
-                raise SystemExit(f"{tag}: the checkpoint says tagging {ev['tagging']!r}")
-            spans = [[(int(a), int(b), str(c)) for a, b, c in sent] for sent in ev.pop("entities")]
-            run["eval"] = ev
-            run["dev"] = score(labels, texts, [tags_of(t, sp, label2id) for t, sp in zip(texts, spans)], gold)
-            cut = [tags_of(t, trimmed(t, sp, kiwi.of(t)), label2id) for t, sp in zip(texts, spans)]
-            run["dev_kiwi_trim"] = score(labels, texts, cut, gold)
-            out["models"][model]["runs"][tagging] = run
-            print(f"  {tag}: F1c {run['dev']['F1c']:.2f} F1e {run['dev']['F1e']:.2f}  {run['sentences_per_s']:.1f} sent/s  "
-                  f"p50 {ev['serve_p50_ms']:.1f} ms  peak RSS {run['peak_rss_bytes'] / MIB:.0f} MiB", flush=True)
+            setting["runs"][tagging] = train_and_score(args, phases, kiwi, model, tagging, setting, dirs[model], work, dev)
             gc.collect()
     return out
 
@@ -505,9 +287,8 @@ def per_type_row(what: str, design: str, s: dict[str, Any]) -> str:
     return f"| {what} | {design} | " + " | ".join(f(s["per_type_F1e"].get(t)) for t in TYPES) + f" | {f(s['F1e'])} |"
 
 
-def markdown(rec: dict[str, Any]) -> str:
-    m = rec["machine"]
-    c = rec["ceilings"]
+def _ceilings_md(rec: dict[str, Any]) -> list[str]:
+    m, c = rec["machine"], rec["ceilings"]
     lines = [
         f"# Exact entity boundaries: the designs side by side{' (QUICK: smoke run, figures mean nothing)' if rec['quick'] else ''}",
         "",
@@ -536,68 +317,84 @@ def markdown(rec: dict[str, Any]) -> str:
     for name, t in c["tokenizers"].items():
         lines.append(f"| {name}: {t['tokenizer']} | {t['vocab_size']:,} | {t['tokens']:,} | {t['chars_per_token_mean']:.2f} "
                      f"| {t['tokens_longer_than_8_chars_pct']:.2f} |")
-    tr = rec.get("trained")
-    if tr:
-        ev0 = next(iter(next(iter(tr["models"].values()))["runs"].values()))["eval"]
-        lines += [
-            "",
-            f"## Trained models: {tr['train_sentences']:,} train -> {tr['dev_sentences']:,} dev sentences",
-            "",
-            "Each row one `python -m ner_lit fit` of the recipe with `--data.tagging token` or `char` (same seed, same epochs), "
-            "then its best checkpoint's dev predictions (`Predictor.predict`) scored with the official F1; *ckpt F1e*: the "
-            "validation F1e the checkpoint recorded (a check). Training sentences/s: train sentences x epochs / time inside the "
-            "epochs (validation, checkpoints, model building excluded). Serve p50: one sentence per `predict` call, median "
-            f"over the first {ev0['serve_sentences']} dev sentences after {ev0['serve_warmup']} warm-up calls, "
-            f"{ev0['torch_threads']} torch thread(s). Peak RSS: the fit process's own high-water mark (GNU time), validation "
-            "included. *Kiwi trim*: the run's predictions, every entity's end trimmed; its serving adds Kiwi's analysis "
-            "(below) to each request.",
-            "",
-            "| model | design | F1c | F1e | ckpt F1e | training sent/s | vs token | serve p50 ms | vs token | peak RSS MiB |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for model, mr in tr["models"].items():
-            runs = mr["runs"]
-            base = runs.get("token")
-            for tagging, run in runs.items():
-                speed = run["sentences_per_s"] / base["sentences_per_s"] if base else None
-                p50 = run["eval"]["serve_p50_ms"] / base["eval"]["serve_p50_ms"] if base else None
-                ck = run["eval"]["checkpoint_scores"].get("val_F1e")
-                lines.append(f"| {model} | {tagging} | {f(run['dev']['F1c'])} | {f(run['dev']['F1e'])} | {f(ck)} "
-                             f"| {f(run['sentences_per_s'])} | {f(speed)}x | {f(run['eval']['serve_p50_ms'], '.1f')} "
-                             f"| {f(p50)}x | {run['peak_rss_bytes'] / MIB:.0f} |")
-                if "dev_kiwi_trim" in run:
-                    k = run["dev_kiwi_trim"]
-                    lines.append(f"| {model} | {tagging} + Kiwi trim | {f(k['F1c'])} | {f(k['F1e'])} | | | | | | |")
-        lines += ["", f"The README's sentence `{SHOWCASE}`, answered by each run's best checkpoint:", "",
-                  "| model | design | entities |", "| --- | --- | --- |"]
-        for model, mr in tr["models"].items():
-            for tagging, run in mr["runs"].items():
-                got = run["eval"].get("showcase")
-                if got is not None:
-                    lines.append(f"| {model} | {tagging} | " + ", ".join(f"`{t}` {lab}" for t, lab in got) + " |")
-        lines += ["", "Settings: " + "; ".join(f"{model}: {mr['config']}, model {mr['model_dir']}, {mr['epochs']} epoch(s), "
-                                               f"seed {mr['seed']}, precision {mr['precision']}"
-                                               f"{(', extra arguments ' + ' '.join(mr['extra_arguments'])) if mr['extra_arguments'] else ''}" for model, mr in tr["models"].items())]
-    lines += ["", "## Per-type F1e", "", "| source | design | " + " | ".join(TYPES) + " | macro |",
-              "| --- | --- | " + " | ".join("---:" for _ in TYPES) + " | ---: |"]
-    for name, t in c["tokenizers"].items():
+    return lines
+
+
+def _trained_rows(tr: dict[str, Any]) -> list[str]:
+    lines = []
+    for model, mr in tr["models"].items():
+        base = mr["runs"].get("token")
+        for tagging, run in mr["runs"].items():
+            speed = run["sentences_per_s"] / base["sentences_per_s"] if base else None
+            p50 = run["eval"]["serve_p50_ms"] / base["eval"]["serve_p50_ms"] if base else None
+            ck = run["eval"]["checkpoint_scores"].get("val_F1e")
+            lines.append(f"| {model} | {tagging} | {f(run['dev']['F1c'])} | {f(run['dev']['F1e'])} | {f(ck)} "
+                         f"| {f(run['sentences_per_s'])} | {f(speed)}x | {f(run['eval']['serve_p50_ms'], '.1f')} "
+                         f"| {f(p50)}x | {run['peak_rss_bytes'] / MIB:.0f} |")
+            if "dev_kiwi_trim" in run:
+                k = run["dev_kiwi_trim"]
+                lines.append(f"| {model} | {tagging} + Kiwi trim | {f(k['F1c'])} | {f(k['F1e'])} | | | | | | |")
+    return lines
+
+
+def _trained_md(tr: dict[str, Any]) -> list[str]:
+    ev0 = next(iter(next(iter(tr["models"].values()))["runs"].values()))["eval"]
+    lines = [
+        "",
+        f"## Trained models: {tr['train_sentences']:,} train -> {tr['dev_sentences']:,} dev sentences",
+        "",
+        "Each row one `python -m ner_lit fit` of the recipe with `--data.tagging token` or `char` (same seed, same epochs), "
+        "then its best checkpoint's dev predictions (`Predictor.predict`) scored with the official F1; *ckpt F1e*: the "
+        "validation F1e the checkpoint recorded (a check). Training sentences/s: train sentences x epochs / time inside the "
+        "epochs (validation, checkpoints, model building excluded). Serve p50: one sentence per `predict` call, median "
+        f"over the first {ev0['serve_sentences']} dev sentences after {ev0['serve_warmup']} warm-up calls, "
+        f"{ev0['torch_threads']} torch thread(s). Peak RSS: the fit process's own high-water mark (GNU time), validation "
+        "included. *Kiwi trim*: the run's predictions, every entity's end trimmed; its serving adds Kiwi's analysis "
+        "(below) to each request.",
+        "",
+        "| model | design | F1c | F1e | ckpt F1e | training sent/s | vs token | serve p50 ms | vs token | peak RSS MiB |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *_trained_rows(tr),
+        "", f"The README's sentence `{SHOWCASE}`, answered by each run's best checkpoint:", "",
+        "| model | design | entities |", "| --- | --- | --- |",
+    ]
+    for model, mr in tr["models"].items():
+        for tagging, run in mr["runs"].items():
+            got = run["eval"].get("showcase")
+            if got is not None:
+                lines.append(f"| {model} | {tagging} | " + ", ".join(f"`{t}` {lab}" for t, lab in got) + " |")
+    settings = [f"{model}: {mr['config']}, model {mr['model_dir']}, {mr['epochs']} epoch(s), seed {mr['seed']}, "
+                f"precision {mr['precision']}"
+                + (f", extra arguments {' '.join(mr['extra_arguments'])}" if mr["extra_arguments"] else "")
+                for model, mr in tr["models"].items()]
+    return lines + ["", "Settings: " + "; ".join(settings)]
+
+
+def _per_type_md(rec: dict[str, Any]) -> list[str]:
+    lines = ["", "## Per-type F1e", "", "| source | design | " + " | ".join(TYPES) + " | macro |",
+             "| --- | --- | " + " | ".join("---:" for _ in TYPES) + " | ---: |"]
+    for name, t in rec["ceilings"]["tokenizers"].items():
         for key in ("token", f"char_{DEFAULT_SLOTS}"):
             lines.append(per_type_row(f"ceiling, {name}", DESIGN_NAMES[key], t["designs"][key]))
-    if tr:
-        for model, mr in tr["models"].items():
-            for tagging, run in mr["runs"].items():
-                lines.append(per_type_row(f"trained, {model}", tagging, run["dev"]))
-                if "dev_kiwi_trim" in run:
-                    lines.append(per_type_row(f"trained, {model}", f"{tagging} + Kiwi trim", run["dev_kiwi_trim"]))
-    k = rec["kiwi"]
-    lines += [
+    for model, mr in (rec.get("trained") or {}).get("models", {}).items():
+        for tagging, run in mr["runs"].items():
+            lines.append(per_type_row(f"trained, {model}", tagging, run["dev"]))
+            if "dev_kiwi_trim" in run:
+                lines.append(per_type_row(f"trained, {model}", f"{tagging} + Kiwi trim", run["dev_kiwi_trim"]))
+    return lines
+
+
+def _kiwi_and_machine_md(rec: dict[str, Any]) -> list[str]:
+    k, m = rec["kiwi"], rec["machine"]
+    return [
         "",
         "## Kiwi costs (kiwipiepy " + k["kiwipiepy"] + ", one process, this machine)",
         "",
         "| load (import + Kiwi()), s | first analysis, s | RSS increase after both, MiB | after analysing all, MiB "
         "| analysis per sentence p50 / mean / p99, ms | sentences |",
         "| ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| {k['load_s']:.2f} | {k['first_analysis_s']:.2f} | {k['rss_increase_after_load_bytes'] / MIB:.0f} | {k['rss_increase_after_analysis_bytes'] / MIB:.0f} "
+        f"| {k['load_s']:.2f} | {k['first_analysis_s']:.2f} | {k['rss_increase_after_load_bytes'] / MIB:.0f} "
+        f"| {k['rss_increase_after_analysis_bytes'] / MIB:.0f} "
         f"| {f(k['analysis_ms_p50'])} / {f(k['analysis_ms_mean'])} / {f(k['analysis_ms_p99'])} | {k['sentences_analysed']:,} |",
         "",
         "## Machine",
@@ -607,13 +404,16 @@ def markdown(rec: dict[str, Any]) -> str:
         f"load average (1/5/15 min) at start {' / '.join(f'{x:.2f}' for x in m['load_average_at_start'])}, "
         f"at end {' / '.join(f'{x:.2f}' for x in m['load_average_at_end'])}; {rec['date']}.",
     ]
+
+
+def markdown(rec: dict[str, Any]) -> str:
+    tr = rec.get("trained")
+    lines = _ceilings_md(rec) + (_trained_md(tr) if tr else []) + _per_type_md(rec) + _kiwi_and_machine_md(rec)
     return "\n".join(lines) + "\n"
 
 
 # ================================================================================ main
-def main() -> None:
-    import argparse
-
+def parse_args() -> argparse.Namespace:
     ap = common.parser(__doc__)
     ap.add_argument("--me5", type=Path, default=REPO / "models" / "me5",
                     help="multilingual-e5-small directory (default models/me5; built by the shared tool if missing)")
@@ -621,14 +421,14 @@ def main() -> None:
     ap.add_argument("--models", default="reference,me5", help="comma-separated, of: " + ", ".join(CONFIGS))
     ap.add_argument("--serve-threads", type=int, default=1,
                     help="torch threads of the evaluating process (default 1: on a 2-core machine shared with other work, "
-                         "torch's default of all cores made one-sentence calls ~60x slower, measured at load 4.3; 0: torch's default)")
+                         "torch's default of all cores makes one-sentence calls many times slower; 0: torch's default)")
     ap.add_argument("--ceilings-only", action="store_true", help="the alignment ceilings and Kiwi costs only, no training")
     ap.add_argument("--seed", type=int, default=None,
                     help="seed_everything of every fit (default: each recipe's); results then go to boundaries-seed<N>.json/.md")
     ap.add_argument("--_evaluate", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._evaluate:
-        return evaluate_child(args._evaluate)
+        return args
     args.shared = Path(args.shared).resolve()
     args.me5 = args.me5.resolve()
     args.models = [m for m in args.models.split(",") if m]
@@ -637,16 +437,21 @@ def main() -> None:
         ap.error(f"--models: unknown {sorted(unknown)}")
     if args.epochs is None and args.quick:
         args.epochs = 1
-    common.quiet()
-    record = common.start_record(NAME if args.seed is None else f"{NAME}-seed{args.seed}", args)
-    phases = Phases()
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args._evaluate:
+        return evaluate_child(args._evaluate)
     from ner_lit.corpus.klue import read_klue_tsv
 
+    common.quiet()
+    record = common.start_record(NAME if args.seed is None else f"{NAME}-seed{args.seed}", args)
+    phases = common.Phases()
     kiwi = phases.run("load Kiwi", KiwiMorphemes)
-    dev = read_klue_tsv(common.klue_dir(args) / "dev.tsv")
-    if args.quick:
-        dev = dev[:QUICK_CEILING_SENTENCES]
-    me5_dir(args)
+    dev = read_klue_tsv(common.klue_dir(args) / "dev.tsv")[:QUICK_CEILING_SENTENCES if args.quick else None]
+    common.me5_dir(args, args.me5)
     phases.run("Kiwi analysis of the ceiling sentences", lambda: [kiwi.of(s.text) for s in dev])
     record["kiwi"] = kiwi.costs()  # before training: the per-sentence figures are those of the ceiling sentences only
     record["ceilings"] = phases.run("ceilings", lambda: ceilings(args, kiwi, dev))
@@ -655,8 +460,7 @@ def main() -> None:
     record["phases"] = phases.record
     common.write_record(record, args)
     text = markdown(record)
-    path = common.results_dir(args) / f"{record['name']}.md"
-    write_json(path, None, text=text)
+    path = common.write_text(common.results_dir(args) / f"{record['name']}.md", text)
     print(text)
     print(f"wrote {path}")
 

@@ -22,6 +22,7 @@ from bench import common  # noqa: E402
 
 TAGGINGS = ("token", "char")
 MODELS = ("reference", "me5")
+WARMUP_CALLS = 10
 
 
 def best_checkpoint(model: str, tagging: str) -> Path:
@@ -33,6 +34,25 @@ def best_checkpoint(model: str, tagging: str) -> Path:
     return resolve_checkpoint("best", root)
 
 
+def p50_per_tagging(model: str, texts: list[str], rounds: int) -> dict[str, float]:
+    """Both taggers of ``model`` loaded side by side and timed in alternating rounds, one sentence per
+    ``predict`` call: the median milliseconds of each."""
+    from ner_lit.inference.predictor import Predictor
+
+    taggers = {t: Predictor.from_checkpoint(best_checkpoint(model, t)) for t in TAGGINGS}
+    for tagger in taggers.values():
+        for text in texts[:WARMUP_CALLS]:
+            tagger.predict([text])
+    latencies: dict[str, list[float]] = {t: [] for t in TAGGINGS}
+    for _ in range(rounds):
+        for t, tagger in taggers.items():
+            for text in texts:
+                t0 = time.perf_counter()
+                tagger.predict([text])
+                latencies[t].append((time.perf_counter() - t0) * 1000)
+    return {t: statistics.median(v) for t, v in latencies.items()}
+
+
 def main() -> None:
     ap = common.parser(__doc__)
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per model (default 3)")
@@ -40,29 +60,15 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from ner_lit.corpus.klue import read_klue_tsv
-    from ner_lit.inference.predictor import Predictor
-
     common.quiet()
     torch.set_num_threads(1)
     record = common.start_record("boundaries_serve", args)
-    texts = [s.text for s in read_klue_tsv(common.klue_dir(args) / "dev.tsv")[: args.sentences]]
-    record["setting"] = {"rounds": args.rounds, "sentences": len(texts), "torch_threads": 1, "warmup_calls": 10}
+    texts = common.dev_texts(args, args.sentences)
+    record["setting"] = {"rounds": args.rounds, "sentences": len(texts), "torch_threads": 1, "warmup_calls": WARMUP_CALLS}
     record["models"] = {}
     for model in MODELS:
-        taggers = {t: Predictor.from_checkpoint(best_checkpoint(model, t)) for t in TAGGINGS}
-        for tagger in taggers.values():
-            for text in texts[:10]:
-                tagger.predict([text])
-        latencies: dict[str, list[float]] = {t: [] for t in TAGGINGS}
-        for _ in range(args.rounds):
-            for t, tagger in taggers.items():
-                for text in texts:
-                    t0 = time.perf_counter()
-                    tagger.predict([text])
-                    latencies[t].append((time.perf_counter() - t0) * 1000)
-        p50 = {t: statistics.median(v) for t, v in latencies.items()}
-        record["models"][model] = {"checkpoints": {t: str(best_checkpoint(model, t).relative_to(common.REPO)) for t in TAGGINGS},
+        p50 = p50_per_tagging(model, texts, args.rounds)
+        record["models"][model] = {"checkpoints": {t: common.rel(best_checkpoint(model, t)) for t in TAGGINGS},
                                    "p50_ms": p50, "char_over_token": p50["char"] / p50["token"]}
         print(f"{model}: p50 token {p50['token']:.2f} ms, char {p50['char']:.2f} ms, char/token {p50['char'] / p50['token']:.3f}",
               flush=True)

@@ -12,15 +12,14 @@ with the same character decoding and sklearn + seqeval.
 
     python bench/budget.py [--epochs N] [--budget-min 10] [--skip-hf | --skip-ner-lit] [--quick]
 
-The two sides can run apart (the HF side takes about 10-20 minutes and its F1e does not depend
-on the machine's load): ``--skip-ner-lit`` keeps the ner_lit run already in budget.json (with
-the date and command that produced it) and adds the HF side; ``--skip-hf`` the other way round.
+The two sides can run apart (the HF side's F1e does not depend on the machine's load):
+``--skip-ner-lit`` keeps the ner_lit run already in budget.json (with the date and command that
+produced it) and adds the HF side; ``--skip-hf`` the other way round.
 """
 from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -60,21 +59,39 @@ def _previous_runs(args) -> dict:
             for k, v in old.get("runs", {}).items()}
 
 
-def _ner_lit_run(args, model_dir) -> dict:
-    from bench.accuracy import cli_args, per_epoch, run_fit
+NER_LIT = "ner_lit (configs/budget10.yaml)"
 
+
+def _ner_lit_run(args, model_dir) -> dict:
     epochs = 1 if args.quick else choose_epochs(args)
     root = common.WORK / ("quick-budget" if args.quick else "budget") / "ner_lit"
-    cmd = [sys.executable, "-m", "ner_lit", "fit"] + cli_args(args, model_dir, root)
+    cmd = [sys.executable, "-m", "ner_lit", "fit"] + common.reference_fit_args(args, model_dir, root)
     cmd[cmd.index("--config") + 1] = str(common.REPO / "configs" / "budget10.yaml")
     cmd += ["--trainer.max_time", f"00:00:{int(args.budget_min):02d}:00"]
     if not args.quick:
         cmd += ["--trainer.max_epochs", str(epochs)]
-    wall, version = run_fit(cmd, root, "budget")
-    ep = per_epoch(version)
+    wall, version = common.run_fit(cmd, root, "budget")
+    ep = common.per_epoch(version)
     best = max(ep, key=lambda e: e["F1e"])
     return {"train_s": wall, "epochs": len(ep), "planned_epochs": epochs,
             "F1c": best["F1c"], "F1e": best["F1e"], "per_epoch": ep}
+
+
+def _hf_run(args, model_dir) -> tuple[str, dict]:
+    """The HF Trainer's epochs, then its dev F1 with the same character decoding and sklearn + seqeval."""
+    from bench import eval_speed, systems
+    from ner_lit.corpus.klue import read_klue_tsv
+
+    dm = systems.prepared_data(args, model_dir)
+    hf_epochs = 1 if args.quick else args.hf_epochs
+    hf_s, (_, model) = common.timed(lambda: systems.hf_train(args, model_dir, steps=2 if args.quick else -1, dm=dm,
+                                                             epochs=hf_epochs))
+    out = common.WORK / "budget" / "hf_model"
+    model.save_pretrained(out)
+    dm.tokenizer.save_pretrained(out)
+    sentences = read_klue_tsv(common.data_dir(args) / "dev.tsv")
+    score = eval_speed.run_hf(args, out, model_dir, list(dm.labels), sentences)
+    return f"HF Trainer {hf_epochs} epochs", {"train_s": hf_s, "epochs": hf_epochs, "F1c": score["F1c"], "F1e": score["F1e"]}
 
 
 def main() -> None:
@@ -89,35 +106,19 @@ def main() -> None:
     record = common.start_record("budget", args)
     model_dir = common.reference_model(args)
     previous = _previous_runs(args)
-    if args.skip_ner_lit:
-        key = "ner_lit (configs/budget10.yaml)"
-        if key not in previous:
-            raise SystemExit("--skip-ner-lit: no ner_lit run in budget.json yet; run without it first")
-        runs = {key: previous[key]}
-    else:
-        runs = {"ner_lit (configs/budget10.yaml)": _ner_lit_run(args, model_dir)}
+    if args.skip_ner_lit and NER_LIT not in previous:
+        raise SystemExit("--skip-ner-lit: no ner_lit run in budget.json yet; run without it first")
+    runs = {NER_LIT: previous[NER_LIT] if args.skip_ner_lit else _ner_lit_run(args, model_dir)}
     if args.skip_hf:
         runs.update({k: v for k, v in previous.items() if k.startswith("HF")})
     record["runs"] = runs
     common.write_record(record, args)
     if not args.skip_hf:
-        from bench import eval_speed, systems
-        from ner_lit.corpus.klue import read_klue_tsv
-
-        dm = systems.prepared_data(args, model_dir)
-        t0 = time.perf_counter()
-        hf_epochs = 1 if args.quick else args.hf_epochs
-        trainer, model = systems.hf_train(args, model_dir, steps=2 if args.quick else -1, dm=dm, epochs=hf_epochs)
-        hf_s = time.perf_counter() - t0
-        out = common.WORK / "budget" / "hf_model"
-        model.save_pretrained(out)
-        dm.tokenizer.save_pretrained(out)
-        sentences = read_klue_tsv(common.data_dir(args) / "dev.tsv")
-        score = eval_speed.run_hf(args, out, model_dir, list(dm.labels), sentences)
-        runs[f"HF Trainer {hf_epochs} epochs"] = {"train_s": hf_s, "epochs": hf_epochs, "F1c": score["F1c"], "F1e": score["F1e"]}
-    best_ner = runs["ner_lit (configs/budget10.yaml)"]["F1e"]
+        name, run = _hf_run(args, model_dir)
+        runs[name] = run
     hf = [v["F1e"] for k, v in runs.items() if k.startswith("HF")]
     if hf:
+        best_ner = runs[NER_LIT]["F1e"]
         record["targets"] = {"vs_hf_16_epochs": {"target": "ner_lit in 10 min >= HF Trainer 16 epochs (dev F1e)",
                                                  "value": best_ner - hf[0], "met": best_ner >= hf[0]}}
     common.write_record(record, args)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -135,21 +136,8 @@ def run_hf(args, weights: Path, tok_dir: Path, labels: list[str], sentences) -> 
     return {"seconds": forward + metric, "metric_s": metric, "model_load_s": load, "F1c": f1c, "F1e": f1e}
 
 
-def main() -> None:
-    ap = common.parser(__doc__)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--weights", type=Path, default=None, help="HF model directory (default: accuracy.py's export)")
-    args = ap.parse_args()
-    if args.quick:
-        args.rounds = 1
-    common.quiet()
-    from ner_lit.corpus.klue import read_klue_tsv
-
-    record = common.start_record("eval_speed", args)
-    tok_dir = common.reference_model(args)
-    weights = args.weights or common.trained_weights(args) or tok_dir
-    labels = common.labels_of(weights)
-    sentences = read_klue_tsv(common.data_dir(args) / "dev.tsv")
+def measure(args, weights: Path, tok_dir: Path, labels: list[str], sentences) -> dict[str, list[dict]]:
+    """Every system ``args.rounds`` times, interleaved, after the warm-ups; the rounds' results per system."""
     dm = common.make_datamodule(args, tok_dir, labels=labels)
     model = common.make_model(weights)
     run_ner_lit(dm, model)  # warm-up: builds the model, the encoding cache, first-call overheads
@@ -167,14 +155,17 @@ def main() -> None:
         rounds["original"].append(run_original(args, weights, tok_dir, labels, sentences))
         rounds["hf_trainer"].append(run_hf(args, weights, tok_dir, labels, sentences))
         print(f"round {r}: " + ", ".join(f"{k} {v[-1]['seconds']:.2f}s" for k, v in rounds.items()), flush=True)
+    return rounds
+
+
+def figures(rounds: dict[str, list[dict]]) -> dict[str, Any]:
+    """Medians, F1 of each system, their spread, speed-ups and targets."""
     med = {k: common.median([x["seconds"] for x in v]) for k, v in rounds.items()}
     f1 = {k: {"F1c": v[-1]["F1c"], "F1e": v[-1]["F1e"]} for k, v in rounds.items()}
     same = ("ner_lit_argmax", "original", "hf_trainer")
     spread = max(abs(f1[a][m] - f1[b][m]) for a in same for b in same for m in ("F1c", "F1e"))
     vs_hf = med["hf_trainer"] / med["ner_lit"]
-    record.update({
-        "setting": {"sentences": len(sentences), "weights": str(weights.relative_to(common.REPO)) if weights.is_relative_to(common.REPO) else str(weights),
-                    "trained_weights": weights != tok_dir, "eval_batch": 64, "rounds": args.rounds, "precision": "fp32"},
+    return {
         "seconds": med,
         "ner_lit_loop_s": common.median([x["loop_s"] for x in rounds["ner_lit"]]),
         "metric_s": {k: common.median([x["metric_s"] for x in rounds[k]]) for k in ("original", "hf_trainer")},
@@ -187,7 +178,28 @@ def main() -> None:
             "vs_hf_trainer": {"target": f">= {TARGET_VS_HF}x", "value": vs_hf, "met": vs_hf >= TARGET_VS_HF},
             "same_f1": {"target": "ner_lit (argmax decoding), original, HF equal (<= 0.01)", "value": spread, "met": spread <= 0.01},
         },
-    })
+    }
+
+
+def main() -> None:
+    ap = common.parser(__doc__)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--weights", type=Path, default=None, help="HF model directory (default: accuracy.py's export)")
+    args = ap.parse_args()
+    if args.quick:
+        args.rounds = 1
+    common.quiet()
+    from ner_lit.corpus.klue import read_klue_tsv
+
+    record = common.start_record("eval_speed", args)
+    tok_dir = common.reference_model(args)
+    weights = args.weights or common.trained_weights(args) or tok_dir
+    labels = common.labels_of(weights)
+    sentences = read_klue_tsv(common.data_dir(args) / "dev.tsv")
+    rounds = measure(args, weights, tok_dir, labels, sentences)
+    record["setting"] = {"sentences": len(sentences), "weights": common.rel(weights), "trained_weights": weights != tok_dir,
+                         "eval_batch": 64, "rounds": args.rounds, "precision": "fp32"}
+    record.update(figures(rounds))
     common.write_record(record, args)
 
 

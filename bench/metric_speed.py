@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,6 +41,69 @@ def corrupt(gold: list[list[int]], n_labels: int, seed: int) -> list[list[int]]:
     return out
 
 
+def ner_lit_scores(labels: list[str], pred, gold, batch: int) -> tuple[float, float]:
+    """ner_lit's CharMacroF1 + EntityMacroF1 over label-id tensors, ``batch`` sentences per update."""
+    from ner_lit.training.metrics import CharMacroF1, EntityMacroF1
+
+    f1c, f1e = CharMacroF1(labels), EntityMacroF1(labels)
+    for lo in range(0, len(gold), batch):
+        f1c.update(pred[lo:lo + batch], gold[lo:lo + batch])
+        f1e.update(pred[lo:lo + batch], gold[lo:lo + batch])
+    return float(f1c.compute()), float(f1e.compute())
+
+
+def one_thread(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` run with torch limited to one intra-op thread."""
+    import torch
+
+    def run():
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(n)
+    return run
+
+
+def inputs(args) -> dict[str, Any]:
+    """Gold and corrupted predictions of dev, in each side's natural form (prepared outside the clock)."""
+    import torch
+
+    from ner_lit.corpus.klue import read_klue_tsv
+    from ner_lit.corpus.records import derive_labels
+
+    d = common.data_dir(args)
+    labels = derive_labels(read_klue_tsv(d / "train.tsv"))
+    index = {t: i for i, t in enumerate(labels)}
+    dev = read_klue_tsv(d / "dev.tsv")
+    gold_ids = [[index[t] for c, t in zip(s.text, s.tags) if not c.isspace()] for s in dev]
+    pred_ids = corrupt(gold_ids, len(labels), common.SEED)
+    return {"labels": labels, "sentences": len(dev), "characters": sum(map(len, gold_ids)),
+            "gold_t": [torch.tensor(g, dtype=torch.long) for g in gold_ids],
+            "pred_t": [torch.tensor(p, dtype=torch.long) for p in pred_ids],
+            "gold_s": [[labels[i] for i in g] for g in gold_ids], "pred_s": [[labels[i] for i in p] for p in pred_ids]}
+
+
+def run_all(x: dict[str, Any], batch: int, repeats: int) -> tuple[dict[str, list[float]], dict[str, tuple[float, float]]]:
+    """Every variant ``repeats`` times, interleaved: the times and the values of each."""
+    labels = x["labels"]
+    variants: dict[str, Callable[[], tuple[float, float]]] = {
+        "ner_lit_batched": lambda: ner_lit_scores(labels, x["pred_t"], x["gold_t"], batch),
+        "ner_lit_one_update": lambda: ner_lit_scores(labels, x["pred_t"], x["gold_t"], len(x["gold_t"])),
+        "ner_lit_batched_1thread": one_thread(lambda: ner_lit_scores(labels, x["pred_t"], x["gold_t"], batch)),
+        "sklearn_seqeval": lambda: common.sklearn_seqeval(x["gold_s"], x["pred_s"], labels),
+    }
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    values: dict[str, tuple[float, float]] = {}
+    variants["ner_lit_batched"]()  # warm-up (first-call overheads of torch ops)
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            t, values[name] = common.timed(fn)
+            times[name].append(t)
+    return times, values
+
+
 def main() -> None:
     ap = common.parser(__doc__)
     ap.add_argument("--repeats", type=int, default=5)
@@ -48,64 +112,15 @@ def main() -> None:
     if args.quick:
         args.repeats = 2
     common.quiet()
-    import torch
-
-    from ner_lit.corpus.klue import read_klue_tsv
-    from ner_lit.corpus.records import derive_labels
-    from ner_lit.training.metrics import CharMacroF1, EntityMacroF1
-
     record = common.start_record("metric_speed", args)
-    d = common.data_dir(args)
-    labels = derive_labels(read_klue_tsv(d / "train.tsv"))
-    index = {t: i for i, t in enumerate(labels)}
-    dev = read_klue_tsv(d / "dev.tsv")
-    gold_ids = [[index[t] for c, t in zip(s.text, s.tags) if not c.isspace()] for s in dev]
-    pred_ids = corrupt(gold_ids, len(labels), common.SEED)
-    # natural inputs of each side, prepared outside the clock
-    gold_t = [torch.tensor(g, dtype=torch.long) for g in gold_ids]
-    pred_t = [torch.tensor(p, dtype=torch.long) for p in pred_ids]
-    gold_s = [[labels[i] for i in g] for g in gold_ids]
-    pred_s = [[labels[i] for i in p] for p in pred_ids]
-
-    def ours(batch: int) -> tuple[float, float]:
-        f1c, f1e = CharMacroF1(labels), EntityMacroF1(labels)
-        for lo in range(0, len(gold_t), batch):
-            f1c.update(pred_t[lo:lo + batch], gold_t[lo:lo + batch])
-            f1e.update(pred_t[lo:lo + batch], gold_t[lo:lo + batch])
-        return float(f1c.compute()), float(f1e.compute())
-
-    def reference() -> tuple[float, float]:
-        return common.sklearn_seqeval(gold_s, pred_s, labels)
-
-    def one_thread(fn):
-        def run():
-            n = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                return fn()
-            finally:
-                torch.set_num_threads(n)
-        return run
-
-    times: dict[str, list[float]] = {"ner_lit_batched": [], "ner_lit_one_update": [], "ner_lit_batched_1thread": [],
-                                     "sklearn_seqeval": []}
-    values = {}
-    ours(args.batch)  # warm-up (first-call overheads of torch ops)
-    for _ in range(args.repeats):
-        t, values["ner_lit_batched"] = common.timed(lambda: ours(args.batch))
-        times["ner_lit_batched"].append(t)
-        t, values["ner_lit_one_update"] = common.timed(lambda: ours(len(gold_t)))
-        times["ner_lit_one_update"].append(t)
-        t, values["ner_lit_batched_1thread"] = common.timed(one_thread(lambda: ours(args.batch)))
-        times["ner_lit_batched_1thread"].append(t)
-        t, values["sklearn_seqeval"] = common.timed(reference)
-        times["sklearn_seqeval"].append(t)
+    x = inputs(args)
+    times, values = run_all(x, args.batch, args.repeats)
     med = {k: common.median(v) for k, v in times.items()}
     ref = values["sklearn_seqeval"]
     diff = max(abs(a - b) for k in ("ner_lit_batched", "ner_lit_one_update", "ner_lit_batched_1thread") for a, b in zip(values[k], ref))
     speedup = med["sklearn_seqeval"] / med["ner_lit_batched"]
     record.update({
-        "setting": {"sentences": len(dev), "characters": sum(map(len, gold_ids)), "labels": len(labels),
+        "setting": {"sentences": x["sentences"], "characters": x["characters"], "labels": len(x["labels"]),
                     "corruption": "p=0.10 random label, p=0.03 swap with next char; seed 7", "repeats": args.repeats,
                     "batched_update_sentences": args.batch},
         "seconds": med,

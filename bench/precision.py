@@ -27,11 +27,7 @@ PRECISIONS = ("32-true", "bf16-mixed")
 def cpu_facts() -> dict:
     import torch
 
-    flags = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
+    _, flags = common.cpu_flags()
     facts = {
         "mkldnn_available": torch.backends.mkldnn.is_available(),
         "mkldnn_enabled": torch.backends.mkldnn.enabled,
@@ -49,15 +45,43 @@ def cpu_facts() -> dict:
 
 
 def fit(args, precision: str, model_dir: Path) -> dict:
-    from bench.accuracy import cli_args, per_epoch, run_fit
-
     root = common.WORK / ("quick-precision" if args.quick else "precision") / precision
-    cmd = [sys.executable, "-m", "ner_lit", "fit"] + cli_args(args, model_dir, root) + ["--trainer.precision", precision]
+    cmd = [sys.executable, "-m", "ner_lit", "fit"] + common.reference_fit_args(args, model_dir, root)
+    cmd += ["--trainer.precision", precision]
     if not args.quick:
         cmd += ["--trainer.max_epochs", str(args.epochs)]
-    wall, version = run_fit(cmd, root, f"precision {precision}")
-    epochs = per_epoch(version)
+    wall, version = common.run_fit(cmd, root, f"precision {precision}")
+    epochs = common.per_epoch(version)
     return {"fit_wall_s": wall, "per_epoch": epochs, "final": epochs[-1], "source": "this run"}
+
+
+def previous(args) -> dict:
+    """The precision.json an earlier run wrote, if any."""
+    path = common.results_dir(args) / "precision.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def throughput(args, model_dir: Path) -> dict:
+    """CPU facts, matmul rates and training sentences/s per precision, rounds interleaved."""
+    from bench import systems
+
+    out: dict = {"cpu": cpu_facts()}
+    # Without native bf16 a bf16 matmul is emulated and far too slow to time: skip it (recorded as None).
+    native_bf16 = out["cpu"].get("is_mkldnn_bf16_supported") is True
+    out["matmul_gflops_2048"] = {dt: common.matmul_gflops(dtype=dt, repeats=8) if dt == "float32" or native_bf16
+                                 else None for dt in ("float32", "bfloat16")}
+    rounds: dict[str, list[dict]] = {p: [] for p in PRECISIONS}
+    for r in range(args.rounds):
+        for p in PRECISIONS:
+            clock = systems.Clock()
+            systems.ner_lit_train(args, model_dir, args.warmup + args.window, clock, precision=p, seed=common.SEED + r)
+            rounds[p].append(clock.window(args.warmup))
+        print(f"round {r}: " + ", ".join(f"{p} {v[-1]['sentences_per_s']:.1f}/s" for p, v in rounds.items()), flush=True)
+    med = {p: common.median([x["sentences_per_s"] for x in v]) for p, v in rounds.items()}
+    out.update({"setting": {"rounds": args.rounds, "warmup_steps": args.warmup, "timed_steps": args.window,
+                            "epochs": 1 if args.quick else args.epochs},
+                "sentences_per_s": med, "rounds": rounds, "bf16_speedup": med["bf16-mixed"] / med["32-true"]})
+    return out
 
 
 def main() -> None:
@@ -73,43 +97,21 @@ def main() -> None:
     if args.quick:
         args.rounds, args.warmup, args.window, args.no_fit = 1, 1, 2, True
     common.quiet()
-    from bench import systems
-
     record = common.start_record("precision", args)
     model_dir = common.reference_model(args)
-    previous = common.results_dir(args) / "precision.json"
+    old = previous(args)
     if args.fit_only:
-        if previous.is_file():
-            old = json.loads(previous.read_text())
+        if old:
             record.update({k: v for k, v in old.items() if k not in ("accuracy", "bf16_minus_fp32", "machine", "date", "command")})
             record["throughput_measured"] = {"date": old.get("date"), "command": old.get("command"), "machine": old.get("machine")}
         fit_all(args, record, model_dir)
         return
-    if args.no_fit and previous.is_file():  # throughput only: keep the earlier training runs
-        old = json.loads(previous.read_text())
-        for k in ("accuracy", "bf16_minus_fp32"):
-            if k in old:
-                record[k] = old[k]
-    record["cpu"] = cpu_facts()
-    # Without native bf16 a bf16 matmul is emulated and far too slow to time: skip it (recorded as None).
-    native_bf16 = record["cpu"].get("is_mkldnn_bf16_supported") is True
-    record["matmul_gflops_2048"] = {dt: common.matmul_gflops(dtype=dt, repeats=8) if dt == "float32" or native_bf16
-                                    else None for dt in ("float32", "bfloat16")}
-    rounds: dict[str, list[dict]] = {p: [] for p in PRECISIONS}
-    for r in range(args.rounds):
-        for p in PRECISIONS:
-            clock = systems.Clock()
-            systems.ner_lit_train(args, model_dir, args.warmup + args.window, clock, precision=p, seed=common.SEED + r)
-            rounds[p].append(clock.window(args.warmup))
-        print(f"round {r}: " + ", ".join(f"{p} {v[-1]['sentences_per_s']:.1f}/s" for p, v in rounds.items()), flush=True)
-    med = {p: common.median([x["sentences_per_s"] for x in v]) for p, v in rounds.items()}
-    record.update({"setting": {"rounds": args.rounds, "warmup_steps": args.warmup, "timed_steps": args.window,
-                               "epochs": 1 if args.quick else args.epochs},
-                   "sentences_per_s": med, "rounds": rounds, "bf16_speedup": med["bf16-mixed"] / med["32-true"]})
+    if args.no_fit:  # throughput only: keep the earlier training runs
+        record.update({k: old[k] for k in ("accuracy", "bf16_minus_fp32") if k in old})
+    record.update(throughput(args, model_dir))
     common.write_record(record, args)
-    if args.no_fit:
-        return
-    fit_all(args, record, model_dir)
+    if not args.no_fit:
+        fit_all(args, record, model_dir)
 
 
 def fit_all(args, record: dict, model_dir: Path) -> None:

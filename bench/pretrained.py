@@ -1,12 +1,12 @@
 """A real pretrained encoder end to end: ner_lit vs the Hugging Face Trainer recipe, then serving.
 
-The model is multilingual-e5-small (BERT 12 x 384, XLM-R vocabulary, 117.5 M weights, 96 M
-of them word embeddings) built offline by ../shared/tools/pretrained-me5/build.py into
-bench/work/me5; the data KLUE-NER train.tsv -> dev.tsv; every hyperparameter is
-configs/me5.yaml's (lr 2e-4, head lr 2e-3, weight decay 0.01, warmup 0.1 then linear decay,
-gradient norm clipped at 1.0 (the Trainer's max_grad_norm default),
-frozen word embeddings, bf16-mixed (both fall back to 32-true on a CPU without native bf16, as
-ner_lit does), batch 16, max_length 128, stride 32, seed 7; epochs ``--epochs``, default the config's). Each system trains in its own child process:
+The model is multilingual-e5-small (BERT 12 x 384, XLM-R vocabulary, most of its weights word
+embeddings) built offline by ../shared/tools/pretrained-me5/build.py into bench/work/me5; the
+data KLUE-NER train.tsv -> dev.tsv; every hyperparameter is configs/me5.yaml's (learning rates,
+weight decay, warmup then linear decay, gradient norm clipping, frozen word embeddings,
+bf16-mixed: both fall back to 32-true on a CPU without native bf16, as ner_lit does; batch,
+max_length, stride, seed; epochs ``--epochs``, default the config's). Each system trains in its
+own child process:
 
 * ``ner_lit``: ``python -m ner_lit fit --config configs/me5.yaml`` (validation on dev.tsv every
   epoch, best + last checkpoints, the hf_model export), then ``python -m ner_lit test
@@ -14,8 +14,8 @@ ner_lit does), batch 16, max_length 128, stride 32, seed 7; epochs ``--epochs``,
 * ``hf_trainer``: the run_ner.py recipe (bench/systems.py's ``hf_train``): the same windows and
   token labels (each token takes its first character's tag, -100 on specials and padding),
   ``DataCollatorForTokenClassification``, AdamW with the head at its own rate (Trainer's
-  decay / no-decay groups split into encoder and head; its default implementation with
-  torch >= 2.8, ``adamw_torch_fused``, as ner_lit's default ``--model.adamw fused``), word embeddings frozen, ``bf16=True``
+  decay / no-decay groups split into encoder and head; its default implementation,
+  ``adamw_torch_fused``, as ner_lit's default ``--model.adamw fused``), word embeddings frozen, ``bf16=True``
   on the CPU (where ner_lit trains in bf16), linear schedule with the same warmup steps; ``save_model`` at the end; then
   ``Trainer.predict`` on dev.tsv, each sentence's tokens decoded back to characters and scored
   with scikit-learn macro F1 + seqeval strict IOB2, the official definitions ner_lit's metrics
@@ -23,15 +23,16 @@ ner_lit does), batch 16, max_length 128, stride 32, seed 7; epochs ``--epochs``,
 
 Per system: training sentences/s (train sentences x epochs / the time from each epoch's start
 to its last optimizer step, bench/train_clock.py: model building, validation and checkpoint
-writing excluded), the child's peak RSS (``os.wait4``), dev F1c / F1e, bytes written.
+writing excluded), the child's own peak RSS (bench/common.py's ``run_child``), dev F1c / F1e,
+bytes written.
 
 Serving (the ner_lit run's best checkpoint): ``python -m ner_lit serve`` against the naive way,
 ``transformers.pipeline("token-classification")`` in a plain Flask app run one request at a time
 (its export's weights): start-up time to the first answer, resident memory, then
-bench/serve_bench.py's load (keep-alive clients of this process, rounds interleaved):
-1-client p50 latency and 8-client requests/s.
+bench/serve_bench.py's load (bench/serve_clients.py: keep-alive clients of this process, rounds
+interleaved): 1-client p50 latency and 8-client requests/s.
 
-    python bench/pretrained.py [--epochs N] [--rounds 3] [--max-seconds 20]   # ~25 min idle
+    python bench/pretrained.py [--epochs N] [--rounds 3] [--max-seconds 20]
     python bench/pretrained.py --quick   # 64 + 64 sentences, 1 epoch, short load: a smoke run
 
 Results: bench/results/pretrained.json and pretrained.md; ``--quick`` writes to
@@ -39,29 +40,29 @@ bench/work/quick-results and never touches bench/results.
 """
 from __future__ import annotations
 
+import argparse
 import gc
 import http.client
 import json
 import math
-import os
-import shlex
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench import common  # noqa: E402
-from bench.train_clock import write_json  # noqa: E402
+from bench.common import rel  # noqa: E402
 
 CONFIG = REPO / "configs" / "me5.yaml"
 QUICK_SENTENCES = 64
 SERVE_SENTENCES = 300
 QUICK_SERVE_SENTENCES = 16
 CLIENTS = (1, 8)
+MIB = 1024 * 1024
 TARGETS = {
     "F1e": "ner_lit dev F1e >= HF Trainer's",
     "train_speed": "ner_lit training sentences/s >= 1.5x HF Trainer's",
@@ -69,78 +70,6 @@ TARGETS = {
     "serve_p50": "1 client: ner_lit serve p50 <= 0.5x naive",
     "serve_throughput": "8 clients: ner_lit serve req/s >= 3x naive",
 }
-
-
-# ================================================================================ plumbing
-def recipe() -> dict[str, Any]:
-    import yaml
-
-    return yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
-
-
-def precision(cfg: dict[str, Any]) -> str:
-    """The precision both sides train in: the recipe's, unless ner_lit falls back to 32-true because
-    this CPU has no native bf16 (emulated bf16 is several times slower than fp32). The Trainer gets
-    the same, or the comparison would be emulated bf16 against fp32."""
-    from ner_lit.cli.lightning import cpu_supports_bf16
-
-    wanted = str(cfg["trainer"].get("precision", "32-true"))
-    return "32-true" if wanted.startswith("bf16") and not cpu_supports_bf16() else wanted
-
-
-def me5_dir(args) -> Path:
-    """bench/work/me5, built by the shared tool (byte-identical every time) if missing."""
-    out = common.WORK / "me5"
-    if not (out / "config.json").is_file():
-        tool = Path(args.shared) / "tools" / "pretrained-me5" / "build.py"
-        if not tool.is_file():
-            sys.exit(f"{tool} not found: pass --shared <the workplace's shared folder>")
-        cache = args.cache or (REPO / "test-artifacts" / "pretrained-me5-cache")
-        if args.cache is None and not cache.is_dir():
-            cache = common.WORK / "me5-cache"
-        subprocess.run([sys.executable, str(tool), "--out", str(out), "--cache", str(cache)], check=True)
-    return out
-
-
-def data_dir(args, work: Path) -> Path:
-    """KLUE-NER in place, or (--quick) the first QUICK_SENTENCES sentences of train and dev."""
-    src = common.klue_dir(args)
-    if not args.quick:
-        return src
-    from ner_lit.corpus.klue import read_klue_tsv, write_klue_tsv
-
-    out = work / "data"
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("train.tsv", "dev.tsv"):
-        write_klue_tsv(read_klue_tsv(src / name)[:QUICK_SENTENCES], out / name, overwrite=True)
-    return out
-
-
-def run_child(cmd: list[str], log: Path, env: Optional[dict] = None) -> dict[str, Any]:
-    """Run ``cmd`` to its end: wall time and the peak resident memory of that child alone
-    (``os.wait4``'s rusage, which covers the child and whatever it waited for)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=out, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
-        raise SystemExit(f"{shown(cmd)} failed ({proc.returncode}), log {log}:\n{tail}")
-    return {"wall_s": wall, "peak_rss_bytes": usage.ru_maxrss * 1024, "command": shown(cmd), "log": rel(log)}
-
-
-def shown(cmd: list[str]) -> str:
-    return " ".join(shlex.quote(c) for c in ["python"] + cmd[1:]).replace(str(REPO) + "/", "")
-
-
-def rel(path: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(REPO))
-    except ValueError:
-        return str(path)
 
 
 def tree_bytes(root: Path) -> dict[str, int]:
@@ -151,51 +80,26 @@ def tree_bytes(root: Path) -> dict[str, int]:
             "hf_model": sum(p.stat().st_size for p in files if "hf_model" in p.relative_to(root).parts)}
 
 
-class Phases:
-    """Load averages before and after each phase, and its wall time."""
-
-    def __init__(self) -> None:
-        self.record: dict[str, dict[str, Any]] = {}
-
-    def run(self, name: str, fn):
-        before = list(os.getloadavg())
-        print(f"[{time.strftime('%H:%M:%S')}] {name} (load {before[0]:.2f}) ...", flush=True)
-        t0 = time.perf_counter()
-        out = fn()
-        self.record[name] = {"load_average_before": before, "load_average_after": list(os.getloadavg()),
-                             "wall_s": time.perf_counter() - t0}
-        print(f"[{time.strftime('%H:%M:%S')}] {name} done in {self.record[name]['wall_s']:.0f} s", flush=True)
-        return out
-
-
 # ================================================================================ ner_lit
-def ner_lit_common(args, model_dir: Path, data: Path, root: Path) -> list[str]:
+def ner_lit_args(model_dir: Path, data: Path, work: Path) -> list[str]:
     return ["--config", str(CONFIG), "--model.pretrained", str(model_dir), "--data.tokenizer", str(model_dir),
-            "--data.data_dir", str(data), "--data.cache_dir", str(root.parent / "cache"),
-            "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"]
+            "--data.data_dir", str(data), "--data.cache_dir", str(work / "cache")]
 
 
 def ner_lit_fit(args, model_dir: Path, data: Path, work: Path) -> dict[str, Any]:
     root = work / "ner_lit"
-    shutil.rmtree(root, ignore_errors=True)
-    clock_file = work / "ner_lit-train-clock.json"
-    clock_file.unlink(missing_ok=True)
-    clock = json.dumps({"class_path": "bench.train_clock.LightningTrainClock", "init_args": {"out": str(clock_file)}})
-    cmd = [sys.executable, "-m", "ner_lit", "fit", *ner_lit_common(args, model_dir, data, root),
-           "--trainer.max_epochs", str(args.epochs), f"--trainer.callbacks+={clock}"]
-    if args.quick:
-        cmd += ["--trainer.log_every_n_steps", "1"]
-    run = run_child(cmd, work / "logs" / "ner_lit-fit.log")
-    run["clock"] = json.loads(clock_file.read_text(encoding="utf-8"))
+    fit_args = [*ner_lit_args(model_dir, data, work), "--trainer.max_epochs", str(args.epochs)]
+    run = common.clocked_fit(fit_args, root, "ner_lit", work, args.quick)
     run["bytes_written"] = tree_bytes(root)
     return run
 
 
 def ner_lit_test(args, model_dir: Path, data: Path, work: Path) -> dict[str, Any]:
     root = work / "ner_lit"
-    cmd = [sys.executable, "-m", "ner_lit", "test", *ner_lit_common(args, model_dir, data, root),
+    cmd = [sys.executable, "-m", "ner_lit", "test", *ner_lit_args(model_dir, data, work),
+           "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
            "--ckpt_path", "best", "--data.test_file", "dev.tsv"]
-    run = run_child(cmd, work / "logs" / "ner_lit-test.log")
+    run = common.run_child(cmd, work / "logs" / "ner_lit-test.log")
     report = sorted(root.glob("version_*/test/**/test_report.json"))
     if not report:
         raise SystemExit(f"ner_lit test wrote no test_report.json under {root}")
@@ -211,12 +115,12 @@ def hf_fit(args, model_dir: Path, data: Path, work: Path, cfg: dict[str, Any]) -
     out.mkdir(parents=True)
     settings = {"model_dir": str(model_dir), "data_dir": str(data), "out": str(out), "epochs": args.epochs,
                 "cache_dir": str(work / "cache"), "seed": cfg["seed_everything"], **cfg["model"], **cfg["data"],
-                "bf16": precision(cfg) == "bf16-mixed",
+                "bf16": common.training_precision(cfg) == "bf16-mixed",
                 "max_grad_norm": float(cfg["trainer"].get("gradient_clip_val") or 0.0)}  # 0: Trainer clips nothing
     settings["data_dir"] = str(data)
-    write_json(out / "settings.json", settings)
+    common.write_json(out / "settings.json", settings)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_hf-train", str(out / "settings.json")]
-    run = run_child(cmd, work / "logs" / "hf_trainer.log")
+    run = common.run_child(cmd, work / "logs" / "hf_trainer.log")
     run.update(json.loads((out / "result.json").read_text(encoding="utf-8")))
     run["bytes_written"] = tree_bytes(out / "trainer") | {"hf_model": tree_bytes(out / "hf_model")["total"]}
     run["bytes_written"]["total"] += run["bytes_written"]["hf_model"]
@@ -233,9 +137,10 @@ def hf_train_child(settings_file: Path) -> None:
     common.quiet()
     s = json.loads(settings_file.read_text(encoding="utf-8"))
     out = Path(s["out"])
+    # token tagging whatever the recipe's: the Trainer's collator and model take one label per token
     dm = NERDataModule(data_dir=s["data_dir"], train_file=s["train_file"], val_file=s["val_file"],
                        tokenizer=s["model_dir"], max_length=s["max_length"], stride=s["stride"],
-                       batch_size=s["batch_size"], cache_dir=s["cache_dir"])
+                       batch_size=s["batch_size"], cache_dir=s["cache_dir"], tagging="token")
     dm.setup("fit")
     steps_per_epoch = math.ceil(len(dm.train_windows) / s["batch_size"])
     warmup = int(steps_per_epoch * s["epochs"] * s["warmup_ratio"])  # as NERModel: int(total * warmup_ratio)
@@ -255,8 +160,23 @@ def hf_train_child(settings_file: Path) -> None:
     t0 = time.perf_counter()
     score = eval_speed.run_hf(None, out / "hf_model", out / "hf_model", labels, sentences)
     score["wall_s"] = time.perf_counter() - t0
-    write_json(out / "result.json", {"clock": clock.clock.record(), "train_windows": len(dm.train_windows),
-                                     "warmup_steps": warmup, "predict": score, "F1c": score["F1c"], "F1e": score["F1e"]})
+    common.write_json(out / "result.json", {"clock": clock.clock.record(), "train_windows": len(dm.train_windows),
+                                            "warmup_steps": warmup, "predict": score, "F1c": score["F1c"],
+                                            "F1e": score["F1e"]})
+
+
+def training(args, phases: common.Phases, model_dir: Path, data: Path, work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Both systems trained and scored, one after the other: ``{"ner_lit": ..., "hf_trainer": ...}``."""
+    from ner_lit.corpus.klue import read_klue_tsv
+
+    n_train = len(read_klue_tsv(data / "train.tsv"))
+    ner = phases.run("ner_lit fit", lambda: ner_lit_fit(args, model_dir, data, work))
+    ner["test"] = phases.run("ner_lit test", lambda: ner_lit_test(args, model_dir, data, work))
+    ner.update(F1c=ner["test"]["F1c"], F1e=ner["test"]["F1e"])
+    hf = phases.run("hf_trainer fit + predict", lambda: hf_fit(args, model_dir, data, work, cfg))
+    for side in (ner, hf):
+        side["sentences_per_s"] = n_train * side["clock"]["epochs"] / side["clock"]["train_s"]
+    return {"ner_lit": ner, "hf_trainer": hf}
 
 
 # ================================================================================ serving
@@ -265,7 +185,7 @@ def naive_pipeline_child(model_dir: str) -> None:
     import flask
     from transformers import pipeline
 
-    from bench import serve_bench
+    from bench.serve_clients import serve_app, text_of
 
     common.quiet()
     nlp = pipeline("token-classification", model=model_dir, tokenizer=model_dir, device="cpu")
@@ -273,77 +193,70 @@ def naive_pipeline_child(model_dir: str) -> None:
 
     @app.route("/api", methods=["POST"])
     def api():
-        body = flask.request.get_json(force=True)
-        text = body["text"] if isinstance(body, dict) else body
+        text = text_of(flask.request.get_json(force=True))
         result = [{"token": r["word"], "label": r["entity"], "prob": float(r["score"]), "start": r["start"], "end": r["end"]}
                   for r in nlp(text)]
         return flask.jsonify(text=text, result=result)
 
-    serve_bench.serve_app(app, "flask")
+    serve_app(app, "flask")
 
 
-def first_answer(port: int, text: str) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    conn.request("POST", "/api", body=json.dumps(text, ensure_ascii=False).encode("utf-8"),
-                 headers={"Content-Type": "application/json"})
-    resp = conn.getresponse()
-    body = resp.read()
+def start_server(name: str, argv: list[str], logs: Path, text: str) -> tuple[Any, dict[str, Any]]:
+    """One server started alone on the machine, up to its first answer: the server and its start-up facts."""
+    from bench.serve_clients import Server, post
+
+    t0 = time.perf_counter()
+    server = Server(name, argv, logs, startup_timeout_s=600)
+    server.wait_ready()
+    listening = time.perf_counter() - t0
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=300)
+    status, body = post(conn, text)
     conn.close()
-    if resp.status != 200:
-        raise SystemExit(f"first request answered {resp.status}: {body[:300]!r}")
-
-
-def memory_of(pid: int) -> dict[str, int]:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key = line.split(":", 1)[0]
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(line.split()[1]) * 1024
-    return out
+    if status != 200:
+        server.stop()
+        raise SystemExit(f"{name}: first request answered {status}: {body[:300]!r}")
+    return server, {"command": common.shown(argv), "listening_s": listening, "first_answer_s": time.perf_counter() - t0,
+                    "memory_after_start": common.proc_status(server.proc.pid)}
 
 
 def serve_phase(args, best: Path, hf_model: Path, work: Path) -> dict[str, Any]:
-    from bench import serve_bench
+    from bench.serve_clients import measure, run_rounds, summarize_all
 
     n = QUICK_SERVE_SENTENCES if args.quick else SERVE_SENTENCES
-    texts = serve_bench.read_texts(Path(args.shared), n)
+    texts = common.dev_texts(args, n)
     argvs = {
         "ner_lit": [sys.executable, "-m", "ner_lit", "serve", "--ckpt_path", str(best), "--host", "127.0.0.1", "--port", "0"],
         "naive": [sys.executable, str(Path(__file__).resolve()), "--_naive-serve", str(hf_model)],
     }
     servers: dict[str, Any] = {}
     facts: dict[str, Any] = {}
-    raw: dict[str, dict[int, list]] = {name: {c: [] for c in CLIENTS} for name in argvs}
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     try:
         for name, argv in argvs.items():  # one at a time: each start-up alone on the machine
-            t0 = time.perf_counter()
-            servers[name] = serve_bench.Server(name, argv, logs, startup_timeout_s=600)
-            servers[name].wait_ready()
-            listening = time.perf_counter() - t0
-            first_answer(servers[name].port, texts[0])
-            facts[name] = {"command": shown(argv), "listening_s": listening, "first_answer_s": time.perf_counter() - t0,
-                           "memory_after_start": memory_of(servers[name].proc.pid)}
+            servers[name], facts[name] = start_server(name, argv, logs, texts[0])
         for s in servers.values():  # warm-up
-            serve_bench.measure(s, texts, max(CLIENTS), 3, args.max_seconds)
-        for r in range(args.rounds):
-            for c in CLIENTS:
-                for name, s in servers.items():
-                    rec = serve_bench.measure(s, texts, c, n, args.max_seconds)
-                    print(f"round {r + 1}/{args.rounds} {name:8s} clients={c}: {rec['requests_per_s']:6.1f} req/s  "
-                          f"p50 {rec['p50_ms']:7.1f} ms  errors {rec['errors']}  other CPU {rec['other_cpu_cores']:.2f}", flush=True)
-                    lat = rec.pop("_lat")
-                    raw[name][c].append((rec, lat))
+            measure(s, texts, max(CLIENTS), 3, args.max_seconds)
+        raw = run_rounds(servers, texts, CLIENTS, args.rounds, n, args.max_seconds)
         for name, s in servers.items():
-            facts[name]["memory_at_end"] = memory_of(s.proc.pid)
+            facts[name]["memory_at_end"] = common.proc_status(s.proc.pid)
     finally:
         for s in servers.values():
             s.stop()
-    results = {name: {str(c): serve_bench.summarize([x for x, _ in raw[name][c]], [lat for _, lat in raw[name][c]])
-                      for c in CLIENTS} for name in argvs}
     return {"sentences": n, "rounds": args.rounds, "clients": list(CLIENTS), "max_seconds_per_measurement": args.max_seconds,
-            "servers": facts, "results": results}
+            "servers": facts, "results": summarize_all(raw)}
+
+
+def serving(args, phases: common.Phases, work: Path) -> dict[str, Any]:
+    """The ner_lit run's best checkpoint served against the pipeline app on its export."""
+    from ner_lit.checkpoint.runs import resolve_checkpoint
+
+    best = resolve_checkpoint("best", work / "ner_lit")
+    hf_model = next(iter(sorted((work / "ner_lit").glob("version_*/hf_model"))))
+    out = phases.run("serving", lambda: serve_phase(args, best, hf_model, work))
+    out["checkpoint"] = rel(best)
+    out["naive_model"] = rel(hf_model)
+    return out
 
 
 # ================================================================================ verdicts
@@ -364,16 +277,54 @@ def targets(rec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def markdown(rec: dict[str, Any]) -> str:
-    m, t = rec["machine"], rec["targets"]
+def _met(t: dict[str, Any], key: str) -> str:
+    return "met" if t[key]["met"] else "**not met**"
+
+
+def _training_table(rec: dict[str, Any]) -> list[str]:
+    t = rec["targets"]
     ner, hf = rec["training"]["ner_lit"], rec["training"]["hf_trainer"]
+    nb, hb = ner["bytes_written"], hf["bytes_written"]
+    return [
+        "| training | ner_lit | HF Trainer | ner_lit / HF | target | |",
+        "| --- | ---: | ---: | ---: | --- | --- |",
+        f"| sentences/s (train sentences x epochs / time in epochs) | {ner['sentences_per_s']:.2f} | {hf['sentences_per_s']:.2f} "
+        f"| {t['train_speed']['ratio']:.2f}x | >= 1.5x | {_met(t, 'train_speed')} |",
+        f"| training time, s (epochs only) | {ner['clock']['train_s']:.0f} | {hf['clock']['train_s']:.0f} | | | |",
+        f"| whole training process, s | {ner['wall_s']:.0f} | {hf['wall_s']:.0f} | | | |",
+        f"| peak RSS of the training process, MiB | {ner['peak_rss_bytes'] / MIB:.0f} | {hf['peak_rss_bytes'] / MIB:.0f} "
+        f"| {t['train_rss']['ratio']:.2f}x | <= 1x | {_met(t, 'train_rss')} |",
+        f"| dev F1c (official) | {ner['F1c']:.2f} | {hf['F1c']:.2f} | | | |",
+        f"| dev F1e (official) | {ner['F1e']:.2f} | {hf['F1e']:.2f} | {ner['F1e'] - hf['F1e']:+.2f} | >= HF | {_met(t, 'F1e')} |",
+        f"| bytes written, MiB (all / checkpoints / hf_model) | {nb['total'] / MIB:.0f} / {nb['checkpoints'] / MIB:.0f} / "
+        f"{nb['hf_model'] / MIB:.0f} | {hb['total'] / MIB:.0f} / {hb['checkpoints'] / MIB:.0f} / {hb['hf_model'] / MIB:.0f} | | | |",
+        f"| dev evaluation, s (`ner_lit test` process / Trainer.predict + scoring) | {ner['test']['wall_s']:.1f} "
+        f"| {hf['predict']['wall_s']:.1f} | | | |",
+    ]
+
+
+def _serving_table(rec: dict[str, Any]) -> list[str]:
+    t = rec["targets"]
     srv, facts = rec["serving"]["results"], rec["serving"]["servers"]
     lo, hi = str(min(CLIENTS)), str(max(CLIENTS))
-    mb = 1024 * 1024
+    end = {name: facts[name]["memory_at_end"] for name in ("ner_lit", "naive")}
+    return [
+        "| serving | ner_lit serve | naive (pipeline + Flask) | ner_lit / naive | target | |",
+        "| --- | ---: | ---: | ---: | --- | --- |",
+        f"| start-up to first answer, s | {facts['ner_lit']['first_answer_s']:.1f} | {facts['naive']['first_answer_s']:.1f} | | | |",
+        f"| resident memory after the load, MiB (peak) | {end['ner_lit']['VmRSS'] / MIB:.0f} "
+        f"({end['ner_lit']['VmHWM'] / MIB:.0f}) | {end['naive']['VmRSS'] / MIB:.0f} ({end['naive']['VmHWM'] / MIB:.0f}) | | | |",
+        f"| {lo} client: p50 latency, ms | {srv['ner_lit'][lo]['p50_ms']:.1f} | {srv['naive'][lo]['p50_ms']:.1f} "
+        f"| {t['serve_p50']['ratio']:.2f}x | <= 0.5x | {_met(t, 'serve_p50')} |",
+        f"| {hi} clients: requests/s | {srv['ner_lit'][hi]['requests_per_s']:.1f} | {srv['naive'][hi]['requests_per_s']:.1f} "
+        f"| {t['serve_throughput']['ratio']:.2f}x | >= 3x | {_met(t, 'serve_throughput')} |",
+    ]
 
-    def met(key: str) -> str:
-        return "met" if t[key]["met"] else "**not met**"
 
+def markdown(rec: dict[str, Any]) -> str:
+    m, st = rec["machine"], rec["setting"]
+    fallback = ("" if st["precision_used"] == st["trainer"].get("precision")
+                else " (this CPU has no native bf16: ner_lit falls back to 32-true, the Trainer is run alike)")
     lines = [
         f"# multilingual-e5-small on KLUE-NER: ner_lit vs HF Trainer{' (QUICK: smoke run, figures mean nothing)' if rec['quick'] else ''}",
         "",
@@ -381,43 +332,17 @@ def markdown(rec: dict[str, Any]) -> str:
         f"lightning {m['lightning']} · load average at start {m['load_average_at_start'][0]:.2f}, "
         f"at end {m['load_average_at_end'][0]:.2f}",
         "",
-        f"configs/me5.yaml, {rec['setting']['epochs']} epoch(s), {rec['setting']['train_sentences']} train -> "
-        f"{rec['setting']['dev_sentences']} dev sentences, precision {rec['setting']['precision_used']} for both"
-        f"{'' if rec['setting']['precision_used'] == rec['setting']['trainer'].get('precision') else ' (this CPU has no native bf16: ner_lit falls back to 32-true, the Trainer is run alike)'}"
-        ", frozen word embeddings, batch 16, seed 7.",
+        f"configs/me5.yaml, {st['epochs']} epoch(s), {st['train_sentences']} train -> {st['dev_sentences']} dev sentences, "
+        f"precision {st['precision_used']} for both{fallback}, frozen word embeddings, batch 16, seed 7.",
         "",
-        "| training | ner_lit | HF Trainer | ner_lit / HF | target | |",
-        "| --- | ---: | ---: | ---: | --- | --- |",
-        f"| sentences/s (train sentences x epochs / time in epochs) | {ner['sentences_per_s']:.2f} | {hf['sentences_per_s']:.2f} "
-        f"| {t['train_speed']['ratio']:.2f}x | >= 1.5x | {met('train_speed')} |",
-        f"| training time, s (epochs only) | {ner['clock']['train_s']:.0f} | {hf['clock']['train_s']:.0f} | | | |",
-        f"| whole training process, s | {ner['wall_s']:.0f} | {hf['wall_s']:.0f} | | | |",
-        f"| peak RSS of the training process, MiB | {ner['peak_rss_bytes'] / mb:.0f} | {hf['peak_rss_bytes'] / mb:.0f} "
-        f"| {t['train_rss']['ratio']:.2f}x | <= 1x | {met('train_rss')} |",
-        f"| dev F1c (official) | {ner['F1c']:.2f} | {hf['F1c']:.2f} | | | |",
-        f"| dev F1e (official) | {ner['F1e']:.2f} | {hf['F1e']:.2f} | {ner['F1e'] - hf['F1e']:+.2f} | >= HF | {met('F1e')} |",
-        f"| bytes written, MiB (all / checkpoints / hf_model) | {ner['bytes_written']['total'] / mb:.0f} / "
-        f"{ner['bytes_written']['checkpoints'] / mb:.0f} / {ner['bytes_written']['hf_model'] / mb:.0f} "
-        f"| {hf['bytes_written']['total'] / mb:.0f} / {hf['bytes_written']['checkpoints'] / mb:.0f} / "
-        f"{hf['bytes_written']['hf_model'] / mb:.0f} | | | |",
-        f"| dev evaluation, s (`ner_lit test` process / Trainer.predict + scoring) | {ner['test']['wall_s']:.1f} "
-        f"| {hf['predict']['wall_s']:.1f} | | | |",
+        *_training_table(rec),
         "",
-        "| serving | ner_lit serve | naive (pipeline + Flask) | ner_lit / naive | target | |",
-        "| --- | ---: | ---: | ---: | --- | --- |",
-        f"| start-up to first answer, s | {facts['ner_lit']['first_answer_s']:.1f} | {facts['naive']['first_answer_s']:.1f} | | | |",
-        f"| resident memory after the load, MiB (peak) | {facts['ner_lit']['memory_at_end']['VmRSS'] / mb:.0f} "
-        f"({facts['ner_lit']['memory_at_end']['VmHWM'] / mb:.0f}) | {facts['naive']['memory_at_end']['VmRSS'] / mb:.0f} "
-        f"({facts['naive']['memory_at_end']['VmHWM'] / mb:.0f}) | | | |",
-        f"| {lo} client: p50 latency, ms | {srv['ner_lit'][lo]['p50_ms']:.1f} | {srv['naive'][lo]['p50_ms']:.1f} "
-        f"| {t['serve_p50']['ratio']:.2f}x | <= 0.5x | {met('serve_p50')} |",
-        f"| {hi} clients: requests/s | {srv['ner_lit'][hi]['requests_per_s']:.1f} | {srv['naive'][hi]['requests_per_s']:.1f} "
-        f"| {t['serve_throughput']['ratio']:.2f}x | >= 3x | {met('serve_throughput')} |",
+        *_serving_table(rec),
         "",
         f"Load: the first {rec['serving']['sentences']} dev sentences, {rec['serving']['rounds']} interleaved round(s), "
-        f"each measurement bounded by {rec['serving']['max_seconds_per_measurement']:g} s (bench/serve_bench.py's clients). "
+        f"each measurement bounded by {rec['serving']['max_seconds_per_measurement']:g} s (bench/serve_clients.py's clients). "
         "Training time counts each epoch from its start to its last optimizer step (validation, checkpoints and "
-        "model building excluded); peak RSS is the child process's (os.wait4), validation (ner_lit) and "
+        "model building excluded); peak RSS is the child process's own (GNU time), validation (ner_lit) and "
         "prediction (HF) included.",
         "",
         f"Command: `{rec['command']}`",
@@ -426,22 +351,33 @@ def markdown(rec: dict[str, Any]) -> str:
 
 
 # ================================================================================ main
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = common.parser(__doc__)
     ap.add_argument("--epochs", type=int, default=None, help="training epochs (default: configs/me5.yaml's; 1 with --quick)")
     ap.add_argument("--cache", type=Path, default=None,
                     help="wheel cache of the me5 build (default test-artifacts/pretrained-me5-cache if present, else bench/work/me5-cache)")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved serving rounds (default 3; 1 with --quick)")
     ap.add_argument("--max-seconds", type=float, default=None, help="bound of one serving measurement (default 20; 10 with --quick)")
-    ap.add_argument("--_hf-train", type=Path, default=None, help=argparse_suppress())
-    ap.add_argument("--_naive-serve", default=None, help=argparse_suppress())
-    args = ap.parse_args()
+    ap.add_argument("--_hf-train", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--_naive-serve", default=None, help=argparse.SUPPRESS)
+    return ap.parse_args()
+
+
+def setting(args, cfg: dict[str, Any], model_dir: Path, data: Path) -> dict[str, Any]:
+    from ner_lit.corpus.klue import read_klue_tsv
+
+    return {"config": rel(CONFIG), "epochs": args.epochs, "train_sentences": len(read_klue_tsv(data / "train.tsv")),
+            "dev_sentences": len(read_klue_tsv(data / "dev.tsv")), "model": rel(model_dir), "data": rel(data),
+            "precision_used": common.training_precision(cfg), **{k: cfg[k] for k in ("trainer", "model", "data")}}
+
+
+def main() -> None:
+    args = parse_args()
     if args._hf_train:
         return hf_train_child(args._hf_train)
     if args._naive_serve:
         return naive_pipeline_child(args._naive_serve)
-
-    cfg = recipe()
+    cfg = common.recipe(CONFIG)
     args.shared = Path(args.shared).resolve()
     args.epochs = args.epochs or (1 if args.quick else int(cfg["trainer"]["max_epochs"]))
     args.rounds = args.rounds or (1 if args.quick else 3)
@@ -451,46 +387,20 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     record = common.start_record("pretrained", args)
     record["machine"]["nproc"] = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    phases = Phases()
-    model_dir = phases.run("build model", lambda: me5_dir(args))
-    data = data_dir(args, work)
-    from ner_lit.corpus.klue import read_klue_tsv
-
-    n_train, n_dev = len(read_klue_tsv(data / "train.tsv")), len(read_klue_tsv(data / "dev.tsv"))
-    record["setting"] = {"config": rel(CONFIG), "epochs": args.epochs, "train_sentences": n_train, "dev_sentences": n_dev,
-                         "model": rel(model_dir), "data": rel(data), "precision_used": precision(cfg),
-                         **{k: cfg[k] for k in ("trainer", "model", "data")}}
-
-    ner = phases.run("ner_lit fit", lambda: ner_lit_fit(args, model_dir, data, work))
-    ner["test"] = phases.run("ner_lit test", lambda: ner_lit_test(args, model_dir, data, work))
-    ner.update(F1c=ner["test"]["F1c"], F1e=ner["test"]["F1e"])
-    hf = phases.run("hf_trainer fit + predict", lambda: hf_fit(args, model_dir, data, work, cfg))
-    for side in (ner, hf):
-        side["sentences_per_s"] = n_train * side["clock"]["epochs"] / side["clock"]["train_s"]
-    record["training"] = {"ner_lit": ner, "hf_trainer": hf}
-
-    from ner_lit.checkpoint.runs import resolve_checkpoint
-
-    best = resolve_checkpoint("best", work / "ner_lit")
-    hf_model = next(iter(sorted((work / "ner_lit").glob("version_*/hf_model"))))
-    record["serving"] = phases.run("serving", lambda: serve_phase(args, best, hf_model, work))
-    record["serving"]["checkpoint"] = rel(best)
-    record["serving"]["naive_model"] = rel(hf_model)
+    phases = common.Phases()
+    model_dir = phases.run("build model", lambda: common.me5_dir(args))
+    data = common.data_dir(args, QUICK_SENTENCES, work / "data")
+    record["setting"] = setting(args, cfg, model_dir, data)
+    record["training"] = training(args, phases, model_dir, data, work, cfg)
+    record["serving"] = serving(args, phases, work)
     record["phases"] = phases.record
     record["targets"] = targets(record)
-    record["machine"]["load_average_at_end"] = list(os.getloadavg())
     results = common.results_dir(args)
+    common.write_record(record, args)
     text = markdown(record)
-    write_json(results / "pretrained.json", record)
-    write_json(results / "pretrained.md", None, text=text)
+    common.write_text(results / "pretrained.md", text)
     print(text)
-    print(f"wrote {results / 'pretrained.json'} and {results / 'pretrained.md'}")
-
-
-def argparse_suppress() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
+    print(f"wrote {results / 'pretrained.md'}")
 
 
 if __name__ == "__main__":

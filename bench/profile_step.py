@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -36,29 +37,15 @@ def top_ops(prof, n: int = 10) -> tuple[list[dict], str, float]:
     return out, table, matmul
 
 
-def main() -> None:
-    ap = common.parser(__doc__)
-    ap.add_argument("--warmup", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=30, help="timed steps (FLOP rate window)")
-    ap.add_argument("--profile-steps", type=int, default=3)
-    args = ap.parse_args()
-    if args.quick:
-        args.warmup, args.steps, args.profile_steps = 1, 2, 1
-    common.quiet()
+def probes(warmup: int, steps: int, profile_steps: int):
+    """Callbacks: ``TrainProbe`` keeps the batches of the timed window and profiles the steps after it;
+    ``EvalProbe`` profiles one validation pass and times it."""
     from lightning.pytorch.callbacks import Callback
     from torch.profiler import ProfilerActivity, profile
-    from torch.utils.flop_counter import FlopCounterMode
 
-    from bench import systems
+    first_prof = warmup + steps
 
-    record = common.start_record("profile_step", args)
-    model_dir = common.reference_model(args)
-    peak_before = common.matmul_gflops() * 1e9
-    ffn_before = common.matmul_gflops(m=32 * 40, k=256, n=1024) * 1e9
-
-    first_prof = args.warmup + args.steps
-
-    class Probe(Callback):
+    class TrainProbe(Callback):
         def __init__(self):
             self.batches = []
             self.prof = None
@@ -70,36 +57,12 @@ def main() -> None:
                 self.prof.__enter__()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if args.warmup <= self.step < first_prof:
+            if warmup <= self.step < first_prof:
                 self.batches.append({k: batch[k].clone() for k in ("input_ids", "attention_mask", "labels")})
-            if self.step == first_prof + args.profile_steps - 1:
+            if self.step == first_prof + profile_steps - 1:
                 self.prof.__exit__(None, None, None)
             self.step += 1
 
-    probe = Probe()
-    clock = systems.Clock()
-    trainer, model, dm = systems.ner_lit_train(args, model_dir, first_prof + args.profile_steps, clock, callbacks=[probe])
-    # window: ends of steps warmup-1 .. first_prof-1
-    t_window = clock.times[first_prof - 1] - clock.times[args.warmup - 1]
-    train_ops, train_table, train_matmul = top_ops(probe.prof)
-
-    # FLOPs of the very batches of the window (forward + backward)
-    net = model.model
-    net.train()
-    flops = 0
-    fwd_flops = 0
-    for b in probe.batches:
-        with FlopCounterMode(display=False) as fc:
-            out = net(**b)
-        fwd_flops += fc.get_total_flops()
-        with FlopCounterMode(display=False) as fc:
-            out.loss.backward()
-        flops += fc.get_total_flops()
-        net.zero_grad(set_to_none=True)
-    flops += fwd_flops
-    achieved = flops / t_window
-
-    # one evaluation pass under the profiler
     class EvalProbe(Callback):
         def on_validation_start(self, trainer, pl_module):
             self.prof = profile(activities=[ProfilerActivity.CPU])
@@ -110,25 +73,87 @@ def main() -> None:
             self.prof.__exit__(None, None, None)
             self.t = time.perf_counter() - self.t
 
-    ep = EvalProbe()
-    common.pl_trainer(callbacks=[ep]).validate(model, datamodule=dm, verbose=False)
-    eval_ops, eval_table, eval_matmul = top_ops(ep.prof)
+    return TrainProbe(), EvalProbe()
 
-    peak_after = common.matmul_gflops() * 1e9
-    ffn_after = common.matmul_gflops(m=32 * 40, k=256, n=1024) * 1e9
-    peak = common.median([peak_before, peak_after])
-    ffn = common.median([ffn_before, ffn_after])
+
+def window_flops(net, batches: list[dict]) -> tuple[int, int]:
+    """Forward + backward FLOPs, and forward FLOPs alone, of ``net`` on the very ``batches`` of the timed window."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net.train()
+    flops = fwd_flops = 0
+    for b in batches:
+        with FlopCounterMode(display=False) as fc:
+            out = net(**b)
+        fwd_flops += fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc:
+            out.loss.backward()
+        flops += fc.get_total_flops()
+        net.zero_grad(set_to_none=True)
+    return flops + fwd_flops, fwd_flops
+
+
+def matmul_rates() -> tuple[float, float]:
+    """FLOP/s of a 2048x2048 fp32 matmul and of one of the reference model's FFN shape."""
+    return common.matmul_gflops() * 1e9, common.matmul_gflops(m=32 * 40, k=256, n=1024) * 1e9
+
+
+def why(train_matmul: float, tokens_per_batch: float, ffn: float, peak: float) -> str:
+    """Why the FLOP fraction falls short of the target, in the terms the profile gives."""
+    return (
+        f"matmul-type ops (mm/addmm/bmm/attention) take only {train_matmul:.0%} of the training steps' self CPU time; "
+        f"the rest is memory-bound elementwise work (GELU, dropout, LayerNorm and their backward, softmax, the AdamW "
+        f"update over all 5.3 M parameters, embedding gradients over the 8,000-row table) that does few FLOPs per byte; and "
+        f"the model's matmuls are small (hidden 256, about {tokens_per_batch:.0f} tokens a batch), "
+        f"where even a bare matmul of the FFN shape reaches {ffn / 1e9:.0f} GFLOP/s against {peak / 1e9:.0f} for 2048x2048.")
+
+
+def measure(args, model_dir: Path) -> dict[str, Any]:
+    """Train under the probes, count the window's FLOPs, profile one evaluation; matmul rates before and after."""
+    from bench import systems
+
+    before = matmul_rates()
+    probe, eval_probe = probes(args.warmup, args.steps, args.profile_steps)
+    first_prof = args.warmup + args.steps
+    clock = systems.Clock()
+    _, model, dm = systems.ner_lit_train(args, model_dir, first_prof + args.profile_steps, clock, callbacks=[probe])
+    # window: ends of steps warmup-1 .. first_prof-1
+    t_window = clock.times[first_prof - 1] - clock.times[args.warmup - 1]
+    flops, fwd_flops = window_flops(model.model, probe.batches)
+    common.pl_trainer(callbacks=[eval_probe]).validate(model, datamodule=dm, verbose=False)
+    after = matmul_rates()
+    return {"probe": probe, "eval_probe": eval_probe, "t_window": t_window, "flops": flops, "fwd_flops": fwd_flops,
+            "before": before, "after": after}
+
+
+def main() -> None:
+    ap = common.parser(__doc__)
+    ap.add_argument("--warmup", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=30, help="timed steps (FLOP rate window)")
+    ap.add_argument("--profile-steps", type=int, default=3)
+    args = ap.parse_args()
+    if args.quick:
+        args.warmup, args.steps, args.profile_steps = 1, 2, 1
+    common.quiet()
+    record = common.start_record("profile_step", args)
+    m = measure(args, common.reference_model(args))
+    probe, ep = m["probe"], m["eval_probe"]
+    train_ops, train_table, train_matmul = top_ops(probe.prof)
+    eval_ops, eval_table, eval_matmul = top_ops(ep.prof)
+    achieved = m["flops"] / m["t_window"]
+    peak = common.median([m["before"][0], m["after"][0]])
+    ffn = common.median([m["before"][1], m["after"][1]])
     frac = achieved / peak
     n_tok = sum(int(b["input_ids"].numel()) for b in probe.batches)
     record.update({
         "setting": {"warmup_steps": args.warmup, "timed_steps": args.steps, "profiled_train_steps": args.profile_steps,
                     "precision": "fp32", "batch_size": common.BATCH_SIZE},
-        "train_window": {"seconds": t_window, "steps": len(probe.batches), "padded_tokens": n_tok,
+        "train_window": {"seconds": m["t_window"], "steps": len(probe.batches), "padded_tokens": n_tok,
                          "mean_batch_shape": [common.BATCH_SIZE, n_tok / max(1, len(probe.batches)) / common.BATCH_SIZE],
-                         "forward_backward_flops": flops, "forward_flops": fwd_flops},
+                         "forward_backward_flops": m["flops"], "forward_flops": m["fwd_flops"]},
         "achieved_gflops": achieved / 1e9,
         "matmul_gflops": {"2048x2048": peak / 1e9, "ffn_shape_1280x256x1024": ffn / 1e9,
-                          "before": peak_before / 1e9, "after": peak_after / 1e9},
+                          "before": m["before"][0] / 1e9, "after": m["after"][0] / 1e9},
         "fraction_of_matmul_peak": frac,
         "train_top_ops": train_ops,
         "train_matmul_share_of_self_cpu": train_matmul,
@@ -139,15 +164,10 @@ def main() -> None:
                                       "value": frac, "met": frac >= TARGET_FRACTION}},
     })
     if frac < TARGET_FRACTION:
-        record["why"] = (
-            f"matmul-type ops (mm/addmm/bmm/attention) take only {train_matmul:.0%} of the training steps' self CPU time; "
-            f"the rest is memory-bound elementwise work (GELU, dropout, LayerNorm and their backward, softmax, the AdamW "
-            f"update over all 5.3 M parameters, embedding gradients over the 8,000-row table) that does few FLOPs per byte; and "
-            f"the model's matmuls are small (hidden 256, about {n_tok / max(1, len(probe.batches)):.0f} tokens a batch), "
-            f"where even a bare matmul of the FFN shape reaches {ffn / 1e9:.0f} GFLOP/s against {peak / 1e9:.0f} for 2048x2048.")
-    text = (f"# training steps ({args.profile_steps}), top ops by self CPU time\n{train_table}\n\n"
-            f"# one dev evaluation (trainer.validate), top ops by self CPU time\n{eval_table}\n")
-    (common.results_dir(args) / "profile_step.txt").write_text(text)
+        record["why"] = why(train_matmul, n_tok / max(1, len(probe.batches)), ffn, peak)
+    common.write_text(common.results_dir(args) / "profile_step.txt",
+                      f"# training steps ({args.profile_steps}), top ops by self CPU time\n{train_table}\n\n"
+                      f"# one dev evaluation (trainer.validate), top ops by self CPU time\n{eval_table}\n")
     print(f"achieved {achieved/1e9:.1f} GFLOP/s vs matmul {peak/1e9:.1f} GFLOP/s = {frac:.0%}; matmul share {train_matmul:.0%}")
     common.write_record(record, args)
 

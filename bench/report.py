@@ -184,7 +184,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args()
-    parts = ["# ner_lit benchmark results (issue 5)\n\n",
+    parts = ["# ner_lit benchmark results\n\n",
              "Reference setting: this machine's CPU (2 cores), fp32 unless stated; the reference tiny model "
              "(../shared/tools/reference-model, WordPiece 8,000 + random 4x256 BERT); KLUE-NER train.tsv (5,000) -> "
              "dev.tsv (5,000); batch 32, lr 5e-4, max_length 128, seed 7. Comparisons are measured in the same run, "

@@ -1,13 +1,13 @@
-"""``predict`` on large inputs (issue 12): wall time, sentences/s and peak memory against input size.
+"""``predict`` on large inputs: wall time, sentences/s and peak memory against input size.
 
 Inputs are KLUE dev sentences repeated to N lines (plain text). Each size runs
 ``python -m ner_lit predict`` once in a child process; its peak RSS is the child's own
-``ru_maxrss`` (``os.wait4``), its time the child's wall time (start-up included). For each
+(bench/common.py's ``run_child``), its time the child's wall time (start-up included). For each
 model one extra short in-process run times the model's forward pass against the whole
 predict loop (the forward-pass share).
 
 Models: ``tiny`` is the quickstart checkpoint (``configs/tiny.yaml``, trained into
-bench/work/scale on first use, about 1-2 min), ``reference`` the project's reference model
+bench/work/scale on first use), ``reference`` the project's reference model
 (../shared/tools/reference-model, 4x256 BERT) used as an untrained Hugging Face directory.
 
     python bench/scale.py                        # 10k and 100k lines, both models
@@ -28,32 +28,28 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, WORK, klue_dir, parser, reference_model, results_dir, start_record, write_record  # noqa: E402
+from bench import common  # noqa: E402
 
-SCALE = WORK / "scale"
-KLUE_LABELS = "[O,B-PS,B-LC,B-OG,B-DT,B-TI,B-QT,I-PS,I-LC,I-OG,I-DT,I-TI,I-QT]"  # the reference model's id2label order
+SCALE = common.WORK / "scale"
 SHARE_SENTENCES = 2000
 
 
-THREADS: list[int] = []  # --threads, for the children
-
-
-def child_env() -> dict[str, str]:
+def child_env(args) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PL_", "NER_LIT_"))}
-    if THREADS:
-        env["OMP_NUM_THREADS"] = str(THREADS[0])  # torch's intra-op threads in the child
-    env.update({"NER_LIT_CACHE": str(WORK / "cache"), "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1",
+    if getattr(args, "threads", None):
+        env["OMP_NUM_THREADS"] = str(args.threads)  # torch's intra-op threads in the child
+    env.update({"NER_LIT_CACHE": str(common.WORK / "cache"), "PYTHONPATH": str(common.REPO), "HF_HUB_OFFLINE": "1",
                 "TRANSFORMERS_OFFLINE": "1"})
     return env
 
 
-def tiny_checkpoint() -> Path:
+def tiny_checkpoint(args) -> Path:
     """The quickstart checkpoint (best val_F1c), trained once into bench/work/scale/tiny-run."""
     root = SCALE / "tiny-run"
     found = sorted(root.glob("version_*/checkpoints/epoch*.ckpt"))
     if not found:
         subprocess.run([sys.executable, "-m", "ner_lit", "fit", "--config", "configs/tiny.yaml", "--trainer.default_root_dir",
-                        str(root), "--trainer.enable_progress_bar", "false"], cwd=REPO, env=child_env(), check=True,
+                        str(root), "--trainer.enable_progress_bar", "false"], cwd=common.REPO, env=child_env(args), check=True,
                        stdout=subprocess.DEVNULL)
         found = sorted(root.glob("version_*/checkpoints/epoch*.ckpt"))
     return found[-1]
@@ -61,11 +57,12 @@ def tiny_checkpoint() -> Path:
 
 def model_args(name: str, args) -> list[str]:
     if name == "tiny":
-        ckpt = tiny_checkpoint()
+        ckpt = tiny_checkpoint(args)
         return ["--config", str(ckpt.parents[1] / "config.yaml"), "--ckpt_path", str(ckpt)]
-    ref = reference_model(args)
-    return ["--model.pretrained", str(ref), "--data.tokenizer", str(ref), "--data.labels", KLUE_LABELS,
-            "--data.data_dir", str(klue_dir(args)), "--trainer.accelerator", "cpu"]
+    ref = common.reference_model(args)
+    labels = "[" + ",".join(common.REFERENCE_LABELS) + "]"
+    return ["--model.pretrained", str(ref), "--data.tokenizer", str(ref), "--data.labels", labels,
+            "--data.data_dir", str(common.klue_dir(args)), "--trainer.accelerator", "cpu"]
 
 
 def input_file(n: int, args) -> Path:
@@ -74,7 +71,7 @@ def input_file(n: int, args) -> Path:
     if not path.is_file():
         from ner_lit.corpus.klue import read_klue_tsv
 
-        texts = [s.text for s in read_klue_tsv(klue_dir(args) / "dev.tsv")]
+        texts = [s.text for s in read_klue_tsv(common.klue_dir(args) / "dev.tsv")]
         tmp = path.with_suffix(".tmp")
         with tmp.open("w", encoding="utf-8") as f:
             for i in range(n):
@@ -94,20 +91,14 @@ def run_once(name: str, n: int, args) -> dict[str, Any]:
     source = input_file(n, args)
     run = SCALE / "runs" / f"{name}-{n}-{time.time_ns()}"
     output = run / "predictions.jsonl"
-    cmd = predict_command(name, source, output, run, args)
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if status != 0:
-        sys.exit(f"predict failed ({status}):\n{err[-3000:]}")
+    child = common.run_child(predict_command(name, source, output, run, args), run / "predict.log", env=child_env(args))
     with output.open("rb") as f:
         rows = sum(1 for _ in f)
     output.unlink()
     assert rows == n, (rows, n)
+    seconds = child["wall_s"]
     result = {"model": name, "lines": n, "seconds": round(seconds, 2), "sentences_per_s": round(n / seconds, 1),
-              "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+              "peak_rss_mb": round(child["peak_rss_bytes"] / 2**20, 1)}
     print(json.dumps(result), flush=True)
     return result
 
@@ -134,7 +125,7 @@ def forward_share(name: str, args) -> dict[str, Any]:
         "main(sys.argv[1:])\n"
         "print('SHARE ' + json.dumps(t))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code, *cmd[3:]], cwd=REPO, env=child_env(), capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code, *cmd[3:]], cwd=common.REPO, env=child_env(args), capture_output=True, text=True)
     line = [x for x in proc.stdout.splitlines() if x.startswith("SHARE ")]
     if proc.returncode != 0 or not line:
         sys.exit(f"forward-share run failed:\n{proc.stderr[-3000:]}")
@@ -172,7 +163,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> bool:
 
 
 def main() -> None:
-    ap = parser(__doc__)
+    ap = common.parser(__doc__)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="input lines per run")
     ap.add_argument("--models", nargs="+", choices=("tiny", "reference"), default=["tiny", "reference"])
     ap.add_argument("--reference-sizes", type=int, nargs="+", default=None,
@@ -184,16 +175,14 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [200, 400] if args.quick else args.sizes
     SCALE.mkdir(parents=True, exist_ok=True)
-    record = start_record("scale", args)
+    record = common.start_record("scale", args)
     record["note"] = args.note
-    if args.threads:
-        THREADS.append(args.threads)
     record["child_torch_threads"] = args.threads or record["machine"]["torch_threads"]
     record["forward_share"] = [forward_share(m, args) for m in args.models]
     per_model = {"tiny": sizes, "reference": sizes if args.quick or not args.reference_sizes else args.reference_sizes}
     record["runs"] = [run_once(m, n, args) for m in args.models for n in per_model[m]]
-    record["plot"] = plot(record["runs"], results_dir(args) / "scale.png")
-    write_record(record, args)
+    record["plot"] = plot(record["runs"], common.results_dir(args) / "scale.png")
+    common.write_record(record, args)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Training data at scale (issue 12 item 4): reading and encoding a large corpus, cold and cached,
+"""Training data at scale: reading and encoding a large corpus, cold and cached,
 its memory, and the memory of a few training steps on it.
 
 Corpora are KLUE-NER train.tsv (5,000 sentences) repeated to N sentences (ids made unique),
@@ -15,12 +15,12 @@ written once under bench/work/scale-train. Every measurement is a child process 
 Memory is the child's own: peak RSS (``VmHWM``), and the peak of its anonymous memory
 (``RssAnon``, sampled every 20 ms), which leaves out the memory-mapped entry's pages (clean
 file pages: the kernel's page cache, shared between processes and dropped under pressure).
-``--baseline-repo DIR`` runs the setup children against another checkout too (e.g. the main
-branch before this change, which held windows as Python objects) for a before/after table.
+``--baseline-repo DIR`` runs the setup children against another checkout too (e.g. the tree
+before a change) for a before/after table.
 
     python bench/scale_train.py                          # 10k and 100k sentences
     python bench/scale_train.py --sizes 10000 100000 1000000
-    python bench/scale_train.py --baseline-repo /work/main --baseline-sizes 10000 100000
+    python bench/scale_train.py --baseline-repo DIR --baseline-sizes 10000 100000
     python bench/scale_train.py --sizes 100000 --no-fit --baseline-repo DIR   # cold/cached setup only, both checkouts
 
 Writes bench/results/scale_train.json and bench/results/scale_train.md.
@@ -38,10 +38,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, WORK, klue_dir, parser, reference_model, results_dir, start_record, write_record  # noqa: E402
+from bench import common  # noqa: E402
 
-SCALE = WORK / "scale-train"
-KLUE_LABELS = ["O", "B-PS", "B-LC", "B-OG", "B-DT", "B-TI", "B-QT", "I-PS", "I-LC", "I-OG", "I-DT", "I-TI", "I-QT"]
+SCALE = common.WORK / "scale-train"
 
 #: Run inside every child: a thread that keeps the peak of RssAnon, and a report of /proc/self/status.
 MONITOR = """
@@ -103,7 +102,7 @@ def train_file(n: int, args) -> Path:
     if path.is_file():
         return path
     SCALE.mkdir(parents=True, exist_ok=True)
-    raw = (klue_dir(args) / "train.tsv").read_text(encoding="utf-8")
+    raw = (common.klue_dir(args) / "train.tsv").read_text(encoding="utf-8")
     blocks = [b for b in raw.split("\n\n") if b.strip()]
     headed = []
     for block in blocks:
@@ -119,7 +118,8 @@ def train_file(n: int, args) -> Path:
     return path
 
 
-def run_child(code: str, argv: list[str], repo: Path) -> dict[str, Any]:
+def run_monitored(code: str, argv: list[str], repo: Path) -> dict[str, Any]:
+    """``code`` (MONITOR + a child script) in a child process of ``repo``: the RESULT it reports, and its wall time."""
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, *argv], cwd=repo, env=child_env(repo), capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -132,8 +132,8 @@ def run_child(code: str, argv: list[str], repo: Path) -> dict[str, Any]:
 
 
 def setup_options(n: int, cache: Path, ref: Path, args) -> dict[str, Any]:
-    return {"data_dir": str(SCALE), "train_file": train_file(n, args).name, "val_file": str(klue_dir(args) / "dev.tsv"),
-            "tokenizer": str(ref), "labels": KLUE_LABELS, "max_length": 128, "stride": 32, "cache_dir": str(cache)}
+    return {"data_dir": str(SCALE), "train_file": train_file(n, args).name, "val_file": str(common.klue_dir(args) / "dev.tsv"),
+            "tokenizer": str(ref), "labels": common.REFERENCE_LABELS, "max_length": 128, "stride": 32, "cache_dir": str(cache)}
 
 
 def measure_setup(n: int, repo: Path, ref: Path, args, label: str) -> list[dict[str, Any]]:
@@ -142,7 +142,7 @@ def measure_setup(n: int, repo: Path, ref: Path, args, label: str) -> list[dict[
     shutil.rmtree(cache, ignore_errors=True)
     runs = []
     for phase in ("cold", "cached"):
-        r = run_child(SETUP_CHILD, [json.dumps(setup_options(n, cache, ref, args))], repo)
+        r = run_monitored(SETUP_CHILD, [json.dumps(setup_options(n, cache, ref, args))], repo)
         r.update(code=label, sentences=n, phase=f"setup {phase}")
         r["anon_bytes_per_sentence"] = round((r["peak_anon_mb"] - r["import_anon_mb"]) * 2**20 / n)
         print(json.dumps(r), flush=True)
@@ -166,13 +166,13 @@ def measure_fit(n: int, ref: Path, args) -> dict[str, Any]:
     cache = SCALE / f"cache-this-{n}"
     opts = setup_options(n, cache, ref, args)
     root = SCALE / "runs" / f"fit-{n}-{time.time_ns()}"
-    argv = ["fit", "--model.pretrained", str(ref), "--data.tokenizer", str(ref), "--data.labels", json.dumps(KLUE_LABELS),
+    argv = ["fit", "--model.pretrained", str(ref), "--data.tokenizer", str(ref), "--data.labels", json.dumps(common.REFERENCE_LABELS),
             "--data.data_dir", opts["data_dir"], "--data.train_file", opts["train_file"], "--data.val_file", opts["val_file"],
             "--data.cache_dir", str(cache), "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1",
             "--trainer.limit_train_batches", str(args.train_batches), "--trainer.limit_val_batches", str(args.val_batches),
             "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
             "--trainer.num_sanity_val_steps", "0"]
-    r = run_child(FIT_CHILD, argv, REPO)
+    r = run_monitored(FIT_CHILD, argv, common.REPO)
     shutil.rmtree(root, ignore_errors=True)
     r.update(code="this", sentences=n, phase=f"fit {args.train_batches} steps")
     print(json.dumps(r), flush=True)
@@ -191,10 +191,10 @@ def table(runs: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    ap = parser(__doc__)
+    ap = common.parser(__doc__)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="training sentences per run")
     ap.add_argument("--baseline-repo", type=Path, default=None,
-                    help="another checkout whose setup is measured too (e.g. the code before the flat arrays)")
+                    help="another checkout whose setup is measured too (e.g. the tree before a change)")
     ap.add_argument("--baseline-sizes", type=int, nargs="+", default=None, help="sizes for the baseline (default --sizes)")
     ap.add_argument("--train-batches", type=int, default=20, help="training steps of the fit run")
     ap.add_argument("--val-batches", type=int, default=5, help="validation batches of the fit run")
@@ -204,12 +204,12 @@ def main() -> None:
     sizes = [300, 1200] if args.quick else args.sizes
     if args.quick:
         args.train_batches, args.val_batches = 2, 1
-    record = start_record("scale_train", args)
+    record = common.start_record("scale_train", args)
     record["note"] = args.note
-    ref = reference_model(args)
+    ref = common.reference_model(args)
     runs: list[dict[str, Any]] = []
     for n in sizes:
-        runs += measure_setup(n, REPO, ref, args, "this")
+        runs += measure_setup(n, common.REPO, ref, args, "this")
         if not args.no_fit:
             runs.append(measure_fit(n, ref, args))
     if args.baseline_repo:
@@ -217,12 +217,12 @@ def main() -> None:
             runs += measure_setup(n, args.baseline_repo.resolve(), ref, args, "baseline")
     record["runs"] = runs
     record["baseline_repo"] = str(args.baseline_repo) if args.baseline_repo else None
-    out = results_dir(args)
-    write_record(record, args)
+    out = common.results_dir(args)
+    common.write_record(record, args)
     md = (f"# Training data at scale\n\n{record['date']}, {record['machine']['cpu']}, {record['machine']['cores']} cores, "
           f"load {record['machine']['load_average_at_start']} at start, {record['machine']['load_average_at_end']} at end. "
           f"{args.note}\n\n" + table(runs))
-    (out / "scale_train.md").write_text(md, encoding="utf-8")
+    common.write_text(out / "scale_train.md", md)
     print(md)
 
 

@@ -1,7 +1,6 @@
-"""Serving memory per runtime (issue 10 item 4): what ``serve`` holds resident for the weights it runs.
+"""Serving memory per runtime: what ``serve`` holds resident for the weights it runs.
 
-multilingual-e5-small (117.5 M parameters, 470 MB of float32 weights) is built by the shared
-tool, made into a ner_lit checkpoint without real training (one optimizer step on 16 KLUE
+multilingual-e5-small is built by the shared tool, made into a ner_lit checkpoint without real training (one optimizer step on 16 KLUE
 sentences: the weights' size is what matters here, not their accuracy), then served once per
 runtime (eager, torchscript, onnxruntime; packing on, as ``serve`` defaults). Each server is
 started with ``python -m ner_lit serve`` in its own process; once ``/health`` answers and one
@@ -10,7 +9,7 @@ started with ``python -m ner_lit serve`` in its own process; once ``/health`` an
 
     python bench/serve_memory.py [--shared ../shared] [--code DIR]
 
-``--code`` serves with another checkout's ner_lit (e.g. /work/main, for a before/after table).
+``--code`` serves with another checkout's ner_lit (the tree before a change, for a before/after table).
 Writes bench/results/serve_memory.json and serve_memory.md.
 """
 from __future__ import annotations
@@ -19,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -35,19 +33,6 @@ MAX_LENGTH = 128
 #: What one request sends: a KLUE-like sentence.
 TEXT = "김철수는 3월 5일 서울에서 삼성전자를 방문했다."
 STATUS_KEYS = ("VmRSS", "VmHWM", "RssAnon", "RssFile")
-
-
-def me5_dir(args) -> Path:
-    """bench/work/me5, built by ../shared/tools/pretrained-me5/build.py if missing (wheels cached)."""
-    out = common.WORK / "me5"
-    if (out / "config.json").is_file():
-        return out
-    cache = Path("/work/main/test-artifacts/pretrained-me5-cache")
-    if not cache.is_dir():
-        cache = common.WORK / "me5-cache"
-    tool = Path(args.shared) / "tools" / "pretrained-me5" / "build.py"
-    subprocess.run([sys.executable, str(tool), "--out", str(out), "--cache", str(cache)], check=True)
-    return out
 
 
 def checkpoint(args, model: Path) -> Path:
@@ -85,55 +70,31 @@ def weight_bytes(path: Path) -> dict[str, int]:
             "checkpoint_file_bytes": path.stat().st_size}
 
 
-def proc_status(pid: int) -> dict[str, int]:
-    """The kB figures of /proc/PID/status named in STATUS_KEYS, in bytes."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in STATUS_KEYS:
-            out[key] = int(value.split()[0]) * 1024
-    return out
-
-
 def serve_once(ckpt: Path, runtime: str, code: Path) -> dict[str, Any]:
+    """``serve --runtime RUNTIME`` with ``code``'s ner_lit, until one /api answer: its memory then."""
+    from bench.serve_clients import Server
+
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PL_", "NER_LIT_"))}
-    env.update({"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(code)})
-    cmd = [sys.executable, "-m", "ner_lit", "serve", "--ckpt_path", str(ckpt), "--port", "0", "--runtime", runtime]
+    env["PYTHONPATH"] = str(code)
+    cmd = [sys.executable, "-m", "ner_lit", "serve", "--ckpt_path", str(ckpt), "--host", "127.0.0.1", "--port", "0",
+           "--runtime", runtime]
+    logs = common.WORK / "serve-memory" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=str(code), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    url: list[str] = []
-
-    def read() -> None:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            lines.append(line.rstrip())
-            if line.startswith("Serving on "):
-                url.append(line.split()[2])
-
-    threading.Thread(target=read, daemon=True).start()
+    server = Server(runtime, cmd, logs, startup_timeout_s=900, env=env, cwd=code)
     try:
-        while not url:
-            if proc.poll() is not None:
-                raise SystemExit(f"serve --runtime {runtime} exited {proc.returncode}:\n{proc.stderr.read()[-3000:]}")
-            if time.monotonic() - started > 900:
-                raise SystemExit(f"serve --runtime {runtime} did not listen within 900 s")
-            time.sleep(0.2)
-        with urllib.request.urlopen(url[0] + "/health", timeout=60) as resp:
+        url = f"http://127.0.0.1:{server.wait_ready()}"
+        with urllib.request.urlopen(url + "/health", timeout=60) as resp:
             health = json.loads(resp.read())
-        request = urllib.request.Request(url[0] + "/api", data=json.dumps({"text": TEXT}).encode(),
+        request = urllib.request.Request(url + "/api", data=json.dumps({"text": TEXT}).encode(),
                                          headers={"Content-Type": "application/json"}, method="POST")
         with urllib.request.urlopen(request, timeout=120) as resp:
             answer = json.loads(resp.read())
         first_answer_s = time.monotonic() - started
-        status = proc_status(proc.pid)
+        status = common.proc_status(server.proc.pid, STATUS_KEYS)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    device = next((line.split(":", 1)[1].strip() for line in lines if line.strip().startswith("device:")), "")
+        server.stop()
+    device = next((line.split(":", 1)[1].strip() for line in server.banner if line.strip().startswith("device:")), "")
     return {"runtime": runtime, "banner_device": device, "first_answer_s": round(first_answer_s, 1),
             "answered": bool(answer.get("result")), "model": health.get("model"), **status}
 
@@ -159,7 +120,7 @@ def main() -> None:
     ap.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES)
     args = ap.parse_args()
     record = common.start_record("serve_memory", args)
-    model = me5_dir(args)
+    model = common.me5_dir(args)
     ckpt = checkpoint(args, model)
     record.update({"code": str(args.code), "checkpoint": str(ckpt.relative_to(common.REPO)), "weights": weight_bytes(ckpt),
                    "text": TEXT, "runs": []})
@@ -169,9 +130,8 @@ def main() -> None:
         print(json.dumps(run), flush=True)
         record["runs"].append(run)
     path = common.write_record(record, args)
-    md = path.with_suffix(".md")
-    md.write_text(table(record), encoding="utf-8")
-    print(md.read_text(encoding="utf-8"))
+    common.write_text(path.with_suffix(".md"), table(record))
+    print(table(record))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Start-up time of the command (issue 11, item 8): --help and usage errors under 3 s.
+"""Start-up time of the command: --help and usage errors under 3 s.
 
 Each command line runs ``--repeats`` times in a new process (``python -m ner_lit ...``,
 cwd = the repository); the median wall time is recorded. The cases:

@@ -9,13 +9,13 @@ Each writes/returns the same record.
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from lightning.pytorch.callbacks import Callback
+
+from bench.common import write_json
 
 
 class EpochClock:
@@ -74,10 +74,3 @@ def hf_train_clock():
 
     return HFTrainClock()
 
-
-def write_json(path: Path, data: Any, text: Optional[str] = None) -> None:
-    """Write ``data`` as JSON (or ``text`` as is) atomically: a temporary file beside it, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text if text is not None else json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

@@ -20,19 +20,11 @@ from bench import common  # noqa: E402
 TARGETS = {"vs_original": 4.0, "vs_hf_trainer": 1.5}
 
 
-def main() -> None:
-    ap = common.parser(__doc__)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=8, help="untimed steps per system and round")
-    ap.add_argument("--window", type=int, default=40, help="timed steps per system and round (157 = one epoch)")
-    args = ap.parse_args()
-    if args.quick:
-        args.rounds, args.warmup, args.window = 1, 1, 2
-    common.quiet()
+def measure(args, model_dir: Path) -> tuple[dict[str, list[dict]], int]:
+    """Every system trained afresh per round, rounds interleaved, each round another seed: the rounds'
+    clock windows per system, and the number of training windows."""
     from bench import systems
 
-    record = common.start_record("train_throughput", args)
-    model_dir = common.reference_model(args)
     dm = systems.prepared_data(args, model_dir)  # encodes once (cached); the systems share the windows
     rounds: dict[str, list[dict]] = {"ner_lit": [], "original": [], "hf_trainer": []}
     steps = args.warmup + args.window
@@ -48,6 +40,20 @@ def main() -> None:
         systems.hf_train(args, model_dir, steps, clock, dm=dm, seed=seed)
         rounds["hf_trainer"].append(clock.window(args.warmup))
         print(f"round {r}: " + ", ".join(f"{k} {v[-1]['sentences_per_s']:.1f}/s" for k, v in rounds.items()), flush=True)
+    return rounds, len(dm.train_windows)
+
+
+def main() -> None:
+    ap = common.parser(__doc__)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=8, help="untimed steps per system and round")
+    ap.add_argument("--window", type=int, default=40, help="timed steps per system and round (157 = one epoch)")
+    args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.warmup, args.window = 1, 1, 2
+    common.quiet()
+    record = common.start_record("train_throughput", args)
+    rounds, train_windows = measure(args, common.reference_model(args))
     med = {k: common.median([x["sentences_per_s"] for x in v]) for k, v in rounds.items()}
     ratios = {"vs_original": med["ner_lit"] / med["original"], "vs_hf_trainer": med["ner_lit"] / med["hf_trainer"]}
     # the ratio within each round (the three measured back to back) is less exposed to load swings
@@ -56,7 +62,7 @@ def main() -> None:
     record.update({
         "setting": {"batch_size": common.BATCH_SIZE, "lr": common.LEARNING_RATE, "max_length": common.MAX_LENGTH,
                     "precision": "fp32", "rounds": args.rounds, "warmup_steps": args.warmup, "timed_steps": args.window,
-                    "train_sentences": len(dm.train_windows)},
+                    "train_sentences": train_windows},
         "sentences_per_s": med,
         "rounds": rounds,
         "padded_tokens_per_sentence": {k: common.median([x["padded_tokens_per_sentence"] for x in v]) for k, v in rounds.items()},

@@ -152,18 +152,28 @@ class FakePredictor:
 
 
 # --------------------------------------------------------------------------- tiny real model
+def _vocab_of(chars: set[str]) -> list[str]:
+    ordered = sorted(chars)
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + ordered + [f"##{c}" for c in ordered]
+
+
 def _tiny_vocab() -> list[str]:
-    chars = sorted({ch for s in SENTENCES for ch in s if not ch.isspace()} - {"뷁", "😀"})
-    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + [f"##{c}" for c in chars]
+    return _vocab_of({ch for s in SENTENCES for ch in s if not ch.isspace()} - {"뷁", "😀"})
 
 
-def build_tiny_model_dir(out: Path) -> Path:
-    """Save a tiny random BERT token classifier + fast WordPiece tokenizer to ``out``."""
+def build_tiny_model_dir(out: Path, texts: list[str] | None = None, max_positions: int = 64) -> Path:
+    """Save a tiny random BERT token classifier + fast WordPiece tokenizer to ``out``.
+
+    The vocabulary covers the characters of ``texts`` (default: :data:`SENTENCES`, less the ones
+    that must come out as [UNK]); ``max_positions`` bounds the token rows the model takes.
+    bench/serve_bench.py's ``--quick`` serves this model too, over its own sentences.
+    """
     import torch
     from transformers import BertConfig, BertForTokenClassification, BertTokenizerFast
 
     out.mkdir(parents=True, exist_ok=True)
-    vocab = {piece: i for i, piece in enumerate(_tiny_vocab())}
+    pieces = _tiny_vocab() if texts is None else _vocab_of({ch for t in texts for ch in t if not ch.isspace()})
+    vocab = {piece: i for i, piece in enumerate(pieces)}
     tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=False, strip_accents=False)
     torch.manual_seed(0)
     config = BertConfig(
@@ -172,7 +182,7 @@ def build_tiny_model_dir(out: Path) -> Path:
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        max_position_embeddings=64,
+        max_position_embeddings=max_positions,
         num_labels=len(KLUE_LABELS),
         id2label=dict(enumerate(KLUE_LABELS)),
         label2id={lab: i for i, lab in enumerate(KLUE_LABELS)},
