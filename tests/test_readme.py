@@ -10,6 +10,10 @@ and ``../shared`` linked in), with this interpreter's ``bin`` first on PATH, so 
 free port instead of 5000/8080 (so a busy port can not fail the suite), and the long trainings (KLUE,
 multilingual-e5-small) get step limits appended (``--trainer.max_steps`` ...): the commands
 themselves are unchanged, only cut short.
+
+The tests that run commands are ``slow`` (``make test-all``, what CI runs): together they train,
+test, predict and serve for a minute or more, and the fast tier's pipeline tests cover the same
+code paths.
 """
 from __future__ import annotations
 
@@ -109,6 +113,7 @@ def quickstart(workdir: Path) -> Path:
     return workdir / "runs" / "tiny" / "version_0"
 
 
+@pytest.mark.slow
 def test_the_quickstart_leaves_a_run_with_checkpoints_an_export_and_a_test_report(quickstart: Path) -> None:
     assert (quickstart / "config.yaml").is_file() and (quickstart / "checkpoints" / "last.ckpt").is_file()
     assert list((quickstart / "checkpoints").glob("epoch*.ckpt")) and (quickstart / "hf_model" / "ner_lit.json").is_file()
@@ -116,6 +121,7 @@ def test_the_quickstart_leaves_a_run_with_checkpoints_an_export_and_a_test_repor
     assert len(reports) == 1 and "F1e" in reports[0].read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_the_predict_block_writes_one_line_per_sentence(quickstart: Path, workdir: Path) -> None:
     printed = ""
     for command in matching(CLAIMS["predict"]):
@@ -125,6 +131,7 @@ def test_the_predict_block_writes_one_line_per_sentence(quickstart: Path, workdi
     assert all({"text", "label", "start", "end", "score"} <= set(e) for line in lines for e in line["entities"])
 
 
+@pytest.mark.slow
 def test_the_python_api_example_runs_and_prints_entities(quickstart: Path, workdir: Path) -> None:
     (example,) = blocks("python")
     proc = subprocess.run([sys.executable, "-c", example], cwd=workdir, env=_env(workdir), capture_output=True, text=True,
@@ -174,6 +181,7 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
+@pytest.mark.slow
 def test_every_serve_command_serves_and_the_curl_commands_get_answers(quickstart: Path, workdir: Path) -> None:
     servers = matching(CLAIMS["quickstart-serve"]) + matching(CLAIMS["serve"])
     for command in servers:
@@ -191,6 +199,7 @@ def test_every_serve_command_serves_and_the_curl_commands_get_answers(quickstart
             _stop(proc)
 
 
+@pytest.mark.slow
 def test_the_warm_cache_command_records_the_parser_answers(workdir: Path) -> None:
     run(matching(CLAIMS["warm-cache"])[0], workdir)
     assert list((workdir.parent / "cache" / "cli").glob("*.json"))
