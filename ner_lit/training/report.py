@@ -38,7 +38,6 @@ def header(about: dict[str, str]) -> str:
     return "".join(f"- {key}: {value}\n" for key, value in about.items()) + "\n"
 
 
-
 def write_report(report: dict[str, dict[str, float]], directory: Path, echo: bool = False, stem: str = "test_report",
                  about: Optional[dict[str, str]] = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)

@@ -17,8 +17,6 @@ from ner_lit.serving.app import MAX_HEADER_BYTES
 
 from serve_fixtures import ServerProcess, post_json, start_server_process
 
-pytestmark = pytest.mark.slow
-
 MAX_LEN = 100
 MAX_BATCH = 4
 #: create_app's body limit for MAX_LEN and MAX_BATCH (6 JSON bytes per character).
