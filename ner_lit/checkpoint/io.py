@@ -32,7 +32,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 
-from ner_lit.checkpoint.runs import TEMP_MARK
+from ner_lit.checkpoint.runs import TEMP_MARK, run_dirs
 from ner_lit.files import atomic_writer
 
 _TEMP = re.compile(r"^\..+" + re.escape(TEMP_MARK) + r"(\d+)$")
@@ -68,7 +68,6 @@ def remove_stale_temps(folder: Path) -> list[Path]:
 
 def remove_stale_temps_under(root: str | Path) -> None:
     """Clean every run's checkpoint folder under a runs root at start-up, saying what went."""
-    from ner_lit.checkpoint.runs import run_dirs
 
     for run in run_dirs(root):
         for p in remove_stale_temps(run / "checkpoints"):

@@ -44,7 +44,7 @@ from ner_lit.cli import cache as cli_cache
 from ner_lit.data.datamodule import NERDataModule
 from ner_lit.data.files import check_writable_dir
 from ner_lit.errors import UserError
-from ner_lit.serving.cli import SERVE_HELP, serve_parser
+from ner_lit.serving.cli import SERVE_HELP, run_serve, serve_parser
 from ner_lit.training.callbacks import ExportBestModel, PredictionWriter, ReleaseFreedMemory
 from ner_lit.training.model import NERModel
 
@@ -246,7 +246,6 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ner_lit") -> None:
     failed = True
     try:
         if args and args[0] == "serve":
-            from ner_lit.serving.cli import run_serve
 
             run_serve(args[1:], prog)
             failed = False

@@ -30,6 +30,7 @@ from ner_lit.corpus.formats import iter_corpus, resolve_format
 from ner_lit.corpus.records import Sentence, derive_labels
 from ner_lit.data import cache as encoded_cache
 from ner_lit.data.datasets import encode_into
+from ner_lit.data.scratch import cached_tokenizer
 from ner_lit.data.settings import CorpusFiles, DataError, TokenizerSettings, WindowSettings
 from ner_lit.files import write_json_atomic
 
@@ -133,7 +134,6 @@ class CorpusPreparation:
 
     def scratch_tokenizer_dir(self, train: Path) -> Path:
         """The scratch tokenizer of the training file: found by its content key, else trained on its texts."""
-        from ner_lit.data.scratch import cached_tokenizer  # transformers and tokenizers: only when one is needed
 
         kind, vocab_size = self.tokenizing.scratch_tokenizer, self.tokenizing.scratch_vocab_size
         key = encoded_cache.cache_key(self.digest(train), {"scratch_tokenizer": kind, "vocab_size": vocab_size,

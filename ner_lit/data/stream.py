@@ -29,6 +29,7 @@ from ner_lit.corpus.klue import read_klue_tsv
 from ner_lit.corpus.lines import iter_lines
 from ner_lit.corpus.records import CorpusError, Sentence, _check_length
 from ner_lit.corpus.text import iter_text
+from ner_lit.data.samplers import SortedSentenceBatchSampler
 
 
 @dataclass
@@ -120,7 +121,6 @@ def count_sentences(path: Path, max_chars: int | None = None) -> int:
 def sentence_batches(encoded: list[EncodedSentence], max_windows: int) -> list[list[int]]:
     """Batches (positions in ``encoded``) of whole sentences, longest first, at most
     ``max_windows`` windows each: evaluation's batching."""
-    from ner_lit.data.samplers import SortedSentenceBatchSampler
 
     return SortedSentenceBatchSampler(
         [len(e.windows) for e in encoded], [sum(len(w.input_ids) for w in e.windows) for e in encoded], max_windows

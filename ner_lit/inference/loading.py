@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
+from ner_lit.checkpoint.format import CheckpointError, load_checkpoint, weights_digest
 from ner_lit.checkpoint.spec import SECTION, SpecError, TaggerSpec
 
 
@@ -35,7 +36,6 @@ class LoadedTagger:
 
 def from_checkpoint(path: str | Path) -> LoadedTagger:
     """The tagger of a ner_lit checkpoint, after every check of :func:`ner_lit.checkpoint.load_checkpoint`."""
-    from ner_lit.checkpoint.format import load_checkpoint
 
     ckpt = load_checkpoint(path)
     spec = TaggerSpec.from_dict(ckpt[SECTION], str(path))
@@ -56,7 +56,6 @@ def from_checkpoint_on(path: str | Path, module: Any) -> Optional[LoadedTagger]:
     pickled records are read, through :func:`ner_lit.checkpoint.load_checkpoint` without
     ``verify`` (the digest check it skips is the comparison made here).
     """
-    from ner_lit.checkpoint.format import CheckpointError, load_checkpoint, weights_digest
 
     ckpt = load_checkpoint(path, verify=False)
     section = ckpt[SECTION]
@@ -79,7 +78,6 @@ def _tagger(spec: TaggerSpec, state: dict[str, Any], source: str, tokenizer: Any
     """The network of ``spec`` holding the ``model.`` tensors of a NERModel state dict as they are (no copy)."""
     from transformers import AutoModelForTokenClassification
 
-    from ner_lit.checkpoint.format import CheckpointError
 
     weights = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     with _no_init():  # allocated, never written: the given tensors replace every one
@@ -110,7 +108,6 @@ def from_model_dir(model_dir: str | Path, max_length: Optional[int] = None, stri
     ``stride`` and ``decoding``, where given, override the directory's."""
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from ner_lit.checkpoint.format import CheckpointError
 
     model_dir = Path(model_dir)
     try:

@@ -26,6 +26,7 @@ from ner_lit.alignment.answers import Prediction, prediction
 from ner_lit.alignment.windows import DEFAULT_CHAR_SLOTS, Decoded, EncodedSentence, Window
 from ner_lit.corpus.records import Sentence
 from ner_lit.inference.choice import PackingStatus, RuntimeStatus, compile_packed, compile_runtime, pack_runner
+from ner_lit.inference.loading import from_checkpoint, from_model_dir
 from ner_lit.inference.runner import PACK_WIDTH, ModelRunner
 from ner_lit.inference.runtimes import compiler
 
@@ -90,7 +91,6 @@ class Predictor:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "Predictor":
-        from ner_lit.inference.loading import from_checkpoint
 
         return cls._of(from_checkpoint(path), device)
 
@@ -99,7 +99,6 @@ class Predictor:
                         stride: Optional[int] = None, decoding: Optional[str] = None) -> "Predictor":
         """An exported directory, with the windows, decoding and scores its ``ner_lit.json`` records
         (see :func:`ner_lit.inference.loading.from_model_dir`); the arguments given override them."""
-        from ner_lit.inference.loading import from_model_dir
 
         return cls._of(from_model_dir(model_dir, max_length, stride, decoding), device)
 

@@ -11,7 +11,9 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ProgressBar
 from tqdm import tqdm
 
+from ner_lit.data.datamodule import DataError
 from ner_lit.data.stream import ChunkPlan
+from ner_lit.inference.loading import from_checkpoint, from_checkpoint_on
 
 # The stream has no batch sampler for Lightning to read indices from; rows carry their own index.
 warnings.filterwarnings("ignore", message=r"Couldn't infer the batch indices fetched from your dataloader")
@@ -79,7 +81,6 @@ class PredictionWriter(BasePredictionWriter):
                              dynamic_ncols=True, smoothing=0.1)
 
     def _check_target(self, trainer: pl.Trainer, target: Path) -> None:
-        from ner_lit.data.datamodule import DataError
 
         source = trainer.datamodule.path("predict") if trainer.datamodule is not None else None
         if source is not None and target.resolve() == Path(source).resolve():
@@ -96,7 +97,6 @@ class PredictionWriter(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
         if trainer.received_sigterm:  # Lightning's predict loop notes a SIGTERM but runs on: stop, leaving nothing
-            from ner_lit.data.datamodule import DataError
 
             raise DataError(f"{self._target_path}: predict stopped by SIGTERM; nothing was written")
         for row in prediction:
@@ -154,7 +154,6 @@ class PredictionWriter(BasePredictionWriter):
 
 
 def _open_new(path: Path, target: Path) -> TextIO:
-    from ner_lit.data.datamodule import DataError
 
     try:
         return path.open("x", encoding="utf-8", newline="\n")
@@ -204,7 +203,6 @@ class ExportBestModel(Callback):
         log_dir = Path(trainer.log_dir or ".")  # a broadcast under DDP: every rank must ask
         if not trainer.is_global_zero:
             return
-        from ner_lit.inference.loading import from_checkpoint, from_checkpoint_on
 
         best = trainer.checkpoint_callback.best_model_path or getattr(trainer.checkpoint_callback, "last_model_path", "")
         if not best:

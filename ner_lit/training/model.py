@@ -24,6 +24,7 @@ from ner_lit.training.handover import DataHandover
 from ner_lit.training.metrics import CharMacroF1, EntityMacroF1
 from ner_lit.training.network import build_network
 from ner_lit.training.optimization import clip_unscaled, configure_adamw
+from ner_lit.training.report import scored, write_report
 from ner_lit.training.section import read_section, write_section
 from ner_lit.training.settings import ADAMW_IMPLEMENTATIONS, ModelError, NetworkSettings, OptimizerSettings
 
@@ -243,7 +244,6 @@ class NERModel(pl.LightningModule):
         report["F1c (macro over characters)"] = {"f1": float(self.test_F1c.compute())}
         log_dir = Path(self.trainer.log_dir or ".")  # a broadcast under DDP: every rank must ask
         if self.trainer.is_global_zero:
-            from ner_lit.training.report import scored, write_report
 
             write_report(report, log_dir, echo=True, about=scored(self.trainer))
 
