@@ -54,14 +54,14 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "w", temp: Optional[
     target.parent.mkdir(parents=True, exist_ok=True)
     if temp is None:
         fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)  # reopened by name below, so that the file object's ``name`` is its path
         tmp = Path(name)
     else:
         tmp = temp
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        new_file_permissions(fd)
         kwargs: dict[str, Any] = {"encoding": "utf-8", "newline": "\n"} if mode == "w" else {}
-        with os.fdopen(fd, mode, **kwargs) as f:
+        with open(tmp, mode, **kwargs) as f:
+            new_file_permissions(f.fileno())
             yield f
             f.flush()
             os.fsync(f.fileno())

@@ -14,6 +14,11 @@ import pytest
 from ner_lit.files import atomic_writer, write_json_atomic, write_text_atomic
 
 
+def test_the_open_file_is_named_by_its_temporary_path_beside_the_target(tmp_path: Path) -> None:
+    with atomic_writer(tmp_path / "a.txt") as f:
+        assert Path(f.name).parent == tmp_path and Path(f.name).name.startswith(".a.txt.")
+
+
 def test_text_is_written_whole_with_unix_line_ends(tmp_path: Path) -> None:
     path = write_text_atomic(tmp_path / "sub" / "a.txt", "김철수\r\n는\n")
     assert path.read_bytes() == "김철수\r\n는\n".encode()
@@ -48,7 +53,7 @@ def test_json_with_indent_ends_with_a_newline(tmp_path: Path) -> None:
 def test_a_named_temporary_is_used_and_gone_after(tmp_path: Path) -> None:
     temp = tmp_path / ".a.bin.mine"
     with atomic_writer(tmp_path / "a.bin", "wb", temp=temp) as f:
-        assert temp.exists()
+        assert Path(f.name) == temp  # a writer (and the fault-injection tests) can tell which file it writes
         f.write(b"\x00\x01")
     assert (tmp_path / "a.bin").read_bytes() == b"\x00\x01" and not temp.exists()
 
