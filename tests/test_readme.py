@@ -8,7 +8,7 @@ The commands run with ``bash`` in a scratch working directory laid out like a ch
 and ``../shared`` linked in), with this interpreter's ``bin`` first on PATH, so ``python`` and
 ``ner_lit`` are the ones under test. Two changes are made, each said where it is made: servers get a
 free port instead of 5000/8080 (so a busy port can not fail the suite), and the long trainings (KLUE,
-multilingual-e5-small) get step limits appended (``--trainer.max_steps`` ...): the commands
+multilingual-e5-small) get batch limits appended (``--trainer.limit_train_batches`` ...): the commands
 themselves are unchanged, only cut short.
 
 The tests that run commands are ``slow`` (``make test-all``, what CI runs): together they train,
@@ -231,8 +231,9 @@ def test_the_klue_command_trains_on_the_shared_files(workdir: Path) -> None:
     if not SHARED.exists():
         pytest.skip("../shared is absent (fresh clone outside the project workplace)")
     (command,) = matching(CLAIMS["klue"])
-    run(command + " --trainer.max_steps 2 --trainer.limit_val_batches 2 --trainer.default_root_dir runs/klue-readme", workdir)
-    assert list((workdir / "runs" / "klue-readme" / "version_0" / "checkpoints").glob("*.ckpt"))
+    run(command + " --trainer.limit_train_batches 2 --trainer.limit_val_batches 2 --trainer.default_root_dir runs/klue-readme",
+        workdir)
+    assert list((workdir / "runs" / "klue-readme" / "version_0" / "checkpoints").glob("epoch*.ckpt"))  # the best, scored
 
 
 @pytest.mark.slow
@@ -242,6 +243,6 @@ def test_the_pretrained_encoder_block_builds_trains_and_tests(workdir: Path) -> 
     build, fit, test = matching(CLAIMS["me5"])
     run(build, workdir, XDG_CACHE_HOME=str(REPO / "test-artifacts"))  # the wheels the other me5 tests downloaded
     assert (workdir / "models" / "me5" / "model.safetensors").is_file()
-    run(fit + " --trainer.max_steps 2 --trainer.limit_val_batches 1 --trainer.max_epochs 1", workdir, timeout=900)
+    run(fit + " --trainer.limit_train_batches 2 --trainer.limit_val_batches 1 --trainer.max_epochs 1", workdir, timeout=900)
     proc = run(test + " --trainer.limit_test_batches 1", workdir, timeout=900)
     assert "F1e" in proc.stdout + proc.stderr

@@ -313,7 +313,7 @@ def test_an_eager_server_keeps_its_model(tiny_model_dir):
 
 
 def test_a_predictor_from_a_checkpoint_keeps_no_checkpoint_dict(trained_run, monkeypatch):
-    import ner_lit.checkpoint.format as checkpoint
+    import ner_lit.inference.loading as checkpoint  # where the loader looks load_checkpoint up
     from ner_lit.inference.choice import prepare_runtime
     from ner_lit.inference.predictor import Predictor
 
