@@ -8,8 +8,15 @@ Endpoints (all answers are JSON except the page):
   kept so its clients keep working.
 * ``POST /api/batch`` -- ``{"texts": [...]}`` (at most ``max_batch_size``), answer
   ``{"results": [...]}`` in the same order.
-* ``GET /health`` -- the model, its labels, checkpoint and validation scores.
+* ``GET /health`` -- the model, its labels, checkpoint and validation scores, and whether the
+  API needs a token.
 * ``GET /`` -- the demo page (``templates/index.html``).
+
+With an API token (``create_app(api_key=...)``, ``serve --api_key`` or ``NER_LIT_API_KEY``),
+``/api`` and ``/api/batch`` answer only requests carrying ``Authorization: Bearer <token>``; the
+rest get 401 in the API's JSON shape. The token is compared in constant time, so the time of a
+refusal says nothing about how much of a guess was right. ``/health`` and the page stay open:
+the page asks for the token when ``/health`` says one is needed.
 
 The server must survive whatever a client sends: malformed input is a 400 that says what
 was expected, oversized input a 413, and an unexpected failure a logged 500 whose body
@@ -26,6 +33,7 @@ once (503 beyond), so request threads stay free for ``/api``.
 """
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import threading
@@ -137,6 +145,7 @@ class _ServerState:
     max_batch_size: int
     batch_slots: threading.BoundedSemaphore | None = None  # None: no limit on concurrent /api/batch
     max_concurrent_batches: int | None = None
+    api_key: bytes | None = None  # None: the API is open
 
 
 def _parse_body() -> Any:
@@ -169,6 +178,19 @@ class NERView(FlaskView):
         self.state = state
 
     # -- helpers (underscored: Flask-Classful does not route them)
+    def _authorize(self) -> None:
+        """With a token set, the request must carry it as ``Authorization: Bearer <token>``."""
+        key = self.state.api_key
+        if key is None:
+            return
+        header = flask.request.headers.get("Authorization", "")
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("utf-8"), key):
+            return
+        why = "the API token is wrong" if header else "this server needs its API token"
+        raise _BadRequest(f"{why}; send the header 'Authorization: Bearer <token>'", status=401,
+                          headers={"WWW-Authenticate": 'Bearer realm="ner_lit"'})
+
     def _check_text(self, text: Any, where: str) -> str:
         if not isinstance(text, str):
             raise _BadRequest(f"{where} must be a string, got {_json_type(text)}")
@@ -220,10 +242,12 @@ class NERView(FlaskView):
             scores=scores,
             max_text_length=self.state.max_text_length,
             max_batch_size=self.state.max_batch_size,
+            auth_required=self.state.api_key is not None,
         )
 
     @route("/api", methods=["POST"])
     def api(self) -> flask.Response:
+        self._authorize()
         body = _parse_body()
         if isinstance(body, dict):
             if "text" not in body:
@@ -237,6 +261,7 @@ class NERView(FlaskView):
 
     @route("/api/batch", methods=["POST"])
     def api_batch(self) -> flask.Response:
+        self._authorize()
         body = _parse_body()
         if not isinstance(body, dict) or "texts" not in body:
             raise _BadRequest(f'expected an object {{"texts": ["...", ...]}}, got {_json_type(body)}')
@@ -305,6 +330,7 @@ def create_app(
     max_batch_size: int = 32,
     batcher: MicroBatcher[Any, Any] | None = None,
     max_concurrent_batches: int | None = None,
+    api_key: str | None = None,
 ) -> flask.Flask:
     """Build the Flask app around a loaded predictor.
 
@@ -321,6 +347,8 @@ def create_app(
         max_concurrent_batches: the most ``/api/batch`` requests answered at once (None: no
             limit); more get 503 with ``Retry-After``. Each holds a request thread while its
             texts run, so below the server's thread count this keeps threads free for ``/api``.
+        api_key: the token ``/api`` and ``/api/batch`` require (``Authorization: Bearer``); None
+            leaves them open.
     """
     if max_text_length < 1:
         raise ServeError(f"max_text_length must be at least 1, got {max_text_length}")
@@ -328,6 +356,8 @@ def create_app(
         raise ServeError(f"max_batch_size must be at least 1, got {max_batch_size}")
     if max_concurrent_batches is not None and max_concurrent_batches < 1:
         raise ServeError(f"max_concurrent_batches must be at least 1, got {max_concurrent_batches}")
+    if api_key is not None and (not api_key.strip() or api_key != api_key.strip()):
+        raise ServeError("the API token must be non-empty and have no leading or trailing spaces")
     template = Path(template)
     try:
         page = template.read_text(encoding="utf-8")
@@ -342,7 +372,8 @@ def create_app(
     # Werkzeug refuses larger bodies with 413 before they are read into memory.
     app.config["MAX_CONTENT_LENGTH"] = max_batch_size * (max_text_length * _JSON_BYTES_PER_CHAR + 64) + 4096
     slots = None if max_concurrent_batches is None else threading.BoundedSemaphore(max_concurrent_batches)
-    state = _ServerState(predictor, batcher, page, max_text_length, max_batch_size, slots, max_concurrent_batches)
+    state = _ServerState(predictor, batcher, page, max_text_length, max_batch_size, slots, max_concurrent_batches,
+                         None if api_key is None else api_key.encode("utf-8"))
     app.extensions["ner_lit"] = state
     NERView.register(app, init_argument=state)
 

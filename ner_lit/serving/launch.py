@@ -2,6 +2,8 @@
 """
 from __future__ import annotations
 
+import ipaddress
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -93,6 +95,8 @@ def serve(
     channel_timeout: int = DEFAULT_CHANNEL_TIMEOUT,
     request_timeout: int = DEFAULT_REQUEST_TIMEOUT,
     max_concurrent_batches: int | None = None,
+    api_key: str | None = None,
+    insecure: bool = False,
 ) -> None:
     """Serve a trained model over HTTP: a JSON API (POST /api, POST /api/batch, GET /health)
     and a demo page at /.
@@ -135,6 +139,11 @@ def serve(
         max_concurrent_batches: the most POST /api/batch requests answered at once (default:
             half of threads); more get 503 with Retry-After: 1. Each holds a request thread
             while its texts run, so the rest stay free for POST /api.
+        api_key: a token POST /api and /api/batch then require (``Authorization: Bearer <token>``);
+            default: the environment variable NER_LIT_API_KEY (better than the command line,
+            where other users of the machine can read it), else none. /health and the page stay open.
+        insecure: serve on a --host other than a loopback address without a token, which
+            exposes the API to the network; refused without this.
     """
     if torch_threads is not None and torch_threads < 1:
         raise ServeError(f"torch_threads must be at least 1, got {torch_threads}")
@@ -142,6 +151,8 @@ def serve(
         raise ServeError(f"model_workers must be at least 1, got {model_workers}")
     if runtime not in RUNTIMES:  # before the model loads, as every option's check
         raise ServeError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    api_key = api_key if api_key is not None else (os.environ.get(API_KEY_ENV) or None)
+    check_exposure(host, api_key, insecure)
     check_port(host, port)  # before the model loads: a busy port is known in a moment
     import torch
 
@@ -158,8 +169,11 @@ def serve(
             max_batch_size=max_batch_size,
             batcher=batcher,
             max_concurrent_batches=max(1, threads // 2) if max_concurrent_batches is None else max_concurrent_batches,
+            api_key=api_key,
         )
         print(describe(predictor, _url(host, port), torch.get_num_threads(), model_workers), flush=True)
+        if api_key is not None:
+            print("  api:         POST /api and /api/batch need 'Authorization: Bearer <token>'", flush=True)
         try:
             run_server(app, host=host, port=port, server=server, threads=threads, connection_limit=connection_limit,
                        channel_timeout=channel_timeout, request_timeout=request_timeout)
@@ -167,3 +181,27 @@ def serve(
             pass
     finally:
         batcher.close(timeout=10)
+
+
+#: Where ``serve`` reads the API token when ``--api_key`` is not given.
+API_KEY_ENV = "NER_LIT_API_KEY"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
+
+def check_exposure(host: str, api_key: str | None, insecure: bool) -> None:
+    """Refuse to put an open API on the network: a --host other than loopback needs a token or --insecure."""
+    if api_key is None and not insecure and not is_loopback(host):
+        raise ServeError(
+            f"--host {host} exposes the API to the network without a token; give one with {API_KEY_ENV}=... "
+            "(or --api_key), or pass --insecure to serve it open"
+        )
+

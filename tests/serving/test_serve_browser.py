@@ -204,3 +204,33 @@ def test_the_page_escapes_markup_in_the_sentence(browser, server):
     analyse(browser, '<img src=x onerror="document.title=\'pwned\'"> 서울')
     assert browser.find_elements(By.CSS_SELECTOR, "#sentence img") == []
     assert browser.title != "pwned"
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with start_server_process(tmp_path_factory.mktemp("browser-token-server"), kind="fake", max_text_length=MAX_LEN,
+                              api_key="s3cret-token") as srv:
+        yield srv
+
+
+def test_the_page_asks_for_the_token_of_a_server_that_has_one_and_sends_it(browser, token_server):
+    from selenium.webdriver.common.by import By
+
+    open_page(browser, token_server)
+    browser.execute_script("sessionStorage.clear();")
+    open_page(browser, token_server)
+    token = browser.find_element(By.ID, "token")
+    assert token.is_displayed()
+    analyse(browser, SENTENCE)
+    assert "401" in browser.find_element(By.ID, "error").text
+    token.send_keys("s3cret-token")
+    analyse(browser, SENTENCE)
+    assert browser.find_element(By.ID, "error").text == ""
+    assert [m[1] for m in marks(browser)] == [e.label for e in fake_predict_one(SENTENCE).entities]
+
+
+def test_the_page_of_an_open_server_asks_for_no_token(browser, server):
+    from selenium.webdriver.common.by import By
+
+    open_page(browser, server)
+    assert not browser.find_element(By.ID, "token").is_displayed()
