@@ -14,7 +14,12 @@ code: the entries are plain integer arrays and a JSON manifest, loaded without p
 entry is named by the sha256 of the corpus file's bytes and of every setting that changes
 the encoding, so a changed file or setting simply misses (never a name or a time). An entry
 is written into a temporary directory beside its final place, every file fsynced, then
-renamed into place: a reader sees a whole entry or none. The manifest records every array's
+renamed into place: a reader sees a whole entry or none. Processes sharing the directory
+publish under an ``flock`` on ``.<entry>.lock`` beside the entry: the first whole entry in place
+is kept and a later equal one dropped, and only an entry that does not load (damaged) is ever
+moved aside, so an entry another process may be reading is never moved or removed. A writer
+holds an ``flock`` on its temporary directory while it lives; one left by a killed writer is
+never read and is removed by the next publish of the same entry. The manifest records every array's
 dtype, shape, size and sha256, checked on each load, so an entry that was truncated,
 damaged or tampered with is refused and rebuilt, never used.
 
@@ -38,12 +43,19 @@ import json
 import os
 import shutil
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
 from ner_lit.files import fsync_dir
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: publishing falls back to rename-then-check, without a lock
+    fcntl = None  # type: ignore[assignment]
 
 #: Bump when the layout above changes; it is part of every entry's key and stored in its manifest.
 CACHE_FORMAT = 4
@@ -74,6 +86,8 @@ FIELDS: dict[str, tuple[str, str, tuple[int, ...]]] = {
 PREFIXES = {"sentence_windows": "windows", "sentence_tokens": "tokens", "sentence_chars": "chars",
             "sentence_text_bytes": "text", "sentence_id_bytes": "id", "window_ids": "ids"}
 COUNTS = ("sentences", "windows", "ids", "tokens", "chars", "text", "id")
+#: A temporary directory older than this (seconds) and not locked by a live writer is a dead writer's.
+DEAD_TEMPORARY_S = 60.0
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -107,12 +121,14 @@ class EntryWriter:
         self.final = final
         self.fields = [f for f in FIELDS if with_labels or f != "labels"]
         self.tmp: Optional[Path] = None
+        self._tmp_fd: Optional[int] = None
         self._raw: dict[str, Any]
         if final is None:  # in memory: where the cache can not be written (a full disk), see in_memory()
             self._raw = {name: io.BytesIO() for name in self.fields}
         else:
             final.parent.mkdir(parents=True, exist_ok=True)
             self.tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+            self._tmp_fd = _lock_directory(self.tmp)  # alive: no publisher removes it as a dead writer's
             self._raw = {name: open(self.tmp / f"{name}.raw", "wb") for name in self.fields}
         self.counts = dict.fromkeys(COUNTS, 0)
         for name in PREFIXES:
@@ -170,24 +186,26 @@ class EntryWriter:
     def publish(self, meta: dict[str, Any]) -> Path:
         """:meth:`finish`, then rename the directory into place; returns its path.
 
-        An entry already in place (another rank or process was faster) is kept when it loads
-        whole, and this one dropped; a broken one is moved aside and replaced.
+        Under the entry's lock: an entry already in place (another rank or process was faster)
+        is kept when it loads whole, and this one dropped; a broken one is moved aside and
+        replaced. Temporaries of dead writers of the same entry are removed.
         """
         self.finish(meta)
         try:
-            os.replace(self.tmp, self.final)
-        except OSError:
-            if load(self.final) is not None:  # lost a race to an equal entry: keep that one
-                self.abort()
-                return self.final
-            aside = Path(tempfile.mkdtemp(dir=self.final.parent, prefix=f".{self.final.name}.", suffix=".stale"))
-            os.replace(self.final, aside / "entry")
-            shutil.rmtree(aside, ignore_errors=True)
-            try:
-                os.replace(self.tmp, self.final)
-            except BaseException:
-                self.abort()
-                raise
+            with _entry_lock(self.final):
+                try:
+                    os.replace(self.tmp, self.final)
+                except OSError:
+                    if load(self.final) is not None:  # lost a race to an equal entry: keep that one
+                        self.abort()
+                        return self.final
+                    aside = Path(tempfile.mkdtemp(dir=self.final.parent, prefix=f".{self.final.name}.", suffix=".stale"))
+                    os.replace(self.final, aside / "entry")
+                    shutil.rmtree(aside, ignore_errors=True)
+                    os.replace(self.tmp, self.final)
+                self.tmp = None
+                self._unlock_tmp()
+                _remove_dead_temporaries(self.final)
         except BaseException:
             self.abort()
             raise
@@ -219,6 +237,85 @@ class EntryWriter:
         self._raw.clear()
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
+        self._unlock_tmp()
+
+    def _unlock_tmp(self) -> None:
+        if self._tmp_fd is not None:
+            os.close(self._tmp_fd)
+            self._tmp_fd = None
+
+
+@contextmanager
+def _entry_lock(final: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``.<entry>.lock`` beside the entry, for publishing it.
+
+    The lock file is removed on release, while still held; a process that locked a file
+    already removed (it opened it before the removal) sees that the name no longer leads to
+    its file and locks the new one.
+    """
+    if fcntl is None:
+        yield
+        return
+    path = final.parent / f".{final.name}.lock"
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held, named = os.fstat(fd), os.stat(path)
+            if (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino):
+                break
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(path)
+        finally:
+            os.close(fd)
+
+
+def _lock_directory(path: Path) -> Optional[int]:
+    """A shared ``flock`` held on a writer's temporary directory while the writer lives (None without fcntl)."""
+    if fcntl is None:
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _remove_dead_temporaries(final: Path) -> None:
+    """Remove the temporaries of ``final`` whose writer died (killed mid-write): older than
+    :data:`DEAD_TEMPORARY_S` and locked by no live writer. Called under the entry's lock."""
+    if fcntl is None:
+        return
+    now = time.time()
+    for path in final.parent.glob(f".{final.name}.*"):
+        if not path.name.endswith((".tmp", ".stale")):
+            continue
+        try:
+            if now - path.lstat().st_mtime < DEAD_TEMPORARY_S:
+                continue  # just made: its writer may not have locked it yet
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a live writer's (or a private entry in use)
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
 
 
 class Entry:
