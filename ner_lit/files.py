@@ -5,7 +5,8 @@ reports, tagger specs, cache records, checkpoints. The bytes go to a temporary f
 directory (the same file system, so the rename is atomic), are flushed and fsynced, the file gets
 the permissions ``open()`` would have given it, and ``os.replace`` puts it in place; the directory
 is then fsynced so that the rename survives a power cut. A failure removes the temporary file and
-leaves the target as it was.
+leaves the target as it was; where the system refused (a full disk, a read-only file system, no
+permission) it is a :class:`WriteError`, which the CLI reports in one line naming the file.
 
 Standard library only: the CLI's light front writes through it before torch is imported.
 """
@@ -17,6 +18,21 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator, Optional
+
+from ner_lit.errors import UserError
+
+
+class WriteError(UserError, OSError):
+    """A file the system would not let us write: the message names it and the cause, the old file is unchanged.
+
+    An ``OSError`` as well, so that code which carries on without a cache entry it could not
+    write (``except OSError``) still does.
+    """
+
+
+def _refused(target: Path, exc: OSError) -> WriteError:
+    cause = exc.strerror or str(exc)
+    return WriteError(f"{target}: could not be written ({cause}); what was there before is unchanged")
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:
@@ -51,13 +67,16 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "w", temp: Optional[
     if mode not in ("w", "wb"):
         raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if temp is None:
-        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)  # reopened by name below, so that the file object's ``name`` is its path
-        tmp = Path(name)
-    else:
-        tmp = temp
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if temp is None:
+            fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+            os.close(fd)  # reopened by name below, so that the file object's ``name`` is its path
+            tmp = Path(name)
+        else:
+            tmp = temp
+    except OSError as exc:
+        raise _refused(target, exc) from None
     try:
         kwargs: dict[str, Any] = {"encoding": "utf-8", "newline": "\n"} if mode == "w" else {}
         with open(tmp, mode, **kwargs) as f:
@@ -66,8 +85,10 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "w", temp: Optional[
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+            raise _refused(target, exc) from None
         raise
     fsync_dir(target.parent)
 

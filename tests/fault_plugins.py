@@ -7,6 +7,7 @@ drawn from a fixed seed list by the test.
 """
 from __future__ import annotations
 
+import errno
 import io
 import os
 import signal
@@ -62,4 +63,25 @@ class TornSave(AtomicCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
                 die()
+        super().write(checkpoint, f)
+
+
+class FullDiskSave(AtomicCheckpointIO):
+    """The ``occurrence``-th save of a checkpoint whose name starts with ``prefix`` finds the disk full:
+    half its bytes reach the temporary file, then the write fails with ENOSPC, as a full disk does."""
+
+    def __init__(self, prefix: str, occurrence: int) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.occurrence = occurrence
+        self.seen = 0
+
+    def write(self, checkpoint: dict[str, Any], f: IO[bytes]) -> None:
+        if Path(f.name).name[1:].startswith(self.prefix):
+            self.seen += 1
+            if self.seen == self.occurrence:
+                buffer = io.BytesIO()
+                torch.save(checkpoint, buffer)
+                f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         super().write(checkpoint, f)

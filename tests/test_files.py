@@ -1,17 +1,20 @@
 """The one atomic-write helper: the target holds the old bytes or the new ones, never a mix."""
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from ner_lit.files import atomic_writer, write_json_atomic, write_text_atomic
+from ner_lit.errors import UserError
+from ner_lit.files import WriteError, atomic_writer, write_json_atomic, write_text_atomic
 
 
 def test_the_open_file_is_named_by_its_temporary_path_beside_the_target(tmp_path: Path) -> None:
@@ -78,3 +81,23 @@ def test_a_process_killed_while_writing_leaves_the_old_file(tmp_path: Path) -> N
 def test_only_text_and_binary_write_modes_are_taken(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="mode must be"), atomic_writer(tmp_path / "a", "a"):
         pass
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES], ids=["full disk", "read-only", "no permission"])
+def test_a_refused_write_is_one_clear_error_naming_the_file_and_the_old_file_stays(tmp_path: Path, code: int) -> None:
+    target = write_text_atomic(tmp_path / "report.json", "old")
+    with pytest.raises(WriteError) as info, atomic_writer(target) as f:
+        f.write("new, half written")
+        raise OSError(code, os.strerror(code))
+    assert str(info.value) == f"{target}: could not be written ({os.strerror(code)}); what was there before is unchanged"
+    assert isinstance(info.value, OSError) and isinstance(info.value, UserError)  # caches that carry on still catch it
+    assert target.read_text(encoding="utf-8") == "old" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_a_folder_where_no_temporary_can_be_made_is_a_write_error(tmp_path: Path, monkeypatch) -> None:
+    def refused(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    with pytest.raises(WriteError, match=r"report\.json: could not be written \(Read-only file system\)"):
+        write_text_atomic(tmp_path / "report.json", "x")
