@@ -246,7 +246,6 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ner_lit") -> None:
     failed = True
     try:
         if args and args[0] == "serve":
-
             run_serve(args[1:], prog)
             failed = False
             return

@@ -91,7 +91,6 @@ class Predictor:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "Predictor":
-
         return cls._of(from_checkpoint(path), device)
 
     @classmethod

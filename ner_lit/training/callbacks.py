@@ -81,7 +81,6 @@ class PredictionWriter(BasePredictionWriter):
                              dynamic_ncols=True, smoothing=0.1)
 
     def _check_target(self, trainer: pl.Trainer, target: Path) -> None:
-
         source = trainer.datamodule.path("predict") if trainer.datamodule is not None else None
         if source is not None and target.resolve() == Path(source).resolve():
             raise DataError(f"{target}: the prediction output would overwrite its input; choose another --prediction_writer.output")
@@ -97,7 +96,6 @@ class PredictionWriter(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
         if trainer.received_sigterm:  # Lightning's predict loop notes a SIGTERM but runs on: stop, leaving nothing
-
             raise DataError(f"{self._target_path}: predict stopped by SIGTERM; nothing was written")
         for row in prediction:
             self._pending[row["index"]] = row
@@ -154,7 +152,6 @@ class PredictionWriter(BasePredictionWriter):
 
 
 def _open_new(path: Path, target: Path) -> TextIO:
-
     try:
         return path.open("x", encoding="utf-8", newline="\n")
     except OSError as exc:

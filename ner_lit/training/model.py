@@ -244,7 +244,6 @@ class NERModel(pl.LightningModule):
         report["F1c (macro over characters)"] = {"f1": float(self.test_F1c.compute())}
         log_dir = Path(self.trainer.log_dir or ".")  # a broadcast under DDP: every rank must ask
         if self.trainer.is_global_zero:
-
             write_report(report, log_dir, echo=True, about=scored(self.trainer))
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
