@@ -145,6 +145,10 @@ def test_every_public_name_imports_from_the_top(name: str) -> None:
         assert getattr(importlib.import_module(ner_lit._PUBLIC[name]), name) is value
 
 
+def test_the_public_names_and_their_modules_are_one_list() -> None:
+    assert set(ner_lit.__all__) == set(ner_lit._PUBLIC) | {"__version__"}
+
+
 def test_an_unknown_public_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'Predicter'"):
         ner_lit.Predicter  # noqa: B018
