@@ -1,9 +1,9 @@
 """Faults injected into a `python -m ner_lit fit` process (tests/pipeline/test_fault_injection.py).
 
 Given to the CLI in a config file (``trainer.callbacks`` / ``trainer.plugins`` by class
-path, with ``tests/`` on PYTHONPATH), each ends its own process with SIGKILL at a chosen
-point, which is how a reproducible kill at "a random moment" is made: the moments are
-drawn from a fixed seed list by the test.
+path, with ``tests/`` on PYTHONPATH), each ends its own process with SIGKILL (or sends it
+SIGTERM/SIGINT) at a chosen point, which is how a reproducible kill at "a random moment" is
+made: the moments are drawn from a fixed seed list by the test.
 """
 from __future__ import annotations
 
@@ -35,6 +35,38 @@ class KillAtBatch(pl.Callback):
                            batch_idx: int) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             die()
+
+
+class SignalAtBatch(pl.Callback):
+    """Send this process ``signal_name`` as training batch ``batch`` of epoch ``epoch`` starts, on global rank ``rank``.
+
+    Sent before the step's forward pass, so the run must finish that step before it stops: what a
+    preemption notice arriving mid-step looks like.
+    """
+
+    def __init__(self, epoch: int, batch: int, signal_name: str = "SIGTERM", rank: int = 0) -> None:
+        self.epoch = epoch
+        self.batch = batch
+        self.signum = signal.Signals[signal_name]
+        self.rank = rank
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if (trainer.current_epoch, batch_idx, trainer.global_rank) == (self.epoch, self.batch, self.rank):
+            os.kill(os.getpid(), self.signum)
+
+
+class TouchAtBatch(pl.Callback):
+    """Create the file ``path`` after training batch ``batch`` of epoch ``epoch``: a cue for a signal from outside."""
+
+    def __init__(self, epoch: int, batch: int, path: str) -> None:
+        self.epoch = epoch
+        self.batch = batch
+        self.path = path
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch) and trainer.global_rank == 0:
+            Path(self.path).touch()
 
 
 class TornSave(AtomicCheckpointIO):

@@ -9,11 +9,12 @@ Three pieces the CLI installs in every run:
   filesystems that is a copy, which a kill leaves half done at the final path.)
 * :class:`NERModelCheckpoint` rewrites ``last.ckpt`` at every validation and epoch end,
   whatever the score (Lightning rewrites it only when a top-k file was saved in the same
-  step), and writes the top-k ("best") files without optimizer state: ``last.ckpt`` is
-  what resuming needs, the best file what evaluating and serving need.
-* :class:`ExactResume` stores the random number generators' states in the checkpoint and
-  puts them back at the next training batch, in the run that wrote the checkpoint as in a
-  run resumed from it, so both train on from the same state.
+  step), also mid-epoch every N steps or T time when asked, and writes the top-k ("best")
+  files without optimizer state: ``last.ckpt`` is what resuming needs, the best file what
+  evaluating and serving need.
+* :class:`ExactResume` stores the random number generators' states in the checkpoint (every
+  rank's) and puts them back at the next training batch, in the run that wrote the checkpoint
+  as in a run resumed from it, so both train on from the same state.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import os
 import random
 import re
 import sys
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any, Optional
 
@@ -32,6 +35,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 
+from ner_lit.checkpoint.format import CheckpointError
 from ner_lit.checkpoint.runs import TEMP_MARK, run_dirs
 from ner_lit.files import atomic_writer
 
@@ -94,18 +98,63 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class NERModelCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose ``last.ckpt`` is always the latest state, and whose best files hold weights only."""
+    """ModelCheckpoint whose ``last.ckpt`` is always the latest state, and whose best files hold weights only.
 
-    def __init__(self, best_weights_only: bool = True, **kwargs: Any) -> None:
+    ``every_n_train_steps`` and ``train_time_interval`` keep their Lightning names but write
+    ``last.ckpt`` only, mid-epoch: the state a resume continues from (the training loader is
+    stateful, :mod:`ner_lit.data.resumable`). Best files are chosen where scores exist, at
+    validation; Lightning's own step triggers would also stop the per-epoch best files and
+    rank mid-epoch saves by the previous epoch's score.
+    """
+
+    def __init__(self, best_weights_only: bool = True, every_n_train_steps: Optional[int] = None,
+                 train_time_interval: Optional[timedelta] = None, **kwargs: Any) -> None:
         """
         Args:
             best_weights_only: Write the top-k (best) checkpoints without optimizer and scheduler
                 state (about a third of the size with AdamW); ``last.ckpt`` stays complete for resuming.
+            every_n_train_steps: Also rewrite ``last.ckpt`` every this many optimizer steps, mid-epoch, so
+                that a kill loses at most that many steps (``fit --ckpt_path last`` resumes mid-epoch exactly);
+                0 or null: at epoch ends only.
+            train_time_interval: Also rewrite ``last.ckpt`` when this much time has passed since the last
+                such save (e.g. ``"00:30:00"``), checked after each training batch.
             **kwargs: ModelCheckpoint's arguments.
         """
+        if every_n_train_steps is not None and every_n_train_steps < 0:
+            raise CheckpointError(f"--checkpoint.every_n_train_steps must be 0 (off) or more, got {every_n_train_steps}")
         super().__init__(**kwargs)
         self.best_weights_only = best_weights_only
+        self.last_every_n_steps = every_n_train_steps
+        self.last_every = train_time_interval
         self._last_saved_step: Optional[int] = None
+        self._last_saved_time = time.monotonic()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self._mid_epoch_save_due(trainer):
+            self.save_last_now(trainer)
+
+    def _mid_epoch_save_due(self, trainer: pl.Trainer) -> bool:
+        if not self.save_last or (self.last_every_n_steps is None and self.last_every is None):
+            return False
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or self._last_saved_step == trainer.global_step:
+            return False  # the epoch end writes last.ckpt in a moment, with the epoch's scores
+        due = bool(self.last_every_n_steps) and trainer.global_step % self.last_every_n_steps == 0
+        if self.last_every is not None:
+            # Rank 0's clock decides for every rank: a save is a collective step.
+            late = time.monotonic() - self._last_saved_time >= self.last_every.total_seconds()
+            due = due or bool(trainer.strategy.broadcast(late))
+        return due
+
+    def save_last_now(self, trainer: pl.Trainer) -> None:
+        """Write ``last.ckpt`` with the current state (every rank calls this: saving is collective)."""
+        if self._last_saved_step == trainer.global_step and Path(self.last_model_path or "").is_file():
+            return
+        # A mid-epoch save must not count as this step's save, or the epoch end's best file would be skipped.
+        saved_step, saved_path = self._last_global_step_saved, self._last_checkpoint_saved
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._last_global_step_saved, self._last_checkpoint_saved = saved_step, saved_path
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         full = self.save_weights_only
@@ -120,6 +169,7 @@ class NERModelCheckpoint(ModelCheckpoint):
         super()._save_last_checkpoint(trainer, monitor_candidates)
         if self.save_last:
             self._last_saved_step = trainer.global_step
+            self._last_saved_time = time.monotonic()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -171,24 +221,49 @@ class ExactResume(Callback):
     happens in between differs between the two runs (a resumed run loads, skips the sanity
     check, builds its loaders afresh), so restoring at load time would not be enough;
     restoring at the same batch in both makes the resumed run draw the same dropout masks
-    as the uninterrupted one. The training sampler needs no state: its order is a function
-    of the seed and the epoch, and resuming always starts at an epoch boundary
-    (``last.ckpt`` is written at epoch ends).
+    as the uninterrupted one. Under DDP every rank's states are gathered (each rank draws its
+    own masks) and each rank takes back its own; resumed on another number of ranks, every
+    rank takes rank 0's. The training loader keeps its own position
+    (:mod:`ner_lit.data.resumable`); its order needs no generator state.
+
+    It also hands a mid-epoch checkpoint's loader position to the loader at the start of
+    training. Lightning does that when it first builds the training loader, but a model whose
+    schedule asks for ``trainer.estimated_stepping_batches`` (ours: warmup and decay are in
+    steps) has it built before the checkpoint's state is restored, and the position is never
+    applied (Lightning issue #20550). The loader starts lazily, so it is not too late here.
     """
 
     def __init__(self) -> None:
         self._pending: Optional[dict[str, Any]] = None
+        self._trainer: Optional[pl.Trainer] = None
 
     @property
     def state_key(self) -> str:
         return "ner_lit.ExactResume"
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.fit_loop._load_combined_loader_states()  # a no-op unless a mid-epoch state is pending
+
     def state_dict(self) -> dict[str, Any]:
+        # Every rank builds the checkpoint (rank 0 writes it), so gathering here is a collective all take part in.
         self._pending = rng_states()
-        return {"rng": self._pending}
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return {"rng": self._pending}
+        ranks: list[Any] = [None] * trainer.world_size
+        torch.distributed.all_gather_object(ranks, self._pending)
+        return {"rng": ranks[0], "rng_by_rank": ranks}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending = state_dict.get("rng")
+        by_rank = state_dict.get("rng_by_rank")
+        trainer = self._trainer
+        if by_rank and trainer is not None and len(by_rank) == trainer.world_size:
+            self._pending = by_rank[trainer.global_rank]
+        else:
+            self._pending = state_dict.get("rng")
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         if self._pending is not None:

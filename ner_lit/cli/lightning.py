@@ -10,7 +10,9 @@ Every option comes from a typed signature (``NERModel``, ``NERDataModule``, the 
   epoch end, best files without optimizer state, LearningRateMonitor, TensorBoard and CSV
   logs in one ``version_N`` directory per run, seed 7);
 * checkpoints written atomically and with the RNG states for an exact resume
-  (:mod:`ner_lit.checkpoint.io`), in every run;
+  (:mod:`ner_lit.checkpoint.io`), in every run; SIGTERM or Ctrl-C during training writes
+  ``last.ckpt`` after the step under way and exits with status 75
+  (:mod:`ner_lit.training.preemption`), from which ``--ckpt_path last`` resumes mid-epoch;
 * ``test``/``validate``/``predict`` writing beside the checkpoint they use, not in a new run,
   and a failed command leaving no folders behind (:mod:`ner_lit.runs`);
 * ``--ckpt_path best|last`` resolved in a new process from the runs under
@@ -35,6 +37,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ner_lit.checkpoint.format import CheckpointError, load_checkpoint
 from ner_lit.checkpoint.io import AtomicCheckpointIO, ExactResume, NERModelCheckpoint, remove_stale_temps_under
@@ -47,6 +50,7 @@ from ner_lit.errors import UserError
 from ner_lit.serving.cli import SERVE_HELP, run_serve, serve_parser
 from ner_lit.training.callbacks import ExportBestModel, PredictionWriter, ReleaseFreedMemory
 from ner_lit.training.model import NERModel
+from ner_lit.training.preemption import EXIT_PREEMPTED, Preempted, Preemption
 
 DEFAULT_ROOT = "runs"
 _VERSION_ENV = "NER_LIT_RUN_VERSION"
@@ -106,7 +110,7 @@ _CREATED: list[Path] = []
 #: or TensorBoard's writer thread would flush into a folder that is gone (a traceback at exit).
 _LOGGERS: list[Any] = []
 #: Callbacks that act only while training; an evaluation without them restores no training state.
-_FIT_ONLY_CALLBACKS = (ModelCheckpoint, LearningRateMonitor, ExportBestModel, ExactResume, ReleaseFreedMemory)
+_FIT_ONLY_CALLBACKS = (ModelCheckpoint, LearningRateMonitor, ExportBestModel, ExactResume, ReleaseFreedMemory, Preemption)
 
 
 class NERCLI(LightningCLI):
@@ -156,7 +160,7 @@ class NERCLI(LightningCLI):
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
         config["use_distributed_sampler"] = False  # NERDataModule shards by rank itself
         config["plugins"] = with_atomic_checkpoints(config.get("plugins"))
-        callbacks = [*callbacks, ExactResume(), ReleaseFreedMemory()]
+        callbacks = [*callbacks, ExactResume(), ReleaseFreedMemory(), Preemption()]
         precision = str(config.get("precision") or "")
         if precision.startswith("bf16") and runs_on_cpu(config.get("accelerator")) and not cpu_supports_bf16():
             # Emulated bf16 is slower than fp32: a recipe that asks for bf16 for speed falls back.
@@ -263,6 +267,18 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ner_lit") -> None:
     except UserError as exc:
         print(f"ner_lit: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Preempted as exc:
+        failed = False  # the run's folder holds the checkpoint to resume from
+        if exc.rank == 0:
+            print(f"ner_lit: {exc}", file=sys.stderr)
+        sys.exit(EXIT_PREEMPTED)
+    except SIGTERMException:
+        # Lightning's own handling, before training started (setup, sanity check): nothing to resume from.
+        print("ner_lit: stopped by SIGTERM before training started; nothing was saved", file=sys.stderr)
+        sys.exit(EXIT_PREEMPTED)
+    except KeyboardInterrupt:
+        print("ner_lit: interrupted", file=sys.stderr)
+        sys.exit(130)
     finally:
         if failed:
             for logger in _LOGGERS:

@@ -33,6 +33,7 @@ from ner_lit.data import cache as encoded_cache
 from ner_lit.data.datasets import EvalItem, EvalSentences, TrainWindows
 from ner_lit.data.files import CorpusLocator, check_cache_dir
 from ner_lit.data.preparation import CorpusPreparation
+from ner_lit.data.resumable import ResumableLoader
 from ner_lit.data.samplers import EvalItems, LengthGroupedBatchSampler, SortedSentenceBatchSampler
 from ner_lit.data.settings import CorpusFiles, DataError, LoaderSettings, TokenizerSettings, WindowSettings
 from ner_lit.data.stream import ChunkPlan, PredictStream, count_sentences, iter_sentences
@@ -246,12 +247,13 @@ class NERDataModule(pl.LightningDataModule):
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def train_dataloader(self) -> DataLoader:
+        """Stateful (:mod:`~ner_lit.data.resumable`): a checkpoint written mid-epoch resumes at its next batch."""
         rank, world = self._rank()
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
         windows, opts = self.train_windows, self.loader
         lengths = windows.lengths() if isinstance(windows, TrainWindows) else [len(w.input_ids) for w in windows]
         sampler = LengthGroupedBatchSampler(lengths, opts.batch_size, opts.shuffle, opts.group_by_length, seed, rank, world)
-        return DataLoader(windows, batch_sampler=sampler, collate_fn=self.collate_train, num_workers=opts.num_workers)
+        return ResumableLoader(windows, batch_sampler=sampler, collate_fn=self.collate_train, num_workers=opts.num_workers)
 
     def _eval_loader(self, stage: str) -> DataLoader:
         rank, world = self._rank()

@@ -29,6 +29,20 @@ class EvalItems:
         return len(self.items)
 
 
+class _EpochHandle:
+    """Where Lightning looks for ``set_epoch`` under a batch sampler (``batch_sampler.sampler``).
+
+    Lightning sets the epoch of a loader's ``sampler`` and of its ``batch_sampler.sampler``, never
+    of the batch sampler itself; without this handle every epoch would draw epoch 0's order.
+    """
+
+    def __init__(self, owner: "LengthGroupedBatchSampler") -> None:
+        self.owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self.owner.set_epoch(epoch)
+
+
 class LengthGroupedBatchSampler(Sampler[list[int]]):
     """Shuffled batches of similar length, the same on every rank, each rank taking its share.
 
@@ -37,6 +51,10 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     permutation (same seed and epoch) and takes every ``world_size``-th batch; the batch
     count is cut to a multiple of ``world_size`` so all ranks step together (with fewer
     batches than ranks, batches are repeated so that every rank has one).
+
+    ``skip`` makes the next iteration start part-way into its epoch (a mid-epoch resume, see
+    :class:`~ner_lit.data.resumable.ResumableLoader`): the permutation is the epoch's own, only
+    its first ``skip`` batches of this rank are left out. It applies to one iteration.
     """
 
     def __init__(self, lengths: Sequence[int] | np.ndarray, batch_size: int, shuffle: bool, group_by_length: bool,
@@ -49,6 +67,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self.skip = 0
+        self.sampler = _EpochHandle(self)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -78,7 +98,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return batches[: len(batches) - len(batches) % self.world_size]
 
     def __iter__(self) -> Iterator[list[int]]:
-        for batch in self._batches()[self.rank::self.world_size]:
+        skip, self.skip = self.skip, 0
+        for batch in self._batches()[self.rank::self.world_size][skip:]:
             yield batch.tolist()
 
     def __len__(self) -> int:

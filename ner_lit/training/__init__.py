@@ -5,7 +5,8 @@ its typed settings groups (``settings``), building the network and completing th
 (``network``), AdamW's groups, schedule and clipping (``optimization``), the checkpoint's
 ``ner_lit`` section (``section``), the hand-over of the data's tokenizer and aligner
 (``handover``); the KLUE metrics as torchmetrics (``metrics``), the callbacks the CLI installs
-(``callbacks``: predictions to JSONL, the best model exported, memory released) and the per-type
-report ``test`` writes (``report``).
+(``callbacks``: predictions to JSONL, the best model exported, memory released), stopping on
+SIGTERM or Ctrl-C with ``last.ckpt`` written (``preemption``) and the per-type report ``test``
+writes (``report``).
 May import: corpus, alignment, checkpoint, data, inference and the top-level helpers.
 """

@@ -6,23 +6,31 @@ command for rank 1). The 21 validation sentences (27 windows) in batches of at m
 windows make 7 batches: rank 0 gets 4 (11 sentences) and rank 1 gets 3 (10 sentences). ``validate`` must log
 the same scores; ``test`` must also report the same per-type supports (gold entity counts),
 which would grow if a sentence were scored twice. ``fit`` under DDP shares each epoch
-between the ranks and exports the best model from rank 0. ``predict`` under DDP deals the
-input's chunks to the ranks and writes one file, byte for byte the single-process one.
+between the ranks and exports the best model from rank 0; SIGTERM to one rank mid-epoch stops
+both after the same step with one ``last.ckpt``, from which a DDP resume ends with the
+uninterrupted DDP fit's weights and scores. ``predict`` under DDP deals the input's chunks to
+the ranks and writes one file, byte for byte the single-process one.
 """
 from __future__ import annotations
 
 import json
+import os
+import random
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from ner_lit.checkpoint.format import spec_of
+from ner_lit.checkpoint.format import load_checkpoint, spec_of
+from ner_lit.checkpoint.spec import SECTION
 from ner_lit.data.datamodule import NERDataModule
 from ner_lit.data.samplers import SortedSentenceBatchSampler
 
 from pipeline_fixtures import (
     EVAL_BATCH_SIZE,
+    REPO,
     SAMPLE,
     TrainedRun,
     cli,
@@ -115,6 +123,53 @@ def test_ddp_fit_splits_each_epoch_between_the_ranks(trained_run: TrainedRun, dd
 def test_ddp_fit_exports_the_best_model(ddp_fit: Path) -> None:
     assert (ddp_fit / "hf_model" / "config.json").is_file()
     assert (ddp_fit / "hf_model" / "tokenizer.json").is_file()
+
+
+# --------------------------------------------------------------------------- preemption
+PREEMPT_SEED = 20261207  # the batch rank 1 is signalled at is drawn from it: the same in every CI run
+EXIT_PREEMPTED = 75
+
+
+@pytest.fixture(scope="module")
+def ddp_preempted(trained_run: TrainedRun, ddp_fit: Path, tmp_path_factory: pytest.TempPathFactory
+                  ) -> tuple[int, subprocess.CompletedProcess, Path, subprocess.CompletedProcess]:
+    """A DDP fit whose rank 1 (only) gets SIGTERM as a seeded batch starts, then ``--ckpt_path last`` under DDP.
+
+    (batch, the stopped run, the folder it wrote, the resumed run). The uninterrupted DDP fit is ``ddp_fit``.
+    """
+    batch = random.Random(PREEMPT_SEED).randrange(1, 10)  # of the 12 batches rank 1 gets in the epoch
+    root = tmp_path_factory.mktemp("fit-ddp-preempted")
+    fault = root / "fault.yaml"
+    fault.write_text(yaml.safe_dump({"trainer": {"callbacks": [{
+        "class_path": "fault_plugins.SignalAtBatch",
+        "init_args": {"epoch": 0, "batch": batch, "signal_name": "SIGTERM", "rank": 1}}]}}), encoding="utf-8")
+    args = ["fit", *trained_run.args("--trainer.default_root_dir", str(root)), *DDP]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "tests"), str(REPO), os.environ.get("PYTHONPATH", "")]))
+        stopped = cli_process([*args, "--config", str(fault)], trained_run.cache)
+        resumed = cli_process([*args, "--ckpt_path", "last"], trained_run.cache)
+    return batch, stopped, root, resumed
+
+
+def test_sigterm_to_one_ddp_rank_stops_both_after_the_same_step_with_one_checkpoint(ddp_preempted) -> None:
+    batch, stopped, root, _ = ddp_preempted
+    assert stopped.returncode == EXIT_PREEMPTED, stopped.stderr[-4000:]
+    said = [line for line in stopped.stderr.splitlines() if line.startswith("ner_lit: stopped by")]
+    assert len(said) == 1 and "a signal on another rank" in said[0], said  # rank 0 speaks for both
+    last = torch.load(root / "version_0" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (0, batch + 1)
+    assert len(last["callbacks"]["ner_lit.ExactResume"]["rng_by_rank"]) == 2
+
+
+def test_ddp_resume_after_sigterm_ends_with_the_uninterrupted_weights_and_scores(ddp_preempted, ddp_fit: Path) -> None:
+    _, _, root, resumed = ddp_preempted
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    expected = torch.load(ddp_fit / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    got = load_checkpoint(root / "version_1" / "checkpoints" / "last.ckpt")
+    assert got["global_step"] == expected["global_step"]
+    assert got[SECTION]["weights_sha256"] == expected[SECTION]["weights_sha256"]
+    for key in ("val_F1c", "val_F1e", "val_loss"):
+        assert last_value(root / "version_1", key) == last_value(ddp_fit, key), key
 
 
 # --------------------------------------------------------------------------- predict
