@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,8 +31,13 @@ class WriteError(UserError, OSError):
     """
 
 
-def _refused(target: Path, exc: OSError) -> WriteError:
-    cause = exc.strerror or str(exc)
+def refused(target: str | os.PathLike[str], exc: BaseException) -> WriteError:
+    """The one-line error for a write the system refused: the file, the cause, the old file unchanged.
+
+    For writers that can not go through :func:`atomic_writer` (a stream written batch by batch, a
+    library's own writer) and must still fail the same way.
+    """
+    cause = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
     return WriteError(f"{target}: could not be written ({cause}); what was there before is unchanged")
 
 
@@ -51,9 +57,7 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
 
 def new_file_permissions(fd: int) -> None:
     """mkstemp makes owner-only files; what we write should get the mode ``open()`` would give it."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
+    os.fchmod(fd, 0o666 & ~_umask())
 
 
 @contextmanager
@@ -76,7 +80,7 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "w", temp: Optional[
         else:
             tmp = temp
     except OSError as exc:
-        raise _refused(target, exc) from None
+        raise refused(target, exc) from None
     try:
         kwargs: dict[str, Any] = {"encoding": "utf-8", "newline": "\n"} if mode == "w" else {}
         with open(tmp, mode, **kwargs) as f:
@@ -88,9 +92,54 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "w", temp: Optional[
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and not isinstance(exc, WriteError):
-            raise _refused(target, exc) from None
+            raise refused(target, exc) from None
         raise
     fsync_dir(target.parent)
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike[str], refusals: tuple[type[BaseException], ...] = ()) -> Iterator[Path]:
+    """A fresh temporary folder that becomes ``path`` when the block ends without an exception.
+
+    For writers that write a folder of files their own way (``save_pretrained``). Every file is
+    fsynced before the folder is renamed into place; a folder already at ``path`` is moved aside
+    first and removed after, so ``path`` is always either the old folder or the whole new one
+    (a kill between the two renames leaves the old one beside, under a hidden name). A failure
+    removes the temporary folder; an ``OSError``, or one of ``refusals`` (a library's own I/O
+    error), is a :class:`WriteError` naming ``path``.
+    """
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    except OSError as exc:
+        raise refused(target, exc) from None
+    try:
+        yield tmp
+        for f in sorted(tmp.rglob("*")):
+            if f.is_file():
+                with open(f, "rb") as handle:
+                    os.fsync(handle.fileno())
+        os.chmod(tmp, 0o777 & ~_umask())
+        fsync_dir(tmp)
+        old = target.with_name(f".{target.name}.old.{os.getpid()}") if target.exists() else None
+        if old is not None:
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, (OSError, *refusals)) and not isinstance(exc, WriteError):
+            raise refused(target, exc) from None
+        raise
+    fsync_dir(target.parent)
+
+
+def _umask() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:

@@ -114,13 +114,18 @@ def in_this_process(args: Sequence[str], cache: Path) -> Outcome:
     return Outcome(code, out.getvalue(), err.getvalue())
 
 
-def start_cli_process(args: Sequence[str], cache: Path) -> subprocess.Popen:
-    """Start ``python -m ner_lit ARGS`` in a new process, offline, with stdout and stderr piped as text."""
+def cli_env(cache: Path) -> dict[str, str]:
+    """The environment a new ``ner_lit`` process runs in: offline, with the session's cache, no inherited run state."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PL_", "NER_LIT_"))}
     env.update({"NER_LIT_CACHE": str(cache), "PYTHONUNBUFFERED": "1", "GLOO_SOCKET_IFNAME": "lo",
                 "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    return subprocess.Popen([sys.executable, "-m", "ner_lit", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return env
+
+
+def start_cli_process(args: Sequence[str], cache: Path) -> subprocess.Popen:
+    """Start ``python -m ner_lit ARGS`` in a new process, offline, with stdout and stderr piped as text."""
+    return subprocess.Popen([sys.executable, "-m", "ner_lit", *args], cwd=REPO, env=cli_env(cache),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from ner_lit.data.datamodule import DataError
 from ner_lit.data.stream import ChunkPlan
+from ner_lit.files import atomic_directory, fsync_dir, refused
 from ner_lit.inference.loading import from_checkpoint, from_checkpoint_on
 
 # The stream has no batch sampler for Lightning to read indices from; rows carry their own index.
@@ -24,11 +25,13 @@ class PredictionWriter(BasePredictionWriter):
 
     Rows are written batch by batch to a temporary file in the output's folder (under DDP one
     part file per rank, merged in input order by rank 0 at the end) and moved onto the output
-    only when all are there, so a run killed at any moment leaves no half output behind. A row
-    waits only until the rows before it (of the same rank) are written: the stream's batches
-    are sorted by length within a chunk, so at most a chunk's rows wait. Predictions are never
-    also collected for ``trainer.predict``'s return value (``return_predictions`` is turned off).
-    Every reason the output could not be written is checked before the first batch.
+    only when all are there (fsynced, renamed, the folder fsynced), so a run killed at any moment
+    leaves no half output behind. A row waits only until the rows before it (of the same rank)
+    are written: the stream's batches are sorted by length within a chunk, so at most a chunk's
+    rows wait. Predictions are never also collected for ``trainer.predict``'s return value
+    (``return_predictions`` is turned off). Every reason the output could not be written is
+    checked before the first batch; a write the system refuses later (a full disk) is a
+    :class:`~ner_lit.files.WriteError` naming the output, with the temporary files removed.
     """
 
     def __init__(self, output: Optional[str] = None, overwrite: bool = False) -> None:
@@ -110,7 +113,11 @@ class PredictionWriter(BasePredictionWriter):
         n = 0
         while self._next is not None and self._next in self._pending:
             r = self._pending.pop(self._next)
-            self._file.write(json.dumps({"id": r["id"], "text": r["text"], "entities": r["entities"]}, ensure_ascii=False) + "\n")
+            line = json.dumps({"id": r["id"], "text": r["text"], "entities": r["entities"]}, ensure_ascii=False) + "\n"
+            try:
+                self._file.write(line)
+            except OSError as exc:
+                raise refused(self._target_path, exc) from None
             self._next = next(self._expected, None)
             n += 1
         self._count += n
@@ -120,35 +127,66 @@ class PredictionWriter(BasePredictionWriter):
         assert self._file is not None and self._part is not None and self._target_path is not None
         if self._next is not None or self._pending:
             raise RuntimeError(f"prediction stream incomplete: sentence {self._next} missing, {len(self._pending)} rows unplaced")
-        self._file.close()
-        self._file = None
+        target = self._target_path
+        file, self._file = self._file, None
+        try:
+            _close_synced(file)
+        except OSError as exc:
+            raise refused(target, exc) from None
         if self._bar is not None:
             self._bar.close()
             self._bar = None
         trainer.strategy.barrier()  # every rank's part is complete
         if trainer.is_global_zero:
-            target = self._target_path
-            if trainer.world_size > 1:
-                merged = self._part.with_name(self._part.name.rsplit(".part", 1)[0])
-                parts = [self._part.with_name(f"{merged.name}.part{r}") for r in range(trainer.world_size)]
-                with _open_new(merged, target) as out:
-                    merge_parts(parts, trainer.datamodule.predict_plan(), out)
-                for part in parts:
-                    part.unlink()
-                self._part = merged
-            os.replace(self._part, target)
+            try:
+                if trainer.world_size > 1:
+                    self._part = self._merge(trainer)
+                os.replace(self._part, target)
+            except OSError as exc:
+                raise refused(target, exc) from None
+            fsync_dir(target.parent)
             self.written = target
             print(f"Wrote {trainer.datamodule.predict_count} predictions to {target}")
         self._part = None
 
+    def _merge(self, trainer: pl.Trainer) -> Path:
+        """Rank 0: the ranks' part files merged into one temporary file in input order (the parts removed)."""
+        assert self._part is not None and self._target_path is not None
+        merged = self._part.with_name(self._part.name.rsplit(".part", 1)[0])
+        parts = [self._part.with_name(f"{merged.name}.part{r}") for r in range(trainer.world_size)]
+        out = _open_new(merged, self._target_path)
+        try:
+            merge_parts(parts, trainer.datamodule.predict_plan(), out)
+        except BaseException:
+            out.close()
+            merged.unlink(missing_ok=True)
+            raise
+        finally:
+            for part in parts:
+                part.unlink(missing_ok=True)
+        _close_synced(out)
+        return merged
+
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         """A failed run leaves nothing: its temporary file goes, the output is untouched."""
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:
+                pass  # what it could not flush goes with the file
             self._file = None
         if self._part is not None:
             self._part.unlink(missing_ok=True)
             self._part = None
+
+
+def _close_synced(file: TextIO) -> None:
+    """Flush, fsync and close: after this the bytes are on disk (or the OSError says why not)."""
+    try:
+        file.flush()
+        os.fsync(file.fileno())
+    finally:
+        file.close()
 
 
 def _open_new(path: Path, target: Path) -> TextIO:
@@ -177,6 +215,9 @@ def merge_parts(parts: list[Path], plan: ChunkPlan, out: TextIO) -> None:
 
 class ExportBestModel(Callback):
     """At the end of ``fit``, saves the best checkpoint as a Hugging Face directory.
+
+    Written into a temporary folder and renamed into place when whole (:func:`~ner_lit.files.atomic_directory`):
+    a kill or a full disk leaves no half-written model for ``serve --model_dir`` to load.
 
     The directory loads with ``AutoModelForTokenClassification.from_pretrained``; ``ner_lit.json``
     beside ``config.json`` holds the rest of the tagger's spec (tagging unit, windows, decoding,
@@ -208,9 +249,12 @@ class ExportBestModel(Callback):
         # validation was the best): loading the file beside them would hold the network twice at once.
         loaded = from_checkpoint_on(best, pl_module) or from_checkpoint(best)
         target = log_dir / self.dirname
-        loaded.model.save_pretrained(target)
-        loaded.tokenizer.save_pretrained(target)
-        loaded.spec.save(target)  # windows, decoding, scores: serve --model_dir predicts as predict does
+        from safetensors import SafetensorError  # the weights writer's own I/O error (a full disk, ...)
+
+        with atomic_directory(target, refusals=(SafetensorError,)) as folder:
+            loaded.model.save_pretrained(folder)
+            loaded.tokenizer.save_pretrained(folder)
+            loaded.spec.save(folder)  # windows, decoding, scores: serve --model_dir predicts as predict does
         self.exported = target
         print(f"Exported the best model ({Path(best).name}) as a Hugging Face directory: {target}")
 
