@@ -75,6 +75,15 @@ def tiny_config(data_dir: Path, root: Path) -> dict:
     }
 
 
+def short_fit_config(data_dir: Path, folder: Path, epochs: int, batches: int) -> Path:
+    """A tiny config file in ``folder`` whose runs go to ``folder/runs``: ``epochs`` of ``batches`` batches."""
+    config = tiny_config(data_dir, folder / "runs")
+    config["trainer"].update({"max_epochs": epochs, "limit_train_batches": batches})
+    path = folder / "fit.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
 # --------------------------------------------------------------------------- running the CLI
 def cli(args: Sequence[str], cache: Path) -> None:
     """``python -m ner_lit ARGS`` in this process, with the process-wide side effects undone after."""

@@ -49,6 +49,7 @@ from ner_lit.data.files import check_writable_dir
 from ner_lit.errors import UserError
 from ner_lit.serving.cli import SERVE_HELP, run_serve, serve_parser
 from ner_lit.training.callbacks import ExportBestModel, PredictionWriter, ReleaseFreedMemory
+from ner_lit.training.curve import TrainingClock
 from ner_lit.training.model import NERModel
 from ner_lit.training.preemption import EXIT_PREEMPTED, Preempted, Preemption
 
@@ -110,7 +111,8 @@ _CREATED: list[Path] = []
 #: or TensorBoard's writer thread would flush into a folder that is gone (a traceback at exit).
 _LOGGERS: list[Any] = []
 #: Callbacks that act only while training; an evaluation without them restores no training state.
-_FIT_ONLY_CALLBACKS = (ModelCheckpoint, LearningRateMonitor, ExportBestModel, ExactResume, ReleaseFreedMemory, Preemption)
+_FIT_ONLY_CALLBACKS = (ModelCheckpoint, LearningRateMonitor, ExportBestModel, ExactResume, ReleaseFreedMemory, Preemption,
+                       TrainingClock)
 
 
 class NERCLI(LightningCLI):
@@ -160,7 +162,7 @@ class NERCLI(LightningCLI):
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
         config["use_distributed_sampler"] = False  # NERDataModule shards by rank itself
         config["plugins"] = with_atomic_checkpoints(config.get("plugins"))
-        callbacks = [*callbacks, ExactResume(), ReleaseFreedMemory(), Preemption()]
+        callbacks = [*callbacks, ExactResume(), ReleaseFreedMemory(), Preemption(), TrainingClock()]
         precision = str(config.get("precision") or "")
         if precision.startswith("bf16") and runs_on_cpu(config.get("accelerator")) and not cpu_supports_bf16():
             # Emulated bf16 is slower than fp32: a recipe that asks for bf16 for speed falls back.

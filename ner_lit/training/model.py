@@ -20,11 +20,12 @@ from ner_lit.alignment.answers import answer
 from ner_lit.alignment.windows import IGNORE
 from ner_lit.checkpoint.spec import TaggerSpec
 from ner_lit.data.tagger_data import TaggerData
+from ner_lit.training.analysis import EntityErrors
 from ner_lit.training.handover import DataHandover
 from ner_lit.training.metrics import CharMacroF1, EntityMacroF1
 from ner_lit.training.network import build_network
 from ner_lit.training.optimization import clip_unscaled, configure_adamw
-from ner_lit.training.report import scored, write_report
+from ner_lit.training.report import scored, write_error_analysis, write_report
 from ner_lit.training.section import read_section, write_section
 from ner_lit.training.settings import ADAMW_IMPLEMENTATIONS, ModelError, NetworkSettings, OptimizerSettings
 
@@ -166,6 +167,7 @@ class NERModel(pl.LightningModule):
             setattr(self, f"{split}_F1e", EntityMacroF1(self.labels))
             setattr(self, f"{split}_loss", MeanMetric())
             setattr(self, f"{split}_acc", MeanMetric())
+        self.test_errors = EntityErrors(self.labels)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
@@ -229,6 +231,9 @@ class NERModel(pl.LightningModule):
         gold = [it.gold for it in items]
         getattr(self, f"{split}_F1c").update(preds, gold)
         getattr(self, f"{split}_F1e").update(preds, gold)
+        if split == "test":
+            self.test_errors.update(preds, gold, [it.sentence.text for it in items], [it.scored for it in items],
+                                    [it.sentence.id for it in items])
         for name in ("loss", "acc", "F1c", "F1e"):
             self.log(f"{split}_{name}", getattr(self, f"{split}_{name}"), on_step=False, on_epoch=True,
                      prog_bar=name in ("F1c", "F1e"), batch_size=len(items))
@@ -243,8 +248,13 @@ class NERModel(pl.LightningModule):
         report = self.test_F1e.report()
         report["F1c (macro over characters)"] = {"f1": float(self.test_F1c.compute())}
         log_dir = Path(self.trainer.log_dir or ".")  # a broadcast under DDP: every rank must ask
+        self.test_errors.gather_examples()  # a collective: every rank takes part
+        analysis = self.test_errors.compute()
         if self.trainer.is_global_zero:
-            write_report(report, log_dir, echo=True, about=scored(self.trainer))
+            about = scored(self.trainer)
+            write_report(report, log_dir, echo=True, about=about)
+            write_error_analysis(analysis, log_dir, about, self.trainer.ckpt_path)
+        self.test_errors.reset()
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """One row a sentence: ``id``, ``index`` (its position in the input), ``text`` and ``entities``."""

@@ -1,7 +1,10 @@
-"""The per-type table written at the end of ``test``: JSON for programs, Markdown for people.
+"""What ``test`` writes beside the checkpoint: JSON for programs, Markdown for people.
 
-The Markdown file starts with what was scored (checkpoint, data file, date), so a report
-read on its own says where its figures come from; the JSON holds the table only.
+``test_report``: the per-type F1 table. ``error_analysis``: where the errors are
+(:mod:`~ner_lit.training.analysis`) and the run's learning curve
+(:mod:`~ner_lit.training.curve`, with ``learning_curve.png``). Each Markdown file starts with
+what was scored (checkpoint, data file, date), so a report read on its own says where its
+figures come from; the JSON files hold the figures only.
 """
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ner_lit.files import write_text_atomic
+from ner_lit.training import analysis as errors
+from ner_lit.training import curve
 
 
 def markdown_table(report: dict[str, dict[str, float]]) -> str:
@@ -47,4 +52,21 @@ def write_report(report: dict[str, dict[str, float]], directory: Path, echo: boo
     if echo:
         print("\nPer-type entity scores (strict IOB2, seqeval arithmetic); written to", md)
         print(markdown_table(report))
+    return md
+
+
+def write_error_analysis(analysis: dict[str, Any], directory: Path, about: dict[str, str],
+                         checkpoint: Optional[str]) -> Path:
+    """``error_analysis.json``/``.md`` and, for a checkpoint's run, ``learning_curve.png`` in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    points = curve.learning_curve(checkpoint) if checkpoint else []
+    png: Optional[Path] = directory / "learning_curve.png"
+    why = curve.write_png(points, png, f"{about.get('checkpoint', '')}") if points else "no checkpoint run to draw"
+    if why is not None:
+        png = None
+    record = {**analysis, "learning_curve": points}
+    write_text_atomic(directory / "error_analysis.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    md = directory / "error_analysis.md"
+    write_text_atomic(md, header(about) + errors.markdown(analysis, curve.markdown(points, png, why)))
+    print("Error analysis (per type, confusions, examples, learning curve) written to", md)
     return md

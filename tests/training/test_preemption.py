@@ -16,7 +16,7 @@ import yaml
 
 from ner_lit.training.preemption import EXIT_PREEMPTED, Preempted, Preemption
 
-from pipeline_fixtures import TrainedRun, in_this_process, tiny_config
+from pipeline_fixtures import TrainedRun, in_this_process, short_fit_config
 
 
 @pytest.fixture
@@ -62,11 +62,7 @@ def test_the_message_says_what_stopped_the_run_and_the_command_that_resumes_it()
 # --------------------------------------------------------------------------- a run in this process
 @pytest.fixture
 def tiny_fit_config(trained_run: TrainedRun, tmp_path: Path) -> Path:
-    config = tiny_config(trained_run.data_dir, tmp_path / "runs")
-    config["trainer"].update({"max_epochs": 2, "limit_train_batches": 6})
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
+    return short_fit_config(trained_run.data_dir, tmp_path, epochs=2, batches=6)
 
 
 def signal_at(tmp_path: Path, epoch: int, batch: int, name: str) -> Path:
