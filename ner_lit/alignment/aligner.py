@@ -43,13 +43,13 @@ Rules of encoding (the reasons are in docs/alignment.md; those of decoding in
 from __future__ import annotations
 
 from itertools import chain
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from tokenizers import Encoding
 
-from ner_lit.alignment.decoding import Decoder, _starts
+from ner_lit.alignment.decoding import CRFScores, Decoder, _starts
 from ner_lit.alignment.tokenizers import _char_owner, _owned, _space_mask, owned_spans, special_layout, text_tokenizer
 from ner_lit.alignment.windows import (
     DEFAULT_CHAR_SLOTS,
@@ -134,10 +134,13 @@ class Aligner:
     @classmethod
     def for_tagger(cls, tokenizer, spec, max_length: int | None = None, stride: int | None = None) -> "Aligner":
         """The alignment a trained tagger's spec (:class:`ner_lit.checkpoint.spec.TaggerSpec`) records: its labels,
-        windows, label rule, decoding and tagging unit; ``max_length``/``stride`` override its windows."""
-        return cls(tokenizer, list(spec.labels), spec.max_length if max_length is None else max_length,
-                   spec.stride if stride is None else stride, spec.label_rule, spec.decoding, spec.tagging,
-                   spec.char_slots)
+        windows, label rule, decoding, tagging unit and CRF scores; ``max_length``/``stride`` override its windows."""
+        aligner = cls(tokenizer, list(spec.labels), spec.max_length if max_length is None else max_length,
+                      spec.stride if stride is None else stride, spec.label_rule, spec.decoding, spec.tagging,
+                      spec.char_slots)
+        if getattr(spec, "crf", None):
+            aligner.decoder.use_crf(spec.crf["transitions"], spec.crf["start"])
+        return aligner
 
     # ------------------------------------------------------------------ encoding
     def encode(self, sentences: Sequence[Sentence], with_labels: bool = True, chunk: int = 2048) -> list[EncodedSentence]:
@@ -281,9 +284,9 @@ class Aligner:
 
     # ------------------------------------------------------------------ decoding (the Decoder's)
     def decode(self, encoded: Sequence[EncodedSentence], logits: torch.Tensor,
-               first_row: Sequence[int] | None = None) -> Decoded:
+               first_row: Sequence[int] | None = None, crf: Optional[CRFScores] = None) -> Decoded:
         """Character (and token) tag ids with their top probabilities, per sentence (:meth:`Decoder.decode`)."""
-        return self.decoder.decode(encoded, logits, first_row)
+        return self.decoder.decode(encoded, logits, first_row, crf)
 
     def decode_labels(self, encoded: Sequence[EncodedSentence], token_labels: Sequence[Sequence[int]]) -> list[torch.Tensor]:
         """Character tags from per-token label ids, the alignment ceiling (:meth:`Decoder.decode_labels`)."""

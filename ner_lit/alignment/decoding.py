@@ -17,10 +17,13 @@ Rules (the reasons are in docs/alignment.md):
   when the tag is an entity tag, else ``O``, so a particle fused to a name joins the entity.
 * Whitespace is not scored (as in KLUE) and always decodes to ``O``; characters no token
   covers decode to ``O``.
+* A CRF head's learned transition and start scores (``crf``) join the Viterbi path's score;
+  the IOB2 constraint still holds. Its emissions are the same log probabilities: per-position
+  constants do not change which path is best.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +31,9 @@ import torch
 from ner_lit.alignment.viterbi import _NEG, viterbi
 from ner_lit.alignment.windows import IGNORE, AlignmentError, Decoded, Decoding, EncodedSentence
 from ner_lit.corpus.records import OUTSIDE
+
+#: A CRF head's learned scores: ``(transitions[previous, current], start[current])``.
+CRFScores = tuple[np.ndarray, np.ndarray]
 
 
 class Decoder:
@@ -64,18 +70,34 @@ class Decoder:
                 self.may_start[j] = False
                 for i, prev in enumerate(self.labels):
                     self.allowed[i, j] = prev != OUTSIDE and prev[2:] == tag[2:]
+        #: a trained CRF head's scores (:meth:`use_crf`), used by every Viterbi path; None: no CRF
+        self.crf: Optional[CRFScores] = None
+
+    def use_crf(self, transitions: Sequence[Sequence[float]], start: Sequence[float]) -> None:
+        """Decode with a CRF head's learned transition and start scores (a tagger whose spec has them)."""
+        n = len(self.labels)
+        t, s = np.asarray(transitions, dtype=np.float64), np.asarray(start, dtype=np.float64)
+        if t.shape != (n, n) or s.shape != (n,):
+            raise AlignmentError(f"CRF scores of shapes {t.shape} and {s.shape} for {n} labels")
+        self.crf = (t, s)
+
+    def _path(self, scores: np.ndarray, lengths: Sequence[int], crf: Optional[CRFScores]) -> np.ndarray:
+        crf = self.crf if crf is None else crf
+        return viterbi(scores, lengths, self.allowed, self.may_start, *(crf if crf is not None else (None, None)))
 
     def decode(
         self,
         encoded: Sequence[EncodedSentence],
         logits: torch.Tensor,
         first_row: Sequence[int] | None = None,
+        crf: Optional[CRFScores] = None,
     ) -> "Decoded":
         """Character (and token) tag ids with their top probabilities, per sentence.
 
         ``logits`` is ``[windows, positions, labels]`` for the windows of ``encoded`` in
         order (``first_row[i]``: the row of sentence i's first window; by default the
-        windows follow each other).
+        windows follow each other). ``crf``: CRF scores to use instead of :attr:`crf` (a model
+        in training decodes with its current ones).
         """
         if first_row is None:
             first_row, row = [], 0
@@ -93,7 +115,7 @@ class Decoder:
         token_logits = logits.detach()[torch.from_numpy(rows), torch.from_numpy(pos)]
         z = token_logits.float().cpu().numpy().astype(np.float64)
         if self.slots is not None:
-            return self._decode_chars(encoded, z, char_token)
+            return self._decode_chars(encoded, z, char_token, crf)
         empty = _cat([e.offsets[:, 0] == e.offsets[:, 1] for e in encoded], dtype=bool)
         z = z - z.max(axis=-1, keepdims=True) if base else z
         logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True)) if base else z
@@ -101,7 +123,7 @@ class Decoder:
             # A token that owns no character was never trained: let it take whatever keeps the path valid.
             masked = logp.copy()
             masked[empty] = 0.0
-            top = viterbi(masked, n_tokens, self.allowed, self.may_start)
+            top = self._path(masked, n_tokens, crf)
         else:
             top = logp.argmax(axis=-1) if base else np.zeros(0, dtype=np.int64)
         top_prob = np.exp(np.take_along_axis(logp, top[:, None], axis=1)[:, 0]) if base else np.zeros(0)
@@ -111,7 +133,8 @@ class Decoder:
             _split(top, n_tokens), _split(top_prob.astype(np.float32), n_tokens),
         )
 
-    def _decode_chars(self, encoded: Sequence[EncodedSentence], z: np.ndarray, char_token: np.ndarray) -> "Decoded":
+    def _decode_chars(self, encoded: Sequence[EncodedSentence], z: np.ndarray, char_token: np.ndarray,
+                      crf: Optional[CRFScores] = None) -> "Decoded":
         """``char`` tagging: every character's tag from its own slot of its token's scores.
 
         ``z`` is ``[content tokens, slots * labels]``. The Viterbi path (or argmax) runs over
@@ -136,7 +159,7 @@ class Decoder:
         char_sentence = np.repeat(np.arange(len(encoded)), lengths)
         per_sentence = np.bincount(char_sentence[covered], minlength=len(encoded))
         if self.decoding == "viterbi" and len(covered):
-            top = viterbi(rows, per_sentence.tolist(), self.allowed, self.may_start)
+            top = self._path(rows, per_sentence.tolist(), crf)
         else:
             top = rows.argmax(axis=-1) if len(covered) else np.zeros(0, dtype=np.int64)
         top_prob = np.exp(np.take_along_axis(rows, top[:, None], axis=1)[:, 0]) if len(covered) else np.zeros(0)

@@ -1,12 +1,14 @@
 """The most probable valid IOB2 sequence: Viterbi over (sentence, position, label) scores.
 
 A tag ``I-X`` may only follow ``B-X`` or ``I-X``; decoding under that constraint turns a model's
-per-position scores into well-formed spans. Two implementations give the same paths: a plain
-loop, cheaper for a handful of sentences, and a NumPy one batched over sentences.
+per-position scores into well-formed spans. A CRF head adds learned scores for each step from
+one tag to the next (``transitions``) and for the first tag (``start``); the constraint still
+applies on top of them. Two implementations give the same paths: a plain loop, cheaper for a
+handful of sentences, and a NumPy one batched over sentences.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -22,23 +24,28 @@ PYTHON_VITERBI_MAX_SENTENCES = 6
 _NEG = -1e30
 
 
-def viterbi(logp: np.ndarray, lengths: Sequence[int], allowed: np.ndarray, may_start: np.ndarray) -> np.ndarray:
+def viterbi(logp: np.ndarray, lengths: Sequence[int], allowed: np.ndarray, may_start: np.ndarray,
+            transitions: Optional[np.ndarray] = None, start: Optional[np.ndarray] = None) -> np.ndarray:
     """The best valid tag path of every sentence at once (label ids, one per token).
 
     ``logp`` is ``[tokens, labels]`` for the sentences' tokens one after another
     (``lengths`` tokens each); ``allowed[i, j]``: tag j may follow tag i; ``may_start[j]``:
-    tag j may open a sentence. Both ways of running it (see
+    tag j may open a sentence; ``transitions[i, j]`` and ``start[j]``: a CRF's learned scores
+    for those steps, added to the path's score. Both ways of running it (see
     ``PYTHON_VITERBI_MAX_SENTENCES``) give the same paths, ties broken towards the
     lower label id.
     """
     if len(lengths) <= PYTHON_VITERBI_MAX_SENTENCES:
-        return _viterbi_python(logp, lengths, allowed, may_start)
-    return _viterbi_numpy(logp, lengths, allowed, may_start)
+        return _viterbi_python(logp, lengths, allowed, may_start, transitions, start)
+    return _viterbi_numpy(logp, lengths, allowed, may_start, transitions, start)
 
 
-def _viterbi_python(logp: np.ndarray, lengths: Sequence[int], allowed: np.ndarray, may_start: np.ndarray) -> np.ndarray:
+def _viterbi_python(logp: np.ndarray, lengths: Sequence[int], allowed: np.ndarray, may_start: np.ndarray,
+                    transitions: Optional[np.ndarray] = None, start: Optional[np.ndarray] = None) -> np.ndarray:
     """One sentence at a time over Python floats (float64, as NumPy's), each tag looking
     only at the tags allowed before it."""
+    if transitions is not None:
+        return _crf_viterbi_python(logp, lengths, allowed, may_start, transitions, start)
     columns = list(zip(*allowed.tolist()))
     before = [None if all(col) else [i for i, ok in enumerate(col) if ok] for col in columns]
     starts = may_start.tolist()
@@ -79,7 +86,44 @@ def _viterbi_python(logp: np.ndarray, lengths: Sequence[int], allowed: np.ndarra
     return np.asarray(out, dtype=np.int64)
 
 
-def _viterbi_numpy(logp: np.ndarray, lengths: Sequence[int], allowed: np.ndarray, may_start: np.ndarray) -> np.ndarray:
+def _crf_viterbi_python(logp: np.ndarray, lengths: Sequence[int], allowed: np.ndarray, may_start: np.ndarray,
+                        transitions: np.ndarray, start: Optional[np.ndarray]) -> np.ndarray:
+    """The plain loop with learned step scores: each tag weighs every previous one with its own step
+    score (a forbidden step scores ``_NEG``), the first best winning, as NumPy's argmax picks."""
+    c = allowed.shape[0]
+    step = np.where(allowed, transitions, _NEG).tolist()
+    incoming = [[step[k][j] for k in range(c)] for j in range(c)]
+    first = (np.where(may_start, 0.0, _NEG) + (0.0 if start is None else start)).tolist()
+    out: list[int] = []
+    row = 0
+    for n in lengths:
+        rows = logp[row : row + n].tolist()
+        row += n
+        if not n:
+            continue
+        score = [x + f for x, f in zip(rows[0], first)]
+        back: list[list[int]] = []
+        for values in rows[1:]:
+            new, ptr = [], []
+            for j in range(c):
+                candidates = [s + w for s, w in zip(score, incoming[j])]
+                best = max(candidates)
+                k = candidates.index(best)
+                new.append(best + values[j])
+                ptr.append(k)
+            score = new
+            back.append(ptr)
+        current = score.index(max(score))
+        path = [current]
+        for ptr in reversed(back):
+            current = ptr[current]
+            path.append(current)
+        out.extend(reversed(path))
+    return np.asarray(out, dtype=np.int64)
+
+
+def _viterbi_numpy(logp: np.ndarray, lengths: Sequence[int], allowed: np.ndarray, may_start: np.ndarray,
+                   transitions: Optional[np.ndarray] = None, start: Optional[np.ndarray] = None) -> np.ndarray:
     """All sentences at once: the recursion runs over positions, batched over sentences,
     so its cost is the longest sentence's length in small array operations, not the
     number of tokens. NumPy, not torch: these operations are a few hundred numbers each,
@@ -96,8 +140,8 @@ def _viterbi_numpy(logp: np.ndarray, lengths: Sequence[int], allowed: np.ndarray
     position = np.arange(n) - offset[sentence]
     grid = np.zeros((s, width, c), dtype=np.float64)
     grid[sentence, position] = logp
-    transition = np.where(allowed, 0.0, _NEG)
-    score = grid[:, 0] + np.where(may_start, 0.0, _NEG)
+    transition = np.where(allowed, 0.0 if transitions is None else transitions, _NEG)
+    score = grid[:, 0] + np.where(may_start, 0.0, _NEG) + (0.0 if start is None else start)
     back = np.zeros((s, width, c), dtype=np.int64)
     for t in range(1, width):
         candidates = score[:, :, None] + transition

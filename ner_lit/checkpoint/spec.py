@@ -33,7 +33,10 @@ from ner_lit.files import write_json_atomic
 #: The newest layout this version writes and reads; older ones are read, newer ones refused.
 #: 1: the first checkpoint section (no provenance). 2: provenance, and the spec file of an exported directory.
 #: 3: the tagging unit (``tagging``, ``char_slots``); records before it tag tokens.
-FORMAT = 3
+#: 4: a CRF head's learned transition and start scores (``crf``). Only a record that has them is
+#: written as 4, so a tagger without a CRF stays readable by the versions that read 3.
+FORMAT = 4
+CRF_FORMAT = 4
 #: The checkpoint key the spec is stored under.
 SECTION = "ner_lit"
 #: The spec's file in an exported model directory, beside Hugging Face's config.json.
@@ -94,7 +97,11 @@ class TaggerSpec:
     name: str = ""
     scores: Mapping[str, float] = field(default_factory=dict)
     provenance: Provenance = field(default_factory=Provenance)
-    format: int = FORMAT
+    #: a CRF head's scores, ``{"transitions": [[previous][current]], "start": [current]}``; None: no CRF
+    crf: Optional[Mapping[str, Any]] = None
+    #: the layout of the record it was read from (a property of the file, not of the tagger: not compared);
+    #: a record is written in the oldest layout that holds it (:meth:`to_dict`)
+    format: int = field(default=FORMAT, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
@@ -123,6 +130,13 @@ class TaggerSpec:
             raise SpecError(f"{where}: tagging {self.tagging!r}, expected one of {', '.join(TAGGINGS)}")
         if not (isinstance(self.char_slots, int) and not isinstance(self.char_slots, bool) and self.char_slots >= 1):
             raise SpecError(f"{where}: char_slots {self.char_slots!r}, expected a whole number of at least 1")
+        if self.crf is not None:
+            n = len(self.labels)
+            t = self.crf.get("transitions") if isinstance(self.crf, Mapping) else None
+            start = self.crf.get("start") if isinstance(self.crf, Mapping) else None
+            if not (isinstance(t, (list, tuple)) and len(t) == n and all(isinstance(r, (list, tuple)) and len(r) == n for r in t)
+                    and isinstance(start, (list, tuple)) and len(start) == n):
+                raise SpecError(f"{where}: its CRF scores are not {n} x {n} transitions and {n} start scores")
         if self.model_config is not None:
             if not isinstance(self.model_config, Mapping) or "model_type" not in self.model_config:
                 raise SpecError(f"{where}: its model config is not a Hugging Face config (no model_type)")
@@ -137,6 +151,11 @@ class TaggerSpec:
     def with_model_config(self, config: Mapping[str, Any], name: str = "") -> "TaggerSpec":
         """The spec completed by the model it describes (the data module does not know the network)."""
         return replace(self, model_config=dict(config), name=name or self.name)
+
+    def with_crf(self, transitions: Any, start: Any) -> "TaggerSpec":
+        """The spec with a CRF head's current scores (nested lists of floats, as the record stores them)."""
+        return replace(self, crf={"transitions": [[float(x) for x in row] for row in transitions],
+                                  "start": [float(x) for x in start]})
 
     def with_scores(self, scores: Mapping[str, float]) -> "TaggerSpec":
         return replace(self, scores={k: float(v) for k, v in scores.items()})
@@ -183,6 +202,9 @@ class TaggerSpec:
         out["model_config"] = None if self.model_config is None else dict(self.model_config)
         out["scores"] = dict(self.scores)
         out["provenance"] = {f.name: getattr(self.provenance, f.name) for f in fields(Provenance)}
+        out["crf"] = None if self.crf is None else {"transitions": [list(r) for r in self.crf["transitions"]],
+                                                    "start": list(self.crf["start"])}
+        out["format"] = CRF_FORMAT if self.crf is not None else 3  # the oldest layout that holds the record
         return out
 
     @classmethod
@@ -210,6 +232,7 @@ class TaggerSpec:
                 name=str(record.get("name", "")),
                 scores={str(k): float(v) for k, v in (record.get("scores") or {}).items()},
                 provenance=Provenance(**{k: v for k, v in prov.items() if k in known}) if isinstance(prov, Mapping) else Provenance(),
+                crf=record.get("crf"),
                 format=int(record["format"]),
             )
         except SpecError as exc:

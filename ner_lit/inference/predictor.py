@@ -104,9 +104,12 @@ class Predictor:
     @classmethod
     def _of(cls, loaded, device: str) -> "Predictor":
         spec = loaded.spec
-        return cls(loaded.model, loaded.tokenizer, spec.labels, max_length=spec.max_length, stride=spec.stride,
-                   source=loaded.source, name=loaded.name, scores=dict(spec.scores), device=device,
-                   decoding=spec.decoding, tagging=spec.tagging, char_slots=spec.char_slots)
+        predictor = cls(loaded.model, loaded.tokenizer, spec.labels, max_length=spec.max_length, stride=spec.stride,
+                        source=loaded.source, name=loaded.name, scores=dict(spec.scores), device=device,
+                        decoding=spec.decoding, tagging=spec.tagging, char_slots=spec.char_slots)
+        if spec.crf is not None:  # a CRF head: its learned transitions join the Viterbi path
+            predictor.aligner.decoder.use_crf(spec.crf["transitions"], spec.crf["start"])
+        return predictor
 
     # ------------------------------------------------------------------ the runner's parts
     @property

@@ -21,6 +21,7 @@ from ner_lit.alignment.windows import IGNORE
 from ner_lit.checkpoint.spec import TaggerSpec
 from ner_lit.data.tagger_data import TaggerData
 from ner_lit.training.analysis import EntityErrors
+from ner_lit.training.crf import CRFHead
 from ner_lit.training.handover import DataHandover
 from ner_lit.training.metrics import CharMacroF1, EntityMacroF1
 from ner_lit.training.network import build_network
@@ -54,6 +55,7 @@ class NERModel(pl.LightningModule):
         num_heads: int = 4,
         intermediate_size: Optional[int] = None,
         dropout: float = 0.1,
+        head: Literal["softmax", "crf"] = "softmax",
         learning_rate: float = 5e-5,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
@@ -76,6 +78,10 @@ class NERModel(pl.LightningModule):
             num_heads: Scratch BERT: attention heads.
             intermediate_size: Scratch BERT: feed-forward size (default 4 x hidden_size).
             dropout: Scratch BERT: hidden and attention dropout.
+            head: ``softmax`` scores each position's tag on its own (decoded by the IOB2 Viterbi);
+                ``crf`` adds a linear-chain CRF over the positions: learned transition scores, trained
+                by sequence likelihood, decoded by the same constrained Viterbi with them
+                (:mod:`ner_lit.training.crf`). A checkpoint's tagger brings its own head.
 
             [OptimizerSettings]: AdamW, its learning-rate schedule, and which parameters it trains.
             learning_rate: AdamW peak learning rate.
@@ -102,9 +108,11 @@ class NERModel(pl.LightningModule):
             adam_epsilon=adam_epsilon, freeze_word_embeddings=freeze_word_embeddings,
             head_learning_rate=head_learning_rate, adamw=adamw)
         self.network = NetworkSettings(pretrained=pretrained, hidden_size=hidden_size, num_layers=num_layers,
-                                       num_heads=num_heads, intermediate_size=intermediate_size, dropout=dropout)
+                                       num_heads=num_heads, intermediate_size=intermediate_size, dropout=dropout,
+                                       head=head)
         self.save_hyperparameters()
         self.model = None
+        self.crf: Optional[CRFHead] = None
         self.labels: list[str] = []
         self.spec: Optional[TaggerSpec] = None
         self._tokenizer = None
@@ -157,6 +165,9 @@ class NERModel(pl.LightningModule):
 
     def _build(self, spec: TaggerSpec) -> None:
         self.model, self.spec = build_network(spec, self.network, lambda: self.tokenizer)
+        # A checkpoint's tagger (it has a model config) has a CRF exactly when its record holds one.
+        if (spec.crf is not None) if spec.model_config is not None else self.network.head == "crf":
+            self.crf = CRFHead(len(spec.labels))
         # from_pretrained returns the model in eval mode (dropout off); Lightning switches modes
         # only for modules it saw change, so a pretrained model would be fine-tuned without dropout.
         self.model.train(self.training)
@@ -171,7 +182,7 @@ class NERModel(pl.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
-        return configure_adamw(self.model, self.optimization, self.trainer.estimated_stepping_batches)
+        return configure_adamw(self.model, self.optimization, self.trainer.estimated_stepping_batches, self.crf)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clip as Lightning does, also for the fused AdamW under bf16-mixed.
@@ -208,9 +219,14 @@ class NERModel(pl.LightningModule):
         """
         scores = self._scores(logits)
         flat, gold = scores.reshape(-1, scores.shape[-1]), labels.reshape(-1)
-        loss = torch.nn.functional.cross_entropy(flat.float(), gold, ignore_index=IGNORE)
         mask = gold != IGNORE
         n = int(mask.sum())
+        if self.crf is not None:  # sequences of the window's labelled positions (char slots in order)
+            nll, _ = self.crf.nll(scores.reshape(scores.shape[0], -1, scores.shape[-1]), labels.reshape(labels.shape[0], -1),
+                                  IGNORE)
+            loss = nll / max(1, n)
+        else:
+            loss = torch.nn.functional.cross_entropy(flat.float(), gold, ignore_index=IGNORE)
         correct = (flat.detach().argmax(-1)[mask] == gold[mask]).float().sum()
         return loss, correct / max(1, n), n
 
@@ -226,7 +242,7 @@ class NERModel(pl.LightningModule):
         getattr(self, f"{split}_loss").update(loss, max(1, n))
         getattr(self, f"{split}_acc").update(acc, max(1, n))
         items = batch["items"].items
-        decoded = self.aligner.decode([it.encoded for it in items], logits.detach().float().cpu())
+        decoded = self.aligner.decode([it.encoded for it in items], logits.detach().float().cpu(), crf=self._crf_scores())
         preds = [tags[it.scored] for tags, it in zip(decoded.char_tags, items)]
         gold = [it.gold for it in items]
         getattr(self, f"{split}_F1c").update(preds, gold)
@@ -260,14 +276,21 @@ class NERModel(pl.LightningModule):
         """One row a sentence: ``id``, ``index`` (its position in the input), ``text`` and ``entities``."""
         logits = self(batch["input_ids"], batch["attention_mask"]).logits
         items = batch["items"].items
-        decoded = self.aligner.decode([it.encoded for it in items], logits.float().cpu())
+        decoded = self.aligner.decode([it.encoded for it in items], logits.float().cpu(), crf=self._crf_scores())
         return [{"id": it.sentence.id, "index": it.index,
                  **answer(it.sentence.text, self.aligner.tag_names(tags), probs.tolist())}
                 for it, tags, probs in zip(items, decoded.char_tags, decoded.char_probs)]
 
     # ------------------------------------------------------------------ checkpoints
+    def _crf_scores(self):
+        """The CRF head's current scores for the decoder (None without a CRF)."""
+        return None if self.crf is None else self.crf.scores()
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        write_section(checkpoint, self._require_spec(), self._trainer)
+        spec = self._require_spec()
+        if self.crf is not None:  # the learned scores travel in the record: predict, serve and exports decode with them
+            spec = spec.with_crf(*self.crf.scores())
+        write_section(checkpoint, spec, self._trainer)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Without a Trainer (``NERModel.load_from_checkpoint``), build the network from the checkpoint's own

@@ -11,12 +11,15 @@ from ner_lit.training.settings import ADAMW_IMPLEMENTATIONS, OptimizerSettings
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias")
 
 
-def param_groups(model: torch.nn.Module, settings: OptimizerSettings) -> list[dict[str, Any]]:
+def param_groups(model: torch.nn.Module, settings: OptimizerSettings,
+                 extra_head: Optional[torch.nn.Module] = None) -> list[dict[str, Any]]:
     """AdamW groups of the trainable parameters: weight decay except on biases and LayerNorms, and
     with ``head_learning_rate`` the head (what lies outside ``base_model``) in groups of its own.
 
-    Frozen parameters are left out, so AdamW keeps no state for them. Without a head rate the
-    groups are the two unnamed ones of earlier runs, whose optimizer state still resumes.
+    ``extra_head``: parameters outside the network that belong to the head (a CRF's transition
+    scores): the head's rate, no weight decay. Frozen parameters are left out, so AdamW keeps no
+    state for them. Without a head rate the groups are the two unnamed ones of earlier runs,
+    whose optimizer state still resumes.
     """
     encoder = {id(p) for p in model.base_model.parameters()}
     split_head = settings.head_learning_rate is not None
@@ -25,6 +28,8 @@ def param_groups(model: torch.nn.Module, settings: OptimizerSettings) -> list[di
         if p.requires_grad:
             head = split_head and id(p) not in encoder
             groups.setdefault((head, name.endswith(NO_DECAY)), []).append(p)
+    if extra_head is not None:
+        groups.setdefault((split_head, True), []).extend(p for p in extra_head.parameters() if p.requires_grad)
     result = []
     for head in ((False, True) if split_head else (False,)):
         for plain in (False, True):
@@ -47,9 +52,10 @@ def schedule_factor(step: int, warmup: int, total: int, schedule: str) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def configure_adamw(model: torch.nn.Module, settings: OptimizerSettings, total_steps: int) -> dict[str, Any]:
+def configure_adamw(model: torch.nn.Module, settings: OptimizerSettings, total_steps: int,
+                    extra_head: Optional[torch.nn.Module] = None) -> dict[str, Any]:
     """What ``configure_optimizers`` returns: AdamW and its schedule, stepped every optimizer step."""
-    optimizer = torch.optim.AdamW(param_groups(model, settings), lr=settings.learning_rate, eps=settings.adam_epsilon,
+    optimizer = torch.optim.AdamW(param_groups(model, settings, extra_head), lr=settings.learning_rate, eps=settings.adam_epsilon,
                                   **ADAMW_IMPLEMENTATIONS[settings.adamw])
     total = max(1, int(total_steps))
     warmup = int(total * settings.warmup_ratio)

@@ -38,6 +38,11 @@ class NetworkSettings:
     num_heads: int = 4
     intermediate_size: Optional[int] = None
     dropout: float = 0.1
+    head: Literal["softmax", "crf"] = "softmax"
+
+    def __post_init__(self) -> None:
+        if self.head not in ("softmax", "crf"):
+            raise ModelError(f"--model.head {self.head!r}: expected softmax or crf")
 
 
 @dataclass(frozen=True)
