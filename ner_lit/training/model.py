@@ -17,12 +17,12 @@ from torchmetrics import MeanMetric
 
 from ner_lit.alignment.aligner import Aligner
 from ner_lit.alignment.answers import answer
-from ner_lit.alignment.windows import IGNORE
 from ner_lit.checkpoint.spec import TaggerSpec
 from ner_lit.data.tagger_data import TaggerData
 from ner_lit.training.analysis import EntityErrors
 from ner_lit.training.crf import CRFHead
 from ner_lit.training.handover import DataHandover
+from ner_lit.training.loss import tagging_loss
 from ner_lit.training.metrics import CharMacroF1, EntityMacroF1
 from ner_lit.training.network import build_network
 from ner_lit.training.optimization import clip_unscaled, configure_adamw
@@ -212,23 +212,8 @@ class NERModel(pl.LightningModule):
         return logits.reshape(*logits.shape[:2], -1, len(self.labels)) if self.spec.tagging == "char" else logits
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Cross-entropy over every labelled token (or character slot), its accuracy and how many there were.
-
-        The mean over labelled items in float32, as the Hugging Face token classifiers compute it,
-        so a ``token`` tagger trains exactly as before.
-        """
-        scores = self._scores(logits)
-        flat, gold = scores.reshape(-1, scores.shape[-1]), labels.reshape(-1)
-        mask = gold != IGNORE
-        n = int(mask.sum())
-        if self.crf is not None:  # sequences of the window's labelled positions (char slots in order)
-            nll, _ = self.crf.nll(scores.reshape(scores.shape[0], -1, scores.shape[-1]), labels.reshape(labels.shape[0], -1),
-                                  IGNORE)
-            loss = nll / max(1, n)
-        else:
-            loss = torch.nn.functional.cross_entropy(flat.float(), gold, ignore_index=IGNORE)
-        correct = (flat.detach().argmax(-1)[mask] == gold[mask]).float().sum()
-        return loss, correct / max(1, n), n
+        """The loss, accuracy and labelled count of :func:`~ner_lit.training.loss.tagging_loss`."""
+        return tagging_loss(self._scores(logits), labels, self.crf)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss, acc, _ = self._loss(self(batch["input_ids"], batch["attention_mask"]).logits, batch["labels"])
@@ -287,10 +272,7 @@ class NERModel(pl.LightningModule):
         return None if self.crf is None else self.crf.scores()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        spec = self._require_spec()
-        if self.crf is not None:  # the learned scores travel in the record: predict, serve and exports decode with them
-            spec = spec.with_crf(*self.crf.scores())
-        write_section(checkpoint, spec, self._trainer)
+        write_section(checkpoint, self._require_spec(), self._trainer, self._crf_scores())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Without a Trainer (``NERModel.load_from_checkpoint``), build the network from the checkpoint's own

@@ -12,10 +12,16 @@ from ner_lit.checkpoint.format import CheckpointError, weights_digest
 from ner_lit.checkpoint.spec import SECTION, SpecError, TaggerSpec
 
 
-def write_section(checkpoint: dict[str, Any], spec: TaggerSpec, trainer: Any) -> None:
-    """Put the section into ``checkpoint`` (its ``state_dict`` already there); ``trainer`` may be None."""
+def write_section(checkpoint: dict[str, Any], spec: TaggerSpec, trainer: Any, crf: Optional[tuple] = None) -> None:
+    """Put the section into ``checkpoint`` (its ``state_dict`` already there); ``trainer`` may be None.
+
+    ``crf``: a CRF head's current (transitions, start) scores, recorded in the spec so that
+    ``predict``, ``serve`` and exported directories decode with them.
+    """
     metrics = trainer.callback_metrics if trainer is not None else {}
     spec = spec.with_scores({k: float(v) for k, v in metrics.items() if k.startswith("val_")})
+    if crf is not None:
+        spec = spec.with_crf(*crf)
     checkpoint[SECTION] = {
         **spec.to_dict(),
         "monitor": monitor_record(trainer, metrics),
