@@ -149,3 +149,26 @@ def special_layout(tokenizer) -> tuple[list[int], list[int]]:
         if with_special[i : i + len(bare)] == bare:
             return list(with_special[:i]), list(with_special[i + len(bare) :])
     raise AlignmentError(f"{type(tokenizer).__name__}: can not locate the text between its special tokens")
+
+
+class PieceNames:
+    """What answering needs of a tokenizer once the text tokenizer exists: each id's piece and the
+    unknown and padding ids, read from the text tokenizer (:func:`text_tokenizer`).
+
+    A server keeps this instead of the transformers tokenizer (:meth:`Predictor.release_tokenizer
+    <ner_lit.inference.predictor.Predictor.release_tokenizer>`), so that one copy of a large
+    vocabulary stays in memory, not two. The pieces are the same: the text tokenizer renames only
+    special pieces, which content tokens never are (the unknown piece is shown as the text's own
+    characters anyway).
+    """
+
+    is_fast = True
+
+    def __init__(self, tokenizer, text_tok: Tokenizer) -> None:
+        self.unk_token_id = tokenizer.unk_token_id
+        self.pad_token_id = tokenizer.pad_token_id
+        self.unk_token = tokenizer.unk_token
+        self._pieces = text_tok
+
+    def convert_ids_to_tokens(self, ids) -> list[str]:
+        return [self.unk_token if i == self.unk_token_id else self._pieces.id_to_token(int(i)) for i in ids]

@@ -144,6 +144,8 @@ class Tunable(Protocol):
 
     def release_eager(self) -> bool: ...
 
+    def release_tokenizer(self) -> None: ...
+
 
 def choose_runtime(predictor: Tunable, runtime: str) -> RuntimeStatus:
     """Put ``runtime`` in use, or the first one after it (onnxruntime, torchscript, eager) that
@@ -167,16 +169,19 @@ def choose_runtime(predictor: Tunable, runtime: str) -> RuntimeStatus:
 def prepare_runtime(predictor: Tunable, runtime: str, pack: bool = True) -> tuple[RuntimeStatus, PackingStatus]:
     """What ``serve`` does to a loaded predictor before the first request: put ``runtime`` in use
     (:func:`choose_runtime`), pack if asked, and then, where a compiled runtime runs every batch,
-    release the eager network, so the server holds only the weights it runs. Returns the
-    predictor's ``runtime`` and ``packing`` after it.
+    release the eager network, so the server holds only the weights it runs, and the transformers
+    tokenizer, so it holds one copy of the vocabulary (the aligner's). Returns the predictor's
+    ``runtime`` and ``packing`` after it.
 
     Packed with a compiled runtime, the predictor first tries that in one step
     (``Predictor.serve_packed``: one export, not a padded one made and freed again); where that
     is refused, the step by step path below runs and its statuses say why."""
     if pack and predictor.serve_packed(runtime):
+        predictor.release_tokenizer()
         return predictor.runtime, predictor.packing
     choose_runtime(predictor, runtime)
     if pack:
         predictor.pack(release=True)
     predictor.release_eager()
+    predictor.release_tokenizer()
     return predictor.runtime, predictor.packing

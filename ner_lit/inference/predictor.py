@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -23,6 +24,7 @@ import torch
 
 from ner_lit.alignment.aligner import Aligner
 from ner_lit.alignment.answers import Prediction, prediction
+from ner_lit.alignment.tokenizers import PieceNames
 from ner_lit.alignment.windows import DEFAULT_CHAR_SLOTS, Decoded, EncodedSentence, Window
 from ner_lit.corpus.records import Sentence
 from ner_lit.inference.choice import PackingStatus, RuntimeStatus, compile_packed, compile_runtime, pack_runner
@@ -41,6 +43,22 @@ class WindowPiece:
     :meth:`Predictor.join` decodes the sentence from all its pieces' logits."""
 
     windows: list[Window]
+
+
+def pieces_of(encoded: EncodedSentence, limit: int) -> list[EncodedSentence | WindowPiece]:
+    """``encoded`` itself, or, when its windows hold more than ``limit`` tokens, pieces of
+    consecutive windows of at most that many tokens each (a window alone may be more)."""
+    if sum(len(w.input_ids) for w in encoded.windows) <= limit:
+        return [encoded]
+    pieces: list[EncodedSentence | WindowPiece] = []
+    current: list[Window] = []
+    for window in encoded.windows:
+        if current and sum(len(w.input_ids) for w in current) + len(window.input_ids) > limit:
+            pieces.append(WindowPiece(current))
+            current = []
+        current.append(window)
+    pieces.append(WindowPiece(current))
+    return pieces
 
 
 class Predictor:
@@ -86,6 +104,8 @@ class Predictor:
                                   batch_size)
         self._tokenizer_lock = threading.Lock()
         self.runtime = RuntimeStatus()  # what runs the model (eager until a compiled runtime passes its check)
+        #: where ONNX Runtime's exported graphs are kept between starts (serve sets it); None: export every time
+        self.runtime_cache: Optional[Path] = None
         self.packing = PackingStatus()  # whether windows share model rows (padded until pack())
 
     # ------------------------------------------------------------------ loading
@@ -152,7 +172,7 @@ class Predictor:
     def _compile(self, runtime: str) -> bool:
         """Where the compiled model differs or fails, the eager model stays and ``runtime`` says why.
         :meth:`pack` afterwards packs with the same runtime."""
-        self.runtime = compile_runtime(self.runner, runtime, compiler)
+        self.runtime = compile_runtime(self.runner, runtime, partial(compiler, cache=self.runtime_cache))
         if self.runtime.compiled:
             self.packing = PackingStatus()
         return self.runtime.compiled
@@ -177,10 +197,20 @@ class Predictor:
         rows, the eager model released, with one export (see :meth:`ModelRunner.compile_packed`).
         Returns whether that is in use; where not, nothing changed and :meth:`use_onnxruntime` or
         :meth:`trace`, :meth:`pack` and :meth:`release_eager` give the step by step path and its reasons."""
-        done = compile_packed(self.runner, runtime, compiler, width)
+        done = compile_packed(self.runner, runtime, partial(compiler, cache=self.runtime_cache), width)
         if done is not None:
             self.runtime, self.packing = done
         return done is not None
+
+    def release_tokenizer(self) -> None:
+        """Keep the aligner's text tokenizer only: the transformers tokenizer gives way to the piece
+        names answers need (:class:`~ner_lit.alignment.tokenizers.PieceNames`), so a server holds one
+        copy of the vocabulary (a 250k-piece one is hundreds of MB), not two. Encoding and answers
+        are unchanged."""
+        if isinstance(self.tokenizer, PieceNames):
+            return
+        names = PieceNames(self.tokenizer, self.aligner.text_tokenizer)
+        self.tokenizer = self.aligner.tokenizer = names
 
     def release_eager(self) -> bool:
         """Free the eager network once a compiled runtime (and its packing, if any) is chosen for good:
@@ -217,21 +247,9 @@ class Predictor:
         return sum(len(w.input_ids) for w in item.windows)
 
     def split(self, encoded: EncodedSentence) -> list[EncodedSentence | WindowPiece]:
-        """``encoded`` as items for :meth:`forward`: itself, or, when it is more than half a
-        model batch (:attr:`batch_tokens`), pieces of consecutive windows of at most that
-        much each, so a batch always has room for other requests beside one of them."""
-        limit = max(1, self.batch_tokens // 2)
-        if self.cost(encoded) <= limit:
-            return [encoded]
-        pieces: list[EncodedSentence | WindowPiece] = []
-        current: list[Window] = []
-        for window in encoded.windows:
-            if current and sum(len(w.input_ids) for w in current) + len(window.input_ids) > limit:
-                pieces.append(WindowPiece(current))
-                current = []
-            current.append(window)
-        pieces.append(WindowPiece(current))
-        return pieces
+        """``encoded`` as items for :meth:`forward` (:func:`pieces_of` at half a model batch,
+        :attr:`batch_tokens`), so a batch always has room for other requests beside one of them."""
+        return pieces_of(encoded, max(1, self.batch_tokens // 2))
 
     def join(self, encoded: EncodedSentence, outputs: Sequence[torch.Tensor]) -> Decoded:
         """A sentence's tags from the logits :meth:`forward` gave its pieces (in order)."""

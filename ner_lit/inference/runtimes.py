@@ -2,14 +2,22 @@
 
 A runtime is made by a :data:`Compiler` from a module and example inputs: a frozen
 TorchScript trace (:func:`torchscript`) or an ONNX export under ONNX Runtime
-(:func:`onnxruntime_session`). Either records one path through the model's Python code,
+(:func:`onnxruntime_session`, whose exported graphs a :class:`RuntimeCache` can keep). Either records one path through the model's Python code,
 so :func:`checked_compile` compares it with the eager model on other shapes than the one
 it was made from, padded and unpadded, before anything uses it.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
 import warnings
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 
@@ -59,40 +67,139 @@ def torchscript(module: torch.nn.Module, example: tuple) -> Runner:
     return torch.jit.freeze(torch.jit.trace(module, example, check_trace=False))
 
 
-def onnxruntime_session(module: torch.nn.Module, example: tuple) -> Runner:
+def onnxruntime_session(module: torch.nn.Module, example: tuple, cache: Optional[Path] = None) -> Runner:
     """``module`` exported to ONNX (TorchScript-based exporter) and loaded in an ONNX Runtime session.
 
-    The export goes through a temporary file that the session is loaded from by name: given the
-    bytes instead, onnxruntime's Python session keeps them for as long as it lives (a second copy
-    of every weight). It runs with torch's intra-op thread count, releases the GIL while it runs,
+    The export goes through a file that the session is loaded from by name: given the bytes
+    instead, onnxruntime's Python session keeps them for as long as it lives (a second copy of
+    every weight). It runs with torch's intra-op thread count, releases the GIL while it runs,
     and its threads sleep rather than spin when idle, so request threads keep their cores.
-    """
-    import tempfile
 
+    With ``cache`` (a folder), the exported file is kept there under a key of everything the
+    graph depends on (:func:`graph_key`: the module's kind and inputs, every weight, the torch,
+    onnx and exporter settings) and loaded from there next time, after its recorded sha256 is
+    checked: a restart of the same model skips the export (:class:`RuntimeCache`).
+    """
     import onnxruntime
 
     names = list(module.inputs)  # type: ignore[attr-defined]
-    axes = {n: {d: a for d, a in enumerate(dims) if a is not None} for n, dims in module.inputs.items()}  # type: ignore[attr-defined]
-    axes["logits"] = {0: "rows", 1: "width"}
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads sleep: request threads keep the cores
     options.log_severity_level = 3  # errors only: its warnings about the exported graph are not the user's
-    with tempfile.TemporaryDirectory(prefix="ner_lit-onnx-") as tmp:
-        path = f"{tmp}/model.onnx"
-        torch.onnx.export(module, example, path, input_names=names, output_names=["logits"], dynamic_axes=axes,
-                          dynamo=False, opset_version=17)
-        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    store = RuntimeCache(cache) if cache is not None else None
+    key = graph_key(module) if store is not None else ""
+    path = store.find(key) if store is not None else None
+    if path is not None:
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    else:
+        with tempfile.TemporaryDirectory(prefix="ner_lit-onnx-") as tmp:
+            exported = Path(tmp) / "model.onnx"
+            export_onnx(module, example, exported)
+            session = onnxruntime.InferenceSession(str(exported), options, providers=["CPUExecutionProvider"])
+            if store is not None:
+                store.keep(key, exported)
 
     def run(*tensors: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {n: t.cpu().numpy() for n, t in zip(names, tensors)})[0])
 
+    run.from_cache = path is not None  # type: ignore[attr-defined]
     return run
 
 
-def compiler(runtime: str) -> Compiler:
-    """The compiler of "onnxruntime" or "torchscript" (looked up when called, so a test may replace one)."""
+#: The ONNX opset of every export (part of the cache key).
+OPSET = 17
+
+
+def export_onnx(module: torch.nn.Module, example: tuple, path: Path) -> None:
+    """``torch.onnx.export`` of a :class:`LogitsOnly`/:class:`PackedLogits` module, rows and widths dynamic."""
+    names = list(module.inputs)  # type: ignore[attr-defined]
+    axes = {n: {d: a for d, a in enumerate(dims) if a is not None} for n, dims in module.inputs.items()}  # type: ignore[attr-defined]
+    axes["logits"] = {0: "rows", 1: "width"}
+    torch.onnx.export(module, example, str(path), input_names=names, output_names=["logits"], dynamic_axes=axes,
+                      dynamo=False, opset_version=OPSET)
+
+
+def graph_key(module: torch.nn.Module) -> str:
+    """sha256 of what an exported graph depends on: the module's kind and inputs, the exporter's
+    versions and settings, the model config, and every weight (:func:`weights_digest`)."""
+    import onnx
+
+    from ner_lit.checkpoint.format import weights_digest
+
+    config = getattr(getattr(module, "model", None), "config", None)
+    settings = {"kind": type(module).__name__, "inputs": getattr(module, "inputs", None), "opset": OPSET,
+                "torch": torch.__version__, "onnx": onnx.__version__, "cache_format": RuntimeCache.FORMAT,
+                "config": config.to_json_string(use_diff=False) if config is not None else None}
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    h.update(weights_digest(module.state_dict()).encode())
+    return h.hexdigest()
+
+
+class RuntimeCache:
+    """Exported graphs kept in a folder, each ``<key>.onnx`` with ``<key>.json`` recording its sha256.
+
+    A graph is used only when its record is there and the file's digest matches it (a torn or
+    edited file is removed and exported again); both are written atomically, the graph first.
+    Only the ``keep`` most recently used graphs stay (a multilingual model's graph is hundreds
+    of MB). Any file-system trouble makes it a cache miss, never an error: the export still runs.
+    """
+
+    FORMAT = 1
+
+    def __init__(self, folder: Path, keep: int = 3) -> None:
+        self.folder = Path(folder)
+        self.keep_count = keep
+
+    def find(self, key: str) -> Optional[Path]:
+        graph, record = self.folder / f"{key}.onnx", self.folder / f"{key}.json"
+        try:
+            recorded = json.loads(record.read_text(encoding="utf-8"))
+            if recorded.get("sha256") != file_digest(graph):
+                raise ValueError("digest")
+            os.utime(record)  # most recently used
+        except (OSError, ValueError, AttributeError):
+            for stale in (graph, record):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+            return None
+        return graph
+
+    def keep(self, key: str, exported: Path) -> None:
+        from ner_lit.files import atomic_writer, write_json_atomic
+
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with atomic_writer(self.folder / f"{key}.onnx", "wb") as out, open(exported, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+            write_json_atomic(self.folder / f"{key}.json", {"format": self.FORMAT, "sha256": file_digest(exported),
+                                                            "bytes": exported.stat().st_size})
+            self._evict()
+        except OSError:
+            return
+
+    def _evict(self) -> None:
+        records = sorted(self.folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for record in records[self.keep_count:]:
+            for stale in (record, record.with_suffix(".onnx")):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def compiler(runtime: str, cache: Optional[Path] = None) -> Compiler:
+    """The compiler of "onnxruntime" or "torchscript" (looked up when called, so a test may replace one);
+    ``cache``: the folder ONNX Runtime's exported graphs are kept in (:class:`RuntimeCache`)."""
+    if runtime == "onnxruntime" and cache is not None:
+        return functools.partial(onnxruntime_session, cache=cache)
     return {"onnxruntime": onnxruntime_session, "torchscript": torchscript}[runtime]
 
 

@@ -7,7 +7,9 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from ner_lit.checkpoint.tokenizer import default_cache_dir
 from ner_lit.inference.choice import RUNTIMES, choose_runtime, prepare_runtime
+from ner_lit.memory import release_freed_memory
 from ner_lit.serving.app import (
     DEFAULT_CHANNEL_TIMEOUT,
     DEFAULT_CONNECTION_LIMIT,
@@ -90,6 +92,7 @@ def serve(
     torch_threads: int | None = None,
     runtime: Literal["onnxruntime", "torchscript", "eager"] = "onnxruntime",
     pack: bool = True,
+    runtime_cache: bool = True,
     model_workers: int = 1,
     connection_limit: int = DEFAULT_CONNECTION_LIMIT,
     channel_timeout: int = DEFAULT_CHANNEL_TIMEOUT,
@@ -126,6 +129,10 @@ def serve(
         pack: put several short texts in one model row (each attending only to itself), so
             a batch is not padded to its longest text; used only where the model gives the
             same logits that way, checked at start-up (the banner says). false pads.
+        runtime_cache: keep ONNX Runtime's exported graph in ner_lit's cache folder
+            (``$NER_LIT_CACHE/runtimes``), keyed by the weights and the export settings, so a
+            restart of the same model loads it instead of exporting again (its sha256 checked,
+            and the start-up logit check run as always). false exports every time.
         model_workers: threads that run forward passes, each on its own batch. More than 1
             pays where the model releases the GIL (not eager) and cores are spare: on 2 cores,
             2 workers with --torch_threads 1 (docs/serving.md says why).
@@ -159,7 +166,10 @@ def serve(
     if torch_threads is not None:
         torch.set_num_threads(torch_threads)
     predictor = load_predictor(ckpt_path, model_dir, device=device)
+    if runtime_cache:
+        predictor.runtime_cache = default_cache_dir() / "runtimes"
     prepare_runtime(predictor, runtime, pack)
+    release_freed_memory()  # what start-up freed (the eager model, the export, a tokenizer) goes back to the system
     batcher = make_batcher(predictor, max_batch_size, max_wait_ms=max_wait_ms, workers=model_workers)
     try:
         app = create_app(

@@ -15,6 +15,7 @@ from ner_lit.data.datamodule import DataError
 from ner_lit.data.stream import ChunkPlan
 from ner_lit.files import atomic_directory, fsync_dir, refused
 from ner_lit.inference.loading import from_checkpoint, from_checkpoint_on
+from ner_lit.memory import release_freed_memory
 
 # The stream has no batch sampler for Lightning to read indices from; rows carry their own index.
 warnings.filterwarnings("ignore", message=r"Couldn't infer the batch indices fetched from your dataloader")
@@ -257,25 +258,6 @@ class ExportBestModel(Callback):
             loaded.spec.save(folder)  # windows, decoding, scores: serve --model_dir predicts as predict does
         self.exported = target
         print(f"Exported the best model ({Path(best).name}) as a Hugging Face directory: {target}")
-
-
-def release_freed_memory() -> bool:
-    """Hand the memory Python and torch have freed back to the operating system, where the C
-    library can (glibc's ``malloc_trim``); whether it could. Nothing in use is touched."""
-    import ctypes
-    import ctypes.util
-    import gc
-
-    gc.collect()
-    name = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        trim = None
-    if trim is None:
-        return False
-    trim(0)
-    return True
 
 
 class ReleaseFreedMemory(Callback):

@@ -137,14 +137,17 @@ class _Predictor:
         self.steps.append("release_eager")
         return True
 
+    def release_tokenizer(self) -> None:
+        self.steps.append("release_tokenizer")
+
 
 def test_prepare_runtime_tries_the_one_step_first_and_returns_the_statuses():
     one = _Predictor(one_step=True)
     assert prepare_runtime(one, "onnxruntime") == (RuntimeStatus("ONNX Runtime"), PackingStatus(True, 64))
-    assert one.steps == ["serve_packed"]
+    assert one.steps == ["serve_packed", "release_tokenizer"]
     steps = _Predictor(one_step=False)
     assert prepare_runtime(steps, "onnxruntime") == (RuntimeStatus("ONNX Runtime"), PackingStatus(True, 64))
-    assert steps.steps == ["serve_packed", "use_onnxruntime", "pack(release=True)", "release_eager"]
+    assert steps.steps == ["serve_packed", "use_onnxruntime", "pack(release=True)", "release_eager", "release_tokenizer"]
 
 
 def test_the_choice_imports_no_torch():

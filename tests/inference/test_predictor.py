@@ -303,6 +303,23 @@ def test_serving_a_compiled_runtime_keeps_neither_the_eager_model_nor_its_parame
     assert p.trace() is False and "released" in str(p.runtime)  # nothing left to compile from
 
 
+def test_a_server_keeps_one_tokenizer_and_answers_the_same_tokens_and_entities(tiny_model_dir):
+    from ner_lit.alignment.tokenizers import PieceNames
+    from ner_lit.inference.choice import prepare_runtime
+    from ner_lit.inference.predictor import Predictor
+
+    p = Predictor.from_pretrained(tiny_model_dir)
+    texts = SENTENCES + [LONG, "알 수 없는 글자 ☃ 와 <s> [CLS] 표기"]
+    want = p.predict(texts)
+    original = weakref.ref(p.tokenizer)
+    prepare_runtime(p, "eager", pack=False)
+    assert isinstance(p.tokenizer, PieceNames) and p.aligner.tokenizer is p.tokenizer
+    gc.collect()
+    assert original() is None, "the transformers tokenizer outlived the release"
+    for got, expected in zip(p.predict(texts), want):
+        same(got, expected)  # entities and the per-token list, pieces included
+
+
 def test_an_eager_server_keeps_its_model(tiny_model_dir):
     from ner_lit.inference.choice import prepare_runtime
     from ner_lit.inference.predictor import Predictor

@@ -10,7 +10,8 @@ import torch
 from ner_lit.checkpoint.io import NERModelCheckpoint
 from ner_lit.cli import lightning as cli
 from ner_lit.data.datamodule import NERDataModule
-from ner_lit.training.callbacks import ReleaseFreedMemory, release_freed_memory
+from ner_lit.memory import release_freed_memory
+from ner_lit.training.callbacks import ReleaseFreedMemory
 from ner_lit.training.model import NERModel
 
 REPO = Path(__file__).resolve().parents[2]
