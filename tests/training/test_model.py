@@ -8,7 +8,6 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer, BertConfig
 
-from ner_lit.checkpoint.spec import FORMAT
 from ner_lit.checkpoint.tokenizer import materialize_tokenizer
 from ner_lit.corpus.klue import read_klue_tsv
 from ner_lit.corpus.records import derive_labels
@@ -182,7 +181,7 @@ def test_checkpoint_loads_with_weights_only(trained_run: TrainedRun, checkpoint:
 def test_checkpoint_section_holds_the_labels_of_the_training_file(trained_run: TrainedRun, checkpoint: dict) -> None:
     section = checkpoint["ner_lit"]
     assert section["labels"] == derive_labels(read_klue_tsv(trained_run.data_dir / "train.tsv"))
-    assert section["format"] == FORMAT and section["name"] == "scratch-bert"
+    assert section["format"] == 3 and section["crf"] is None and section["name"] == "scratch-bert"  # no CRF: format 3
 
 
 def test_checkpoint_section_holds_the_window_settings(checkpoint: dict) -> None:
