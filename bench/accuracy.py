@@ -10,9 +10,11 @@ and, per ablation (each 3 epochs, same seed):
   (a NERDataModule subclass, bench/_fit_variant.py: the CLI has no switch for it);
 * ``first_entity``: ``--data.label_rule first_entity``;
 * ``constant_lr``: ``--model.warmup_ratio 0 --model.schedule constant``;
-* ``no_grouping``: ``--data.group_by_length false``.
+* ``no_grouping``: ``--data.group_by_length false``;
+* ``crf``: ``--model.head crf`` (a CRF head over the same network and budget);
+* ``char`` and ``char_crf``: ``--data.tagging char``, with the softmax head and with the CRF head.
 
-    python bench/accuracy.py [--runs main,pad_as_o,first_entity,constant_lr,no_grouping] [--quick]
+    python bench/accuracy.py [--runs main,pad_as_o,first_entity,constant_lr,no_grouping,crf,char,char_crf] [--quick]
 """
 from __future__ import annotations
 
@@ -33,6 +35,9 @@ RUNS = {
     "first_entity": (["--data.label_rule", "first_entity"], None),
     "constant_lr": (["--model.warmup_ratio", "0", "--model.schedule", "constant"], None),
     "no_grouping": (["--data.group_by_length", "false"], None),
+    "crf": (["--model.head", "crf"], None),
+    "char": (["--data.tagging", "char"], None),
+    "char_crf": (["--data.tagging", "char", "--model.head", "crf"], None),
 }
 
 
