@@ -117,9 +117,9 @@ def sec_accuracy(d: dict) -> str:
                          [[e["epoch"] + 1, e["F1c"], e["F1e"], e["token_acc"], e["loss"]] for e in main["per_epoch"]]))
         if main.get("test"):
             t = main["test"]
-            out.append(f"\nThe per-epoch figures above are the validation during `fit` (token decoding: argmax; the runs "
-                       f"predate ner_lit's Viterbi decoding, commit cb6bbb7). `python -m ner_lit test --ckpt_path last` with the "
-                       f"current code (decoding: {t['decoding']}) on the same weights: **F1c {f(t['F1c'])}, F1e {f(t['F1e'])}**.\n")
+            out.append(f"\nThe per-epoch figures above are the validation during `fit`, decoded as that run's code decoded "
+                       f"(argmax before commit cb6bbb7, Viterbi since). `python -m ner_lit test --ckpt_path last` "
+                       f"(decoding: {t['decoding']}) on the same weights: **F1c {f(t['F1c'])}, F1e {f(t['F1e'])}**.\n")
         if main.get("per_type"):
             out.append("\nPer type (checkpoint `last`, `python -m ner_lit test`, decoding "
                        f"{main.get('test', {}).get('decoding', '?')}):\n\n")
