@@ -19,8 +19,8 @@ install-bench:      ## the bench-only extras (accelerate for the Hugging Face Tr
 test:               ## the fast tier: every module, no long trainings, benchmarks or browser (a few minutes on 2 cores)
 	$(PYTHON) -m pytest -q -m 'not slow'
 
-test-all:           ## everything, the slow end-to-end, benchmark-smoke and browser tests included (what CI runs)
-	$(PYTHON) -m pytest -q
+test-all:           ## everything, the slow end-to-end, benchmark-smoke and browser tests included (what CI runs), the 20 slowest listed
+	$(PYTHON) -m pytest -q --durations=20
 
 lint:               ## ruff with the rules in pyproject.toml (what CI runs)
 	$(PYTHON) -m ruff check ner_lit tests bench

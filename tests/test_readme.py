@@ -222,7 +222,7 @@ def test_make_test_is_the_fast_tier_and_ci_runs_make_test_all() -> None:
     assert matching(CLAIMS["make"]) == ["make test", "make test-all"]
     (fast,) = _makefile_recipe("test")
     (full,) = _makefile_recipe("test-all")
-    assert fast == "python -m pytest -q -m 'not slow'" and full == "python -m pytest -q"
+    assert fast == "python -m pytest -q -m 'not slow'" and full == "python -m pytest -q --durations=20"
     assert re.search(r"^make test-all\b", (REPO / ".ci" / "run").read_text(encoding="utf-8"), flags=re.M)
 
 

@@ -24,6 +24,7 @@ from ner_lit.corpus.klue import read_klue_tsv
 from pipeline_fixtures import REPO, SAMPLE, TrainedRun, cli_env, cli_process, finish, in_this_process, tiny_config
 
 
+@pytest.mark.slow  # a whole command in a new process
 def test_a_full_disk_while_saving_last_ckpt_ends_fit_with_one_line_and_keeps_the_previous_last(
         trained_run: TrainedRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "tests"), str(REPO), os.environ.get("PYTHONPATH", "")]))
@@ -54,6 +55,7 @@ def limited_file_size(limit: int) -> Callable[[], None]:
     return apply
 
 
+@pytest.mark.slow  # a whole command in a new process
 def test_predict_output_refused_by_the_system_is_one_line_and_the_old_output_stays(
         trained_run: TrainedRun, tmp_path: Path) -> None:
     texts = [s.text for s in read_klue_tsv(SAMPLE / "dev.tsv")]

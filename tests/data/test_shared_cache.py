@@ -123,6 +123,7 @@ def leftovers(cache: Path) -> list[str]:
     return sorted(p.name for p in (cache / "encoded").iterdir() if p.name.startswith("."))
 
 
+@pytest.mark.slow  # processes racing on one entry: a few seconds each
 def test_two_processes_encoding_the_same_entry_at_once_both_succeed_with_one_equal_entry(
         data: Path, tmp_path: Path, reference: list[dict[str, str]]) -> None:
     cache = tmp_path / "shared"
@@ -136,6 +137,7 @@ def test_two_processes_encoding_the_same_entry_at_once_both_succeed_with_one_equ
     assert [entry_digest(encoded_cache.load(p)) for p in map(Path, results[0]["paths"])] == reference
 
 
+@pytest.mark.slow  # processes racing on one entry: a few seconds each
 def test_two_processes_replacing_the_same_broken_entry_at_once_both_succeed(
         data: Path, tmp_path: Path, reference: list[dict[str, str]]) -> None:
     cache = tmp_path / "shared"
@@ -205,6 +207,7 @@ def test_an_entry_being_read_is_never_moved_aside_by_a_process_that_found_the_ol
     assert sorted(p.name for p in final.parent.iterdir()) == ["entry"]
 
 
+@pytest.mark.slow  # processes racing on one entry: a few seconds each
 def test_a_process_killed_mid_write_leaves_no_entry_and_its_temporary_is_ignored_then_cleaned(
         data: Path, tmp_path: Path, reference: list[dict[str, str]]) -> None:
     cache = tmp_path / "shared"
