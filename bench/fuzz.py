@@ -49,7 +49,6 @@ from bench import serve_fuzz_cases as cases  # noqa: E402
 from bench.serve_clients import percentiles  # noqa: E402
 from bench.serve_fuzz_cases import Answer, Case, Tally, Target  # noqa: E402
 
-PACKAGES = ("ner_lit", "waitress", "flask", "werkzeug", "torch", "onnxruntime")
 #: Concurrent senders of the one-request-per-connection classes (the server has 8 request threads).
 SENDERS = 4
 
@@ -226,7 +225,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=common.SEED, help="seed of the random variants")
     ap.add_argument("--work", type=Path, default=None, help="folder of the server log (default bench/work/fuzz[-quick])")
     args = ap.parse_args()
-    record = common.start_record("fuzz", args, common.serving_machine(PACKAGES))
+    record = common.start_record("fuzz", args, common.serving_machine(cases.PACKAGES))
     ckpt = cases.ensure_checkpoint(args.ckpt_path, "fuzz")
     work = args.work or common.WORK / ("fuzz-quick" if args.quick else "fuzz")
     token = secrets.token_urlsafe(24)

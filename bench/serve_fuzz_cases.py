@@ -60,6 +60,9 @@ MODES = ("send", "shut", "wait-shut", "trickle", "stall", "open-close", "rst", "
 
 Bytes = Union[str, bytes]
 
+#: The versions both benches record beside the machine.
+PACKAGES = ("ner_lit", "waitress", "flask", "werkzeug", "torch", "onnxruntime")
+
 
 def _b(x: Bytes) -> bytes:
     return x if isinstance(x, bytes) else x.encode("utf-8")

@@ -52,7 +52,6 @@ from bench import serve_fuzz_cases as cases  # noqa: E402
 from bench.serve_clients import percentiles  # noqa: E402
 from bench.serve_fuzz_cases import Case, Target  # noqa: E402
 
-PACKAGES = ("ner_lit", "waitress", "flask", "werkzeug", "torch", "onnxruntime")
 #: A valid answer's numbers may differ from the one taken alone by this much (6th-decimal batching noise).
 TOLERANCE = 1e-4
 EXAMPLES = 5
@@ -208,7 +207,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.seconds is None:
         args.seconds = 8.0 if args.quick else 180.0
-    record = common.start_record("soak", args, common.serving_machine(PACKAGES))
+    record = common.start_record("soak", args, common.serving_machine(cases.PACKAGES))
     ckpt = cases.ensure_checkpoint(args.ckpt_path, "soak")
     work = args.work or common.WORK / ("soak-quick" if args.quick else "soak")
     token = secrets.token_urlsafe(24)

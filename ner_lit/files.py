@@ -12,6 +12,7 @@ Standard library only: the CLI's light front writes through it before torch is i
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -39,6 +40,15 @@ def refused(target: str | os.PathLike[str], exc: BaseException) -> WriteError:
     """
     cause = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
     return WriteError(f"{target}: could not be written ({cause}); what was there before is unchanged")
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file's bytes, read in chunks (a corpus or a model may be larger than memory allows twice)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:

@@ -77,12 +77,7 @@ def _viterbi_python(logp: np.ndarray, lengths: Sequence[int], allowed: np.ndarra
                 ptr.append(k)
             score = new
             back.append(ptr)
-        current = score.index(max(score))
-        path = [current]
-        for ptr in reversed(back):
-            current = ptr[current]
-            path.append(current)
-        out.extend(reversed(path))
+        out.extend(_backtrack(score, back))
     return np.asarray(out, dtype=np.int64)
 
 
@@ -113,13 +108,18 @@ def _crf_viterbi_python(logp: np.ndarray, lengths: Sequence[int], allowed: np.nd
                 ptr.append(k)
             score = new
             back.append(ptr)
-        current = score.index(max(score))
-        path = [current]
-        for ptr in reversed(back):
-            current = ptr[current]
-            path.append(current)
-        out.extend(reversed(path))
+        out.extend(_backtrack(score, back))
     return np.asarray(out, dtype=np.int64)
+
+
+def _backtrack(score: list[float], back: list[list[int]]) -> list[int]:
+    """The best path from the last position's scores and each step's back pointers (the first best, as argmax)."""
+    current = score.index(max(score))
+    path = [current]
+    for ptr in reversed(back):
+        current = ptr[current]
+        path.append(current)
+    return path[::-1]
 
 
 def _viterbi_numpy(logp: np.ndarray, lengths: Sequence[int], allowed: np.ndarray, may_start: np.ndarray,

@@ -5,7 +5,6 @@ by sentence count), so a truncated or substituted download is refused, not train
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import tempfile
@@ -31,7 +30,7 @@ from ner_lit.corpus.records import (
     excerpt,
     render_tagged,
 )
-from ner_lit.files import new_file_permissions
+from ner_lit.files import file_sha256, new_file_permissions
 
 #: The comment lines the official KLUE files open with; the writer emits them so that a
 #: KLUE file read and written back is byte-identical to the original.
@@ -196,18 +195,10 @@ KLUE_TRAIN_SENTENCES = 21_008
 _LOCAL_FILES_HINT = "pass local files with --data.data_dir DIR --data.train_file FILE --data.val_file FILE instead"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _klue_file_problem(split: str, path: Path, dev_sha256: str, train_sentences: int) -> str | None:
     """Why ``path`` is not the expected KLUE file, or None when it is."""
     if split == "dev":
-        got = _sha256(path)
+        got = file_sha256(path)
         return None if got == dev_sha256 else f"sha256 {got}, expected {dev_sha256}"
     try:
         n = len(read_klue_tsv(path))

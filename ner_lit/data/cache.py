@@ -50,7 +50,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from ner_lit.files import fsync_dir
+from ner_lit.files import file_sha256, fsync_dir
 
 try:
     import fcntl
@@ -88,15 +88,6 @@ PREFIXES = {"sentence_windows": "windows", "sentence_tokens": "tokens", "sentenc
 COUNTS = ("sentences", "windows", "ids", "tokens", "chars", "text", "id")
 #: A temporary directory older than this (seconds) and not locked by a live writer is a dead writer's.
 DEAD_TEMPORARY_S = 60.0
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The sha256 of a file's bytes, read in chunks (a corpus may be larger than memory allows twice)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def cache_key(content_sha256: str, settings: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ from typing import Callable, Optional
 
 import torch
 
+from ner_lit.files import atomic_writer, file_sha256, write_json_atomic
 from ner_lit.inference.choice import RuntimeRefused
 
 #: Runs the model on tensors: ``(input_ids, attention_mask[, position_ids]) -> logits``.
@@ -156,7 +157,7 @@ class RuntimeCache:
         graph, record = self.folder / f"{key}.onnx", self.folder / f"{key}.json"
         try:
             recorded = json.loads(record.read_text(encoding="utf-8"))
-            if recorded.get("sha256") != file_digest(graph):
+            if recorded.get("sha256") != file_sha256(graph):
                 raise ValueError("digest")
             os.utime(record)  # most recently used
         except (OSError, ValueError, AttributeError):
@@ -167,13 +168,11 @@ class RuntimeCache:
         return graph
 
     def keep(self, key: str, exported: Path) -> None:
-        from ner_lit.files import atomic_writer, write_json_atomic
-
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             with atomic_writer(self.folder / f"{key}.onnx", "wb") as out, open(exported, "rb") as src:
                 shutil.copyfileobj(src, out, 1 << 20)
-            write_json_atomic(self.folder / f"{key}.json", {"format": self.FORMAT, "sha256": file_digest(exported),
+            write_json_atomic(self.folder / f"{key}.json", {"format": self.FORMAT, "sha256": file_sha256(exported),
                                                             "bytes": exported.stat().st_size})
             self._evict()
         except OSError:
@@ -185,14 +184,6 @@ class RuntimeCache:
             for stale in (record, record.with_suffix(".onnx")):
                 with contextlib.suppress(OSError):
                     stale.unlink()
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def compiler(runtime: str, cache: Optional[Path] = None) -> Compiler:

@@ -14,8 +14,6 @@ from ner_lit.inference.runtimes import RuntimeCache
 
 from serve_fixtures import SENTENCES
 
-pytest.importorskip("onnxruntime")
-
 
 @pytest.fixture
 def exports(monkeypatch: pytest.MonkeyPatch) -> list[str]:
