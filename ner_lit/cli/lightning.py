@@ -31,7 +31,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -43,6 +43,7 @@ from ner_lit.checkpoint.format import CheckpointError, load_checkpoint
 from ner_lit.checkpoint.io import AtomicCheckpointIO, ExactResume, NERModelCheckpoint, remove_stale_temps_under
 from ner_lit.checkpoint.runs import choose_checkpoint, evaluation_dir, new_folders, remove_if_unneeded, run_dirs
 from ner_lit.checkpoint.spec import SECTION, TaggerSpec
+from ner_lit.checkpoint.tokenizer import default_cache_dir
 from ner_lit.cli import cache as cli_cache
 from ner_lit.data.datamodule import NERDataModule
 from ner_lit.data.files import check_writable_dir
@@ -50,6 +51,7 @@ from ner_lit.errors import UserError
 from ner_lit.serving.cli import SERVE_HELP, run_serve, serve_parser
 from ner_lit.training.callbacks import ExportBestModel, PredictionWriter, ReleaseFreedMemory
 from ner_lit.training.curve import TrainingClock
+from ner_lit.training.int8 import Int8Evaluation
 from ner_lit.training.model import NERModel
 from ner_lit.training.preemption import EXIT_PREEMPTED, Preempted, Preemption
 
@@ -132,6 +134,10 @@ class NERCLI(LightningCLI):
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
         parser.add_lightning_class_args(ExportBestModel, "export")
+        parser.add_argument("--quantize", type=Literal["none", "int8"], default="none",
+                            help="test, validate, predict: run the checkpoint's network under ONNX Runtime with int8 "
+                                 "weights, as serve --quantize int8 does (after the same answer check; where it "
+                                 "refuses, the float network runs and stderr says why). fit trains in float only.")
 
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
         super()._add_subcommands(parser, **kwargs)
@@ -171,8 +177,13 @@ class NERCLI(LightningCLI):
         if config.get("default_root_dir") is None:
             config["default_root_dir"] = DEFAULT_ROOT
         remove_stale_temps_under(config["default_root_dir"])
+        quantize = self.config[self.subcommand].get("quantize", "none")
+        if quantize != "none" and self.subcommand not in EVALUATIONS:
+            raise UserError(f"--quantize {quantize} is for test, validate and predict; {self.subcommand} trains in float")
         if self.subcommand in EVALUATIONS:
             callbacks = self._evaluate_beside_checkpoint(config, callbacks)
+            if quantize == "int8":
+                callbacks.append(Int8Evaluation(quantize, cache=default_cache_dir() / "runtimes"))
         elif config.get("logger") in (None, True):
             check_writable_dir(config["default_root_dir"], "the runs root (--trainer.default_root_dir)")
             root = config["default_root_dir"]

@@ -23,6 +23,8 @@ RUNTIMES = ("onnxruntime", "torchscript", "eager")
 EAGER = "eager"
 #: The name each runtime has in the status (and the banner).
 NAMES = {"onnxruntime": "ONNX Runtime", "torchscript": "TorchScript", "eager": EAGER}
+#: What runs the model after ``quantize`` (ONNX Runtime with int8 weights), in the status.
+INT8_NAME = "ONNX Runtime int8"
 #: What making each compiled runtime is called in a refusal.
 MAKING = {"onnxruntime": "ONNX Runtime export", "torchscript": "TorchScript trace"}
 
@@ -146,6 +148,8 @@ class Tunable(Protocol):
 
     def release_tokenizer(self) -> None: ...
 
+    def quantize(self, pack: bool = True) -> bool: ...
+
 
 def choose_runtime(predictor: Tunable, runtime: str) -> RuntimeStatus:
     """Put ``runtime`` in use, or the first one after it (onnxruntime, torchscript, eager) that
@@ -166,7 +170,8 @@ def choose_runtime(predictor: Tunable, runtime: str) -> RuntimeStatus:
     return predictor.runtime
 
 
-def prepare_runtime(predictor: Tunable, runtime: str, pack: bool = True) -> tuple[RuntimeStatus, PackingStatus]:
+def prepare_runtime(predictor: Tunable, runtime: str, pack: bool = True,
+                    quantize: str = "none") -> tuple[RuntimeStatus, PackingStatus]:
     """What ``serve`` does to a loaded predictor before the first request: put ``runtime`` in use
     (:func:`choose_runtime`), pack if asked, and then, where a compiled runtime runs every batch,
     release the eager network, so the server holds only the weights it runs, and the transformers
@@ -175,7 +180,21 @@ def prepare_runtime(predictor: Tunable, runtime: str, pack: bool = True) -> tupl
 
     Packed with a compiled runtime, the predictor first tries that in one step
     (``Predictor.serve_packed``: one export, not a padded one made and freed again); where that
-    is refused, the step by step path below runs and its statuses say why."""
+    is refused, the step by step path below runs and its statuses say why.
+
+    With ``quantize="int8"`` (ONNX Runtime only) the int8 model is tried first
+    (``Predictor.quantize``); where its answer check refuses it, the float runtime is chosen as
+    without it, and the status says why int8 is not used."""
+    if quantize == "int8":
+        if runtime != "onnxruntime":
+            raise UnknownRuntime(f"int8 runs under ONNX Runtime only, not {runtime}")
+        if predictor.quantize(pack):
+            predictor.release_tokenizer()
+            return predictor.runtime, predictor.packing
+        refused = predictor.runtime.refused
+        status = prepare_runtime(predictor, runtime, pack)
+        predictor.runtime = RuntimeStatus(predictor.runtime.name, refused + predictor.runtime.refused)
+        return predictor.runtime, status[1]
     if pack and predictor.serve_packed(runtime):
         predictor.release_tokenizer()
         return predictor.runtime, predictor.packing

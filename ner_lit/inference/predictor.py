@@ -27,10 +27,27 @@ from ner_lit.alignment.answers import Prediction, prediction
 from ner_lit.alignment.tokenizers import PieceNames
 from ner_lit.alignment.windows import DEFAULT_CHAR_SLOTS, Decoded, EncodedSentence, Window
 from ner_lit.corpus.records import Sentence
-from ner_lit.inference.choice import PackingStatus, RuntimeStatus, compile_packed, compile_runtime, pack_runner
+from ner_lit.inference import quantization
+from ner_lit.inference.choice import (
+    INT8_NAME,
+    EagerReleased,
+    PackingStatus,
+    RuntimeRefused,
+    RuntimeStatus,
+    compile_packed,
+    compile_runtime,
+    pack_runner,
+)
 from ner_lit.inference.loading import from_checkpoint, from_model_dir
+from ner_lit.inference.quantization import (
+    Agreement,
+    Int8Recipe,
+    QuantizationRefused,
+    check_texts,
+    compare_answers,
+)
 from ner_lit.inference.runner import PACK_WIDTH, ModelRunner
-from ner_lit.inference.runtimes import compiler
+from ner_lit.inference.runtimes import compiler, int8_compiler
 
 __all__ = ["PACK_WIDTH", "Prediction", "Predictor", "WindowPiece"]
 
@@ -107,6 +124,7 @@ class Predictor:
         #: where ONNX Runtime's exported graphs are kept between starts (serve sets it); None: export every time
         self.runtime_cache: Optional[Path] = None
         self.packing = PackingStatus()  # whether windows share model rows (padded until pack())
+        self.quantization: Optional[Agreement] = None  # after quantize(): its answer check
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -201,6 +219,51 @@ class Predictor:
         if done is not None:
             self.runtime, self.packing = done
         return done is not None
+
+    def quantize(self, pack: bool = True, width: int = PACK_WIDTH, recipe: Optional[Int8Recipe] = None,
+                 tolerance: Optional[float] = None) -> bool:
+        """Run the model from now on under ONNX Runtime with int8 weights (``recipe``, default
+        :func:`~ner_lit.inference.quantization.recipe_for_this_cpu`), packed if asked, and release the eager model,
+        if its answers pass the check: its entities on the check sentences
+        (:func:`~ner_lit.inference.quantization.check_texts`) against the float model's, at most
+        ``tolerance`` of them differing (default :data:`~ner_lit.inference.quantization.TOLERANCE`). Where it fails, nothing changed, the eager model stays, and
+        ``runtime.refused`` says why. ``quantization`` keeps the check's :class:`Agreement`.
+
+        int8 matrix products do fewer, cheaper operations per token than float ones (VNNI
+        instructions where the CPU has them) and the weights take a quarter of the bytes; the
+        answers may move a little, which the check bounds. CPU only.
+        """
+        if self.device.type != "cpu":
+            return self._refused(f"int8 runs under ONNX Runtime on a CPU only, not on {self.device}")
+        texts = check_texts()
+        want = self.predict(texts)  # the float model's answers, before anything changes
+        make = int8_compiler(self.runtime_cache, recipe)
+        checked: list[Agreement] = []
+
+        def accept() -> None:
+            checked.append(compare_answers(want, self.predict(texts), quantization.TOLERANCE if tolerance is None else tolerance))
+            if not checked[-1].ok:
+                raise QuantizationRefused(f"int8 refused: {checked[-1]}")
+
+        try:
+            if pack:
+                try:
+                    self.runner.compile_packed(make, "int8 ONNX Runtime export", width, accept)
+                except QuantizationRefused:
+                    raise
+                except RuntimeRefused:  # packing itself refused: int8 padded still serves
+                    pack = False
+            if not pack:
+                self.runner.compile(make, "int8 ONNX Runtime export", accept)
+        except (RuntimeRefused, EagerReleased) as exc:
+            return self._refused(str(exc))
+        self.runtime, self.quantization = RuntimeStatus(INT8_NAME), checked[-1]
+        self.packing = PackingStatus(True, self.runner.pack_width) if self.runner.packed is not None else PackingStatus()
+        return True
+
+    def _refused(self, reason: str) -> bool:
+        self.runtime = RuntimeStatus(self.runtime.name, self.runtime.refused + (reason,))
+        return False
 
     def release_tokenizer(self) -> None:
         """Keep the aligner's text tokenizer only: the transformers tokenizer gives way to the piece

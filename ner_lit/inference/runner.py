@@ -8,14 +8,14 @@ drops the eager module, so a server holds only the weights it runs.
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from ner_lit.alignment.collate import PackedBatch, pack_windows, pad_windows
 from ner_lit.alignment.windows import Window
 from ner_lit.inference.choice import EagerReleased, RuntimeRefused
-from ner_lit.inference.runtimes import SAME_LOGITS, Compiler, PackedLogits, Runner, checked_compile
+from ner_lit.inference.runtimes import SAME_LOGITS, Compiler, PackedLogits, Runner, checked_compile, logit_tolerance
 
 #: Tokens per packed row (a longer window gets a row of its own): long enough for efficient
 #: matrix products over few rows, short enough that attention, quadratic in a row's length,
@@ -48,14 +48,33 @@ class ModelRunner:
         return int(getattr(self.config, "vocab_size", 0) or 100)
 
     # ------------------------------------------------------------------ runtimes
-    def compile(self, make: Compiler, what: str) -> None:
+    def compile(self, make: Compiler, what: str, accept: Callable[[], None] | None = None) -> None:
         """Run the model as ``make`` makes it from now on, after :func:`checked_compile`'s check
-        (:class:`RuntimeRefused` where it fails). A packed runner of the previous runtime is dropped."""
+        (:class:`RuntimeRefused` where it fails) and ``accept``'s, if given (called with the new
+        runtime in use; where it raises, the runner is as it was). A packed runner of the previous
+        runtime is dropped."""
         eager = self._eager()
+        before = self._state()
         self.compiled = checked_compile(eager, make, what, vocab=self.vocab_size, pad_id=self.pad_id,
                                         limit=min(self.max_length, 64), device=self.device)
         self.compiler, self.compiled_what = make, what
         self.packed = None  # packed rows, if wanted, must be packed again with this runtime
+        self._accept(accept, before)
+
+    def _state(self) -> tuple:
+        return (self.compiled, self.compiler, self.compiled_what, self.packed, self.first_position, self.pack_width,
+                self.packed_only)
+
+    def _accept(self, accept: Callable[[], None] | None, before: tuple) -> None:
+        """``accept()`` with the new runtime in use; where it raises, the runner is put back as it was."""
+        if accept is None:
+            return
+        try:
+            accept()
+        except BaseException:
+            (self.compiled, self.compiler, self.compiled_what, self.packed, self.first_position,
+             self.pack_width, self.packed_only) = before
+            raise
 
     def release_eager(self) -> bool:
         """Drop the eager module once a compiled runtime runs every batch: its parameters are freed
@@ -101,15 +120,18 @@ class ModelRunner:
         if release:
             self.release_eager()
 
-    def compile_packed(self, make: Compiler, what: str, width: int = PACK_WIDTH) -> None:
+    def compile_packed(self, make: Compiler, what: str, width: int = PACK_WIDTH,
+                       accept: Callable[[], None] | None = None) -> None:
         """A server's one step: the runtime ``make`` makes, packed, and the eager module released.
 
         After :meth:`release_eager` only the packed runner runs (a window alone in its row is a
         padded window), so the padded graph that :meth:`compile` then :meth:`pack` would make
         first and free again is never made: one export instead of two. The packed runner is
-        checked against the eager padded logits as :meth:`pack` checks it. Where anything is
-        refused, :class:`RuntimeRefused` says why and the runner is as it was.
+        checked against the eager padded logits as :meth:`pack` checks it, then by ``accept``
+        (if given), before the eager module goes. Where anything is refused,
+        :class:`RuntimeRefused` says why and the runner is as it was.
         """
+        before = self._state()
         width, windows, want, batch, first = self._packing(width)
         try:
             runner = self._compiled_packed(windows, batch, width, first, want, make, what)
@@ -119,6 +141,8 @@ class ModelRunner:
             raise RuntimeRefused(f"the packed {what} failed: {type(exc).__name__}") from None
         self.compiler, self.compiled_what, self.compiled = make, what, None
         self.packed, self.first_position, self.pack_width = runner, first, width
+        self.packed_only = True  # as after release_eager: accept() sees every batch through the packed runner
+        self._accept(accept, before)
         self.release_eager()
 
     def _packing(self, width: int) -> tuple[int, list[Window], torch.Tensor, PackedBatch, int]:
@@ -153,7 +177,7 @@ class ModelRunner:
             runner = make(PackedLogits(self._eager()).eval(), (batch.input_ids, batch.attention_mask, batch.position_ids))
             for check in (batch, pack_windows(windows, self.pad_id, max(2, width // 2), first)):
                 diff = self._packed_diff(runner, windows, check, want)
-                if not diff <= SAME_LOGITS:
+                if not diff <= logit_tolerance(make):  # NaN never passes
                     raise RuntimeRefused(f"the packed {what} differs by {diff:.2g}")
         return runner
 

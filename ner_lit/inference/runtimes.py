@@ -12,6 +12,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -23,6 +24,7 @@ import torch
 
 from ner_lit.files import atomic_writer, file_sha256, write_json_atomic
 from ner_lit.inference.choice import RuntimeRefused
+from ner_lit.inference.quantization import Int8Recipe, quantize_graph
 
 #: Runs the model on tensors: ``(input_ids, attention_mask[, position_ids]) -> logits``.
 Runner = Callable[..., torch.Tensor]
@@ -68,7 +70,8 @@ def torchscript(module: torch.nn.Module, example: tuple) -> Runner:
     return torch.jit.freeze(torch.jit.trace(module, example, check_trace=False))
 
 
-def onnxruntime_session(module: torch.nn.Module, example: tuple, cache: Optional[Path] = None) -> Runner:
+def onnxruntime_session(module: torch.nn.Module, example: tuple, cache: Optional[Path] = None,
+                        quantize: Optional[Int8Recipe] = None) -> Runner:
     """``module`` exported to ONNX (TorchScript-based exporter) and loaded in an ONNX Runtime session.
 
     The export goes through a file that the session is loaded from by name: given the bytes
@@ -80,6 +83,9 @@ def onnxruntime_session(module: torch.nn.Module, example: tuple, cache: Optional
     graph depends on (:func:`graph_key`: the module's kind and inputs, every weight, the torch,
     onnx and exporter settings) and loaded from there next time, after its recorded sha256 is
     checked: a restart of the same model skips the export (:class:`RuntimeCache`).
+
+    With ``quantize``, the exported graph gets int8 weights (:func:`ner_lit.inference.quantization.quantize_graph`)
+    before it is loaded and kept; the cache key includes the recipe.
     """
     import onnxruntime
 
@@ -90,7 +96,7 @@ def onnxruntime_session(module: torch.nn.Module, example: tuple, cache: Optional
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads sleep: request threads keep the cores
     options.log_severity_level = 3  # errors only: its warnings about the exported graph are not the user's
     store = RuntimeCache(cache) if cache is not None else None
-    key = graph_key(module) if store is not None else ""
+    key = graph_key(module, quantize) if store is not None else ""
     path = store.find(key) if store is not None else None
     if path is not None:
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -98,6 +104,10 @@ def onnxruntime_session(module: torch.nn.Module, example: tuple, cache: Optional
         with tempfile.TemporaryDirectory(prefix="ner_lit-onnx-") as tmp:
             exported = Path(tmp) / "model.onnx"
             export_onnx(module, example, exported)
+            if quantize is not None:
+                quantize_graph(exported, Path(tmp) / "model.int8.onnx", quantize)
+                exported.unlink()
+                exported = Path(tmp) / "model.int8.onnx"
             session = onnxruntime.InferenceSession(str(exported), options, providers=["CPUExecutionProvider"])
             if store is not None:
                 store.keep(key, exported)
@@ -122,9 +132,9 @@ def export_onnx(module: torch.nn.Module, example: tuple, path: Path) -> None:
                       dynamo=False, opset_version=OPSET)
 
 
-def graph_key(module: torch.nn.Module) -> str:
+def graph_key(module: torch.nn.Module, quantize: Optional[Int8Recipe] = None) -> str:
     """sha256 of what an exported graph depends on: the module's kind and inputs, the exporter's
-    versions and settings, the model config, and every weight (:func:`weights_digest`)."""
+    versions and settings, the model config, the int8 recipe if any, and every weight (:func:`weights_digest`)."""
     import onnx
 
     from ner_lit.checkpoint.format import weights_digest
@@ -133,6 +143,10 @@ def graph_key(module: torch.nn.Module) -> str:
     settings = {"kind": type(module).__name__, "inputs": getattr(module, "inputs", None), "opset": OPSET,
                 "torch": torch.__version__, "onnx": onnx.__version__, "cache_format": RuntimeCache.FORMAT,
                 "config": config.to_json_string(use_diff=False) if config is not None else None}
+    if quantize is not None:  # only then: a float graph's key is what it was before int8 existed
+        import onnxruntime
+
+        settings["int8"] = {**quantize.key(), "onnxruntime": onnxruntime.__version__}
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     h.update(weights_digest(module.state_dict()).encode())
     return h.hexdigest()
@@ -194,6 +208,22 @@ def compiler(runtime: str, cache: Optional[Path] = None) -> Compiler:
     return {"onnxruntime": onnxruntime_session, "torchscript": torchscript}[runtime]
 
 
+def int8_compiler(cache: Optional[Path] = None, recipe: Int8Recipe | None = None) -> Compiler:
+    """ONNX Runtime with int8 weights (``recipe``, default :func:`~ner_lit.inference.quantization.recipe_for_this_cpu`).
+    Its logits are not the float model's to :data:`SAME_LOGITS`: the start-up checks refuse only
+    non-finite ones (its ``same_logits``), and the caller compares answers instead."""
+    from ner_lit.inference.quantization import recipe_for_this_cpu
+
+    make = functools.partial(onnxruntime_session, cache=cache, quantize=recipe or recipe_for_this_cpu())
+    make.same_logits = math.inf  # type: ignore[attr-defined]
+    return make
+
+
+def logit_tolerance(make: Compiler) -> float:
+    """How far ``make``'s logits may be from the eager model's: :data:`SAME_LOGITS` unless it says otherwise."""
+    return getattr(make, "same_logits", SAME_LOGITS)
+
+
 def example_batch(vocab: int, pad_id: int, rows: int, width: int, seed: int,
                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Random ids, every row but the first padded, each to another length."""
@@ -218,7 +248,7 @@ def checked_compile(model: torch.nn.Module, make: Compiler, what: str, *, vocab:
                 ids, mask = example_batch(vocab, pad_id, rows, width, rows, device)
                 eager = model(input_ids=ids, attention_mask=mask).logits
                 diff = float((compiled(ids, mask).to(eager.device) - eager).abs().max())
-                if not diff <= SAME_LOGITS:
+                if not diff <= logit_tolerance(make):  # NaN never passes
                     raise RuntimeRefused(f"its {what} differs by {diff:.2g} on a {rows}x{width} batch")
     except RuntimeRefused:
         raise
