@@ -40,12 +40,14 @@ from bench import common  # noqa: E402
 #: The variants measured, by name: None is float; a dict is an Int8Recipe's fields; "torch" is torch's own.
 VARIANTS: dict[str, Any] = {
     "float": None,
-    "int8": {},  # the shipped recipe on CPUs with VNNI (ner_lit.inference.quantization.INT8)
+    "int8": "int8",  # serve --quantize int8 (ner_lit.inference.quantization.INT8): feed-forward outputs in float
+    "int8-small": "int8-small",  # serve --quantize int8-small: the word embeddings in int8 too
+    "int8-all-matmuls": {},
     "int8-per-tensor": {"per_channel": False},
-    "int8-reduce-range": {"reduce_range": True},
-    "uint8": {"weights": "uint8"},  # the recipe on CPUs without VNNI
+    "uint8": {"weights": "uint8", "keep_float": [r"layer\.\d+/output/dense"]},  # int8 as CPUs without VNNI get it
     "int8-keep-classifier": {"keep_float": ["classifier"]},
-    "int8-with-embeddings": {"op_types": ["MatMul", "Gather"]},
+    "int8-keep-last-layer": {"keep_float": ["classifier", r"layer\.11/"]},
+    "int8-reduce-range": {"reduce_range": True},
     "torch-int8": "torch",
 }
 WARMUP = 10
@@ -58,7 +60,7 @@ def variant_child(settings_file: Path) -> None:
     from ner_lit.corpus.klue import read_klue_tsv
     from ner_lit.inference.choice import prepare_runtime
     from ner_lit.inference.predictor import Predictor
-    from ner_lit.inference.quantization import Int8Recipe, check_texts, compare_answers
+    from ner_lit.inference.quantization import RECIPES, Int8Recipe, check_texts, compare_answers
     from ner_lit.memory import release_freed_memory
 
     common.quiet()
@@ -77,8 +79,9 @@ def variant_child(settings_file: Path) -> None:
     elif spec is None:
         prepare_runtime(predictor, "onnxruntime", pack=True)
     else:
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
-        assert predictor.quantize(pack=True, recipe=Int8Recipe(**fields), tolerance=1.0), predictor.runtime
+        recipe = RECIPES[spec] if isinstance(spec, str) else Int8Recipe(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
+        assert predictor.quantize(pack=True, recipe=recipe, tolerance=1.0), predictor.runtime
         predictor.release_tokenizer()
         check = predictor.quantization
     release_freed_memory()
@@ -162,7 +165,8 @@ def markdown(rec: dict[str, Any]) -> str:
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     ap = common.parser(__doc__.split("\n")[0])
     ap.add_argument("--ckpt", type=Path, help="the trained checkpoint (a configs/me5.yaml run's best.ckpt)")
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--variants", nargs="+", default=["float", "int8", "int8-small", "int8-all-matmuls", "uint8"],
+                    choices=list(VARIANTS))
     ap.add_argument("--sentences", type=int, default=5000, help="dev sentences scored (default: all)")
     ap.add_argument("--latency", type=int, default=300, help="dev sentences timed one per call")
     ap.add_argument("--rounds", type=int, default=2, help="latency passes over the variants")

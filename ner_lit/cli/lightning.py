@@ -134,9 +134,9 @@ class NERCLI(LightningCLI):
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
         parser.add_lightning_class_args(ExportBestModel, "export")
-        parser.add_argument("--quantize", type=Literal["none", "int8"], default="none",
+        parser.add_argument("--quantize", type=Literal["none", "int8", "int8-small"], default="none",
                             help="test, validate, predict: run the checkpoint's network under ONNX Runtime with int8 "
-                                 "weights, as serve --quantize int8 does (after the same answer check; where it "
+                                 "weights, as serve --quantize does (after the same answer check; where it "
                                  "refuses, the float network runs and stderr says why). fit trains in float only.")
 
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
@@ -182,7 +182,7 @@ class NERCLI(LightningCLI):
             raise UserError(f"--quantize {quantize} is for test, validate and predict; {self.subcommand} trains in float")
         if self.subcommand in EVALUATIONS:
             callbacks = self._evaluate_beside_checkpoint(config, callbacks)
-            if quantize == "int8":
+            if quantize != "none":
                 callbacks.append(Int8Evaluation(quantize, cache=default_cache_dir() / "runtimes"))
         elif config.get("logger") in (None, True):
             check_writable_dir(config["default_root_dir"], "the runs root (--trainer.default_root_dir)")

@@ -23,8 +23,6 @@ RUNTIMES = ("onnxruntime", "torchscript", "eager")
 EAGER = "eager"
 #: The name each runtime has in the status (and the banner).
 NAMES = {"onnxruntime": "ONNX Runtime", "torchscript": "TorchScript", "eager": EAGER}
-#: What runs the model after ``quantize`` (ONNX Runtime with int8 weights), in the status.
-INT8_NAME = "ONNX Runtime int8"
 #: What making each compiled runtime is called in a refusal.
 MAKING = {"onnxruntime": "ONNX Runtime export", "torchscript": "TorchScript trace"}
 
@@ -148,7 +146,7 @@ class Tunable(Protocol):
 
     def release_tokenizer(self) -> None: ...
 
-    def quantize(self, pack: bool = True) -> bool: ...
+    def quantize(self, pack: bool = True, kind: str = "int8") -> bool: ...
 
 
 def choose_runtime(predictor: Tunable, runtime: str) -> RuntimeStatus:
@@ -182,13 +180,13 @@ def prepare_runtime(predictor: Tunable, runtime: str, pack: bool = True,
     (``Predictor.serve_packed``: one export, not a padded one made and freed again); where that
     is refused, the step by step path below runs and its statuses say why.
 
-    With ``quantize="int8"`` (ONNX Runtime only) the int8 model is tried first
+    With ``quantize`` "int8" or "int8-small" (ONNX Runtime only) that int8 model is tried first
     (``Predictor.quantize``); where its answer check refuses it, the float runtime is chosen as
     without it, and the status says why int8 is not used."""
-    if quantize == "int8":
+    if quantize != "none":
         if runtime != "onnxruntime":
-            raise UnknownRuntime(f"int8 runs under ONNX Runtime only, not {runtime}")
-        if predictor.quantize(pack):
+            raise UnknownRuntime(f"{quantize} runs under ONNX Runtime only, not {runtime}")
+        if predictor.quantize(pack, kind=quantize):
             predictor.release_tokenizer()
             return predictor.runtime, predictor.packing
         refused = predictor.runtime.refused

@@ -29,7 +29,6 @@ from ner_lit.alignment.windows import DEFAULT_CHAR_SLOTS, Decoded, EncodedSenten
 from ner_lit.corpus.records import Sentence
 from ner_lit.inference import quantization
 from ner_lit.inference.choice import (
-    INT8_NAME,
     EagerReleased,
     PackingStatus,
     RuntimeRefused,
@@ -45,6 +44,7 @@ from ner_lit.inference.quantization import (
     QuantizationRefused,
     check_texts,
     compare_answers,
+    recipe_for,
 )
 from ner_lit.inference.runner import PACK_WIDTH, ModelRunner
 from ner_lit.inference.runtimes import compiler, int8_compiler
@@ -220,10 +220,11 @@ class Predictor:
             self.runtime, self.packing = done
         return done is not None
 
-    def quantize(self, pack: bool = True, width: int = PACK_WIDTH, recipe: Optional[Int8Recipe] = None,
+    def quantize(self, pack: bool = True, width: int = PACK_WIDTH, kind: str = "int8", recipe: Optional[Int8Recipe] = None,
                  tolerance: Optional[float] = None) -> bool:
-        """Run the model from now on under ONNX Runtime with int8 weights (``recipe``, default
-        :func:`~ner_lit.inference.quantization.recipe_for_this_cpu`), packed if asked, and release the eager model,
+        """Run the model from now on under ONNX Runtime with int8 weights (``recipe``, default the recipe
+        ``kind`` names, as :func:`~ner_lit.inference.quantization.recipe_for` gives it for this CPU),
+        packed if asked, and release the eager model,
         if its answers pass the check: its entities on the check sentences
         (:func:`~ner_lit.inference.quantization.check_texts`) against the float model's, at most
         ``tolerance`` of them differing (default :data:`~ner_lit.inference.quantization.TOLERANCE`). Where it fails, nothing changed, the eager model stays, and
@@ -237,7 +238,7 @@ class Predictor:
             return self._refused(f"int8 runs under ONNX Runtime on a CPU only, not on {self.device}")
         texts = check_texts()
         want = self.predict(texts)  # the float model's answers, before anything changes
-        make = int8_compiler(self.runtime_cache, recipe)
+        make = int8_compiler(self.runtime_cache, recipe or recipe_for(kind))
         checked: list[Agreement] = []
 
         def accept() -> None:
@@ -257,7 +258,7 @@ class Predictor:
                 self.runner.compile(make, "int8 ONNX Runtime export", accept)
         except (RuntimeRefused, EagerReleased) as exc:
             return self._refused(str(exc))
-        self.runtime, self.quantization = RuntimeStatus(INT8_NAME), checked[-1]
+        self.runtime, self.quantization = RuntimeStatus(f"ONNX Runtime {kind}"), checked[-1]
         self.packing = PackingStatus(True, self.runner.pack_width) if self.runner.packed is not None else PackingStatus()
         return True
 

@@ -209,12 +209,13 @@ def compiler(runtime: str, cache: Optional[Path] = None) -> Compiler:
 
 
 def int8_compiler(cache: Optional[Path] = None, recipe: Int8Recipe | None = None) -> Compiler:
-    """ONNX Runtime with int8 weights (``recipe``, default :func:`~ner_lit.inference.quantization.recipe_for_this_cpu`).
+    """ONNX Runtime with int8 weights (``recipe``, default ``int8`` as :func:`~ner_lit.inference.quantization.recipe_for`
+    gives it for this CPU).
     Its logits are not the float model's to :data:`SAME_LOGITS`: the start-up checks refuse only
     non-finite ones (its ``same_logits``), and the caller compares answers instead."""
-    from ner_lit.inference.quantization import recipe_for_this_cpu
+    from ner_lit.inference.quantization import recipe_for
 
-    make = functools.partial(onnxruntime_session, cache=cache, quantize=recipe or recipe_for_this_cpu())
+    make = functools.partial(onnxruntime_session, cache=cache, quantize=recipe or recipe_for("int8"))
     make.same_logits = math.inf  # type: ignore[attr-defined]
     return make
 

@@ -97,7 +97,7 @@ def serve(
     runtime: Literal["onnxruntime", "torchscript", "eager"] = "onnxruntime",
     pack: bool = True,
     runtime_cache: bool = True,
-    quantize: Literal["none", "int8"] = "none",
+    quantize: Literal["none", "int8", "int8-small"] = "none",
     model_workers: int = 1,
     connection_limit: int = DEFAULT_CONNECTION_LIMIT,
     channel_timeout: int = DEFAULT_CHANNEL_TIMEOUT,
@@ -138,11 +138,12 @@ def serve(
             (``$NER_LIT_CACHE/runtimes``), keyed by the weights and the export settings, so a
             restart of the same model loads it instead of exporting again (its sha256 checked,
             and the start-up logit check run as always). false exports every time.
-        quantize: int8 serves the model under ONNX Runtime with int8 weights
-            (bench/results/quantize.md: faster and smaller, F1 within a few tenths), after a
-            start-up check of its entities on 100 example sentences against the float model's
-            (at most 2% may differ); where the check fails, the float model serves and the banner
-            says why. none serves the float weights.
+        quantize: int8 serves the model under ONNX Runtime with int8 weights in most matrix
+            products (faster; F1 within a few tenths), int8-small also with int8 word embeddings
+            (far less memory, about half a point of F1); bench/results/quantize.md has the table.
+            Start-up first checks the int8 model's entities on 100 example sentences against the
+            float model's (at most 10% may differ); where the check fails, the float model serves
+            and the banner says why. none serves the float weights.
         model_workers: threads that run forward passes, each on its own batch. More than 1
             pays where the model releases the GIL (not eager) and cores are spare: on 2 cores,
             2 workers with --torch_threads 1 (docs/serving.md says why).
@@ -170,8 +171,8 @@ def serve(
         raise ServeError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if quantize not in QUANTIZE_CHOICES:
         raise ServeError(f"quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
-    if quantize == "int8" and runtime != "onnxruntime":
-        raise ServeError(f"--quantize int8 runs under ONNX Runtime: use --runtime onnxruntime, not {runtime}")
+    if quantize != "none" and runtime != "onnxruntime":
+        raise ServeError(f"--quantize {quantize} runs under ONNX Runtime: use --runtime onnxruntime, not {runtime}")
     api_key = api_key if api_key is not None else (os.environ.get(API_KEY_ENV) or None)
     check_exposure(host, api_key, insecure)
     check_port(host, port)  # before the model loads: a busy port is known in a moment

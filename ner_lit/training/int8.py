@@ -1,4 +1,4 @@
-"""``--quantize int8`` for ``test``, ``validate`` and ``predict``: the checkpoint's network run with int8 weights.
+"""``--quantize int8|int8-small`` for ``test``, ``validate`` and ``predict``: the checkpoint's network run with int8 weights.
 
 What ``serve --quantize int8`` serves, measured or used on the user's own files: the official
 scores of ``test`` are then the int8 model's, and ``predict`` writes its answers. The same
@@ -37,7 +37,7 @@ class Int8Evaluation(pl.Callback):
         self._swap(pl_module)
 
     def _swap(self, pl_module: Any) -> None:
-        if self.quantize != "int8" or getattr(pl_module, "runtime", None) is not None:
+        if self.quantize == "none" or getattr(pl_module, "runtime", None) is not None:
             return
         from ner_lit.inference.loading import LoadedTagger
         from ner_lit.inference.predictor import Predictor
@@ -48,9 +48,9 @@ class Int8Evaluation(pl.Callback):
         predictor = Predictor._of(LoadedTagger(pl_module.model, pl_module.tokenizer, spec, "evaluation"),
                                   str(pl_module.device))
         predictor.runtime_cache = self.cache
-        if predictor.quantize(pack=False):
+        if predictor.quantize(pack=False, kind=self.quantize):
             pl_module.runtime = predictor.runner.compiled
-            self.status = f"int8 ({predictor.quantization})"
+            self.status = f"{self.quantize} ({predictor.quantization})"
         else:
             self.status = f"float: {'; '.join(predictor.runtime.refused)}"
         print(f"ner_lit: the network runs {self.status}", file=sys.stderr, flush=True)

@@ -9,18 +9,17 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import numpy_helper
 
 from ner_lit.alignment.answers import PredictedEntity, Prediction
 from ner_lit.inference import quantization, runtimes
-from ner_lit.inference.choice import INT8_NAME, RuntimeRefused, prepare_runtime
+from ner_lit.inference.choice import RuntimeRefused, prepare_runtime
 from ner_lit.inference.predictor import Predictor
 from ner_lit.inference.quantization import Agreement, QuantizationRefused, compare_answers
 from ner_lit.inference.runtimes import checked_compile, int8_compiler
 from ner_lit.serving.app import ServeError
 from ner_lit.serving.launch import describe, serve
 
-from serve_fixtures import SENTENCES
+from serve_fixtures import SENTENCES, scrambled
 
 
 def answers(p: Predictor, texts=SENTENCES) -> list:
@@ -49,28 +48,13 @@ def test_int8_serves_with_integer_matrix_products_once_its_answers_agree(tiny_mo
     p = Predictor.from_pretrained(tiny_model_dir)
     p.runtime_cache = tmp_path
     runtime, packing = prepare_runtime(p, "onnxruntime", pack=True, quantize="int8")
-    assert runtime.name == INT8_NAME and not runtime.refused
+    assert runtime.name == "ONNX Runtime int8" and not runtime.refused
     assert packing.packed
     assert p.quantization is not None and p.quantization.ok and p.quantization.entities > 0
     assert p.model is None  # the eager float network released, as with the float runtime
     (graph,) = tmp_path.glob("*.onnx")
     assert "MatMulInteger" in op_types(graph)
     assert "int8 check:" in describe(p, "http://x", 1)
-
-
-def scrambled(real):
-    """A quantizer whose graph answers wrongly (as int8 models have: onnxruntime issue 9599): the
-    classifier's bias pushed hard towards one label."""
-    def quantize(src, out, recipe):
-        real(src, out, recipe)
-        model = onnx.load(str(out))
-        for init in model.graph.initializer:
-            if "classifier" in init.name and "bias" in init.name:
-                bias = numpy_helper.to_array(init).copy()
-                bias[1] += 1000.0
-                init.CopyFrom(numpy_helper.from_array(bias, init.name))
-        onnx.save(model, str(out))
-    return quantize
 
 
 def test_int8_whose_answers_differ_is_refused_and_the_float_model_serves(tiny_model_dir, tmp_path, monkeypatch):
@@ -103,7 +87,7 @@ def test_a_second_int8_start_loads_the_kept_int8_graph_beside_the_float_one(tiny
     second.runtime_cache = tmp_path
     prepare_runtime(second, "onnxruntime", pack=True, quantize="int8")
     assert quantizations == ["model.int8.onnx"]  # quantized once
-    assert second.runtime.name == INT8_NAME and answers(second) == answers(first)
+    assert second.runtime.name == "ONNX Runtime int8" and answers(second) == answers(first)
     floats = Predictor.from_pretrained(tiny_model_dir)
     floats.runtime_cache = tmp_path
     prepare_runtime(floats, "onnxruntime", pack=True)
@@ -178,16 +162,44 @@ def test_vnni_is_read_from_the_cpu_flags(flags, vnni):
     assert quantization.has_vnni(flags) is vnni
 
 
-def test_a_cpu_without_vnni_gets_uint8_weights_which_do_not_saturate(monkeypatch):
-    monkeypatch.setattr(quantization, "has_vnni", lambda flags=None: False)
-    assert quantization.recipe_for_this_cpu().weights == "uint8"
-    monkeypatch.setattr(quantization, "has_vnni", lambda flags=None: True)
-    assert quantization.recipe_for_this_cpu() == quantization.INT8
+def test_a_cpu_without_vnni_gets_uint8_weights_which_do_not_saturate():
+    assert quantization.recipe_for("int8", vnni=False).weights == "uint8"
+    assert quantization.recipe_for("int8-small", vnni=False).weights == "uint8"
+    assert quantization.recipe_for("int8", vnni=True) == quantization.INT8
+
+
+def test_an_unknown_recipe_is_named_in_the_error():
+    with pytest.raises(ValueError, match="int8, int8-small"):
+        quantization.recipe_for("int4")
+
+
+def test_int8_keeps_the_feed_forward_output_products_in_float(tiny_model_dir, tmp_path):
+    p = Predictor.from_pretrained(tiny_model_dir)
+    p.runtime_cache = tmp_path
+    assert p.quantize(tolerance=1.0)
+    (graph,) = tmp_path.glob("*.onnx")
+    nodes = onnx.load(str(graph)).graph.node
+    floats = [n.name for n in nodes if n.op_type == "MatMul" and "/output/dense" in n.name and "attention" not in n.name]
+    assert len(floats) == 2  # one per layer of the tiny model
+    assert any(n.op_type == "MatMulInteger" and "intermediate" in n.name for n in nodes)
+
+
+def test_int8_small_quantizes_the_word_embeddings_too(tiny_model_dir, tmp_path):
+    p = Predictor.from_pretrained(tiny_model_dir)
+    p.runtime_cache = tmp_path
+    assert p.quantize(kind="int8-small", tolerance=1.0)
+    assert p.runtime.name == "ONNX Runtime int8-small"
+    (graph,) = tmp_path.glob("*.onnx")
+    model = onnx.load(str(graph))
+    eight_bits = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    table = {i.name: i for i in model.graph.initializer}["model.bert.embeddings.word_embeddings.weight_quantized"]
+    assert table.data_type in eight_bits  # the table kept as 8-bit codes, turned back to float per looked-up row
+    assert "model.bert.embeddings.word_embeddings.weight" not in {i.name for i in model.graph.initializer}
 
 
 def test_uint8_weights_quantize_the_graph_too(tiny_model_dir, tmp_path):
     p = Predictor.from_pretrained(tiny_model_dir)
     p.runtime_cache = tmp_path
-    assert p.quantize(recipe=quantization.INT8_NO_VNNI, tolerance=1.0)
+    assert p.quantize(recipe=quantization.recipe_for("int8", vnni=False), tolerance=1.0)
     (graph,) = tmp_path.glob("*.onnx")
     assert "MatMulInteger" in op_types(graph)

@@ -1,0 +1,146 @@
+"""The multilingual-e5-small recipe runs: started by one command each, collected into one table.
+
+``run`` starts ``python -m ner_lit fit --config configs/me5.yaml`` with the settings given
+(``--set model.learning_rate=1e-4`` ...) into ``runs/me5-search/<name>``, resumable: if that
+folder holds a ``last.ckpt``, the run is resumed from it (``--ckpt_path last``), so a run longer
+than a session goes on in the next. ``collect`` reads every run folder under that root: its saved
+config (the settings that differ from configs/me5.yaml), dev F1c / F1e after every epoch and the
+training minutes the run's own clock logged (``train_minutes``: the time inside training epochs,
+validation excluded), and writes bench/results/me5_runs.json and me5_runs.md.
+
+Training minutes are wall-clock minutes: on a shared 2-core machine other work inflates them,
+so the table also gives each run's minutes per epoch, and the frontier is drawn against
+epochs x the idle per-epoch time of the recipe (``--idle-epoch-minutes``, measured in the
+first epoch of an idle run).
+
+    python bench/me5_runs.py run --name e10-s8 --set trainer.max_epochs=10 --set seed_everything=8
+    python bench/me5_runs.py collect
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from bench import common  # noqa: E402
+
+ROOT = REPO / "runs" / "me5-search"
+RECIPE = REPO / "configs" / "me5.yaml"
+#: The settings a run's table row shows (section, key).
+SHOWN = [("seed_everything", None), ("trainer", "max_epochs"), ("trainer", "precision"), ("model", "head"),
+         ("model", "learning_rate"), ("model", "head_learning_rate"), ("model", "warmup_ratio"), ("model", "schedule"),
+         ("model", "freeze_word_embeddings"), ("data", "batch_size"), ("data", "max_length")]
+
+
+def run(args: argparse.Namespace) -> None:
+    root = args.root / args.name
+    last = sorted(root.glob("version_*/checkpoints/last.ckpt"))
+    cmd = [sys.executable, "-m", "ner_lit", "fit", "--config", str(RECIPE), "--trainer.default_root_dir", str(root)]
+    for item in args.set:
+        key, _, value = item.partition("=")
+        cmd += [f"--{key}", value]
+    if last:
+        cmd = [sys.executable, "-m", "ner_lit", "fit", "--config", str(last[-1].parents[1] / "config.yaml"),
+               "--ckpt_path", str(last[-1])]
+    print(common.shown(cmd), flush=True)
+    raise SystemExit(subprocess.call(cmd, cwd=REPO))
+
+
+def setting(cfg: dict[str, Any], section: str, key: Optional[str]) -> Any:
+    return cfg.get(section) if key is None else (cfg.get(section) or {}).get(key)
+
+
+def epochs(version: Path) -> list[dict[str, Any]]:
+    with (version / "metrics.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for r in rows:
+        if r.get("val_F1e"):
+            minutes = next((float(x["train_minutes"]) for x in rows if x.get("train_minutes")
+                            and x["epoch"] == r["epoch"]), None)
+            out.append({"epoch": int(float(r["epoch"])), "F1c": float(r["val_F1c"]), "F1e": float(r["val_F1e"]),
+                        "train_minutes": minutes})
+    return out
+
+
+def collect(args: argparse.Namespace) -> None:
+    recipe = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
+    runs = []
+    for version in sorted(args.root.glob("*/version_*")):
+        cfg = yaml.safe_load((version / "config.yaml").read_text(encoding="utf-8"))
+        per_epoch = epochs(version)
+        if not per_epoch:
+            continue
+        settings = {f"{s}.{k}" if k else s: setting(cfg, s, k) for s, k in SHOWN}
+        differs = {name: value for (section, key), (name, value) in zip(SHOWN, settings.items())
+                   if value != setting(recipe, section, key)}
+        best = max(per_epoch, key=lambda e: e["F1c"])  # what ModelCheckpoint keeps (val_F1c, max)
+        runs.append({"name": version.parent.name, "version": version.name, "settings": settings,
+                     "differs_from_recipe": differs, "epochs": per_epoch, "best_by_F1c": best,
+                     "finished": len(per_epoch) == settings["trainer.max_epochs"]})
+    record = common.start_record("me5_runs", argparse.Namespace(quick=False))
+    record.update(root=common.rel(args.root), idle_epoch_minutes=args.idle_epoch_minutes, runs=runs)
+    common.write_record(record, args)
+    common.write_text(common.results_dir(args) / "me5_runs.md", markdown(record))
+    print(markdown(record))
+
+
+def markdown(rec: dict[str, Any]) -> str:
+    date = _dt.date.fromisoformat(rec["date"][:10])
+    lines = ["# multilingual-e5-small recipe runs (`bench/me5_runs.py collect`)", "",
+             f"Generated {date} from `{rec['root']}`; {rec['machine']['cpu']}, {rec['machine']['cores']} cores. "
+             "Dev F1 is KLUE dev (5,000 sentences) after each epoch, the checkpoint's own validation; "
+             "'best' is the epoch ModelCheckpoint keeps (max val_F1c). Minutes are the run's own training clock "
+             f"(validation excluded), inflated where other work shared the cores; idle, one epoch of the recipe "
+             f"takes {rec['idle_epoch_minutes']} min.", "",
+             "| run | settings unlike configs/me5.yaml | epochs | best F1c | its F1e | last F1e | train min | min/epoch |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rec["runs"]:
+        last = r["epochs"][-1]
+        minutes = last["train_minutes"]
+        per = None if minutes is None else minutes / len(r["epochs"])
+        differs = ", ".join(f"{k} {v}" for k, v in r["differs_from_recipe"].items()) or "none"
+        lines.append(f"| {r['name']} | {differs} | {len(r['epochs'])}{'' if r['finished'] else ' (running)'} | "
+                     f"{r['best_by_F1c']['F1c']:.2f} | {r['best_by_F1c']['F1e']:.2f} | {last['F1e']:.2f} | "
+                     f"{'-' if minutes is None else f'{minutes:.1f}'} | "
+                     f"{'-' if per is None else f'{per:.2f}'} |")
+    lines += ["", "Per epoch (dev F1e / F1c):", ""]
+    width = max((len(r["epochs"]) for r in rec["runs"]), default=0)
+    lines.append("| run | " + " | ".join(str(i + 1) for i in range(width)) + " |")
+    lines.append("| --- |" + " ---: |" * width)
+    for r in rec["runs"]:
+        cells = [f"{e['F1e']:.2f} / {e['F1c']:.2f}" for e in r["epochs"]] + [""] * (width - len(r["epochs"]))
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    ap = common.parser(__doc__.split("\n")[0])
+    ap.add_argument("action", choices=["run", "collect"])
+    ap.add_argument("--root", type=Path, default=ROOT)
+    ap.add_argument("--name", help="run: the run folder's name under --root")
+    ap.add_argument("--set", action="append", default=[], help="run: KEY=VALUE, a fit option without its -- (repeatable)")
+    ap.add_argument("--idle-epoch-minutes", type=float, default=2.02,
+                    help="collect: one recipe epoch's training minutes on an idle machine (for the frontier)")
+    return ap.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = parse_args(argv)
+    if args.action == "run":
+        if not args.name:
+            raise SystemExit("run: --name is needed")
+        return run(args)
+    collect(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""bench/me5_runs.py: the recipe runs' table from their saved configs and metrics, and the command that resumes a run."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from bench import me5_runs  # noqa: E402
+
+HEADER = "epoch,step,train_minutes,val_F1c,val_F1e\n"
+
+
+def fake_run(root: Path, name: str, max_epochs: int, rows: list[tuple[int, float, float, float]], **model) -> Path:
+    version = root / name / "version_0"
+    version.mkdir(parents=True)
+    cfg = yaml.safe_load(me5_runs.RECIPE.read_text(encoding="utf-8"))
+    cfg["trainer"]["max_epochs"] = max_epochs
+    cfg["model"].update(model)
+    (version / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    lines = [HEADER]
+    for epoch, minutes, f1c, f1e in rows:
+        lines.append(f"{epoch},{(epoch + 1) * 313 - 1},{minutes},,\n")
+        lines.append(f"{epoch},{(epoch + 1) * 313 - 1},,{f1c},{f1e}\n")
+    (version / "metrics.csv").write_text("".join(lines), encoding="utf-8")
+    return version
+
+
+def test_collect_tables_every_run_with_its_settings_unlike_the_recipe(tmp_path: Path):
+    fake_run(tmp_path / "runs", "recipe", 3, [(0, 2.0, 80.0, 70.0), (1, 4.0, 85.0, 76.0), (2, 6.0, 88.0, 79.0)])
+    fake_run(tmp_path / "runs", "lr1e-4", 3, [(0, 2.1, 79.0, 68.0), (1, 4.3, 86.5, 77.5)], learning_rate=1e-4)
+    me5_runs.main(["collect", "--root", str(tmp_path / "runs"), "--results", str(tmp_path / "out")])
+    record = json.loads((tmp_path / "out" / "me5_runs.json").read_text(encoding="utf-8"))
+    runs = {r["name"]: r for r in record["runs"]}
+    assert runs["recipe"]["differs_from_recipe"] == {}
+    assert runs["lr1e-4"]["differs_from_recipe"] == {"model.learning_rate": 1e-4}
+    assert runs["recipe"]["finished"] and not runs["lr1e-4"]["finished"]
+    assert runs["lr1e-4"]["best_by_F1c"] == {"epoch": 1, "F1c": 86.5, "F1e": 77.5, "train_minutes": 4.3}
+    table = (tmp_path / "out" / "me5_runs.md").read_text(encoding="utf-8")
+    assert "| lr1e-4 | model.learning_rate 0.0001 | 2 (running) | 86.50 | 77.50 | 77.50 | 4.3 | 2.15 |" in table
+
+
+def test_run_resumes_a_run_folder_that_holds_a_last_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    version = fake_run(tmp_path, "e10", 10, [(0, 2.0, 80.0, 70.0)])
+    (version / "checkpoints").mkdir()
+    (version / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    called = []
+    monkeypatch.setattr(me5_runs.subprocess, "call", lambda cmd, cwd: called.append(cmd) or 0)
+    with pytest.raises(SystemExit):
+        me5_runs.main(["run", "--root", str(tmp_path), "--name", "e10", "--set", "trainer.max_epochs=10"])
+    assert called[0][-4:] == ["--config", str(version / "config.yaml"), "--ckpt_path", str(version / "checkpoints" / "last.ckpt")]
+
+
+def test_a_new_run_starts_from_the_recipe_with_the_settings_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    called = []
+    monkeypatch.setattr(me5_runs.subprocess, "call", lambda cmd, cwd: called.append(cmd) or 0)
+    with pytest.raises(SystemExit):
+        me5_runs.main(["run", "--root", str(tmp_path), "--name", "s8", "--set", "seed_everything=8"])
+    assert called[0][3:] == ["fit", "--config", str(me5_runs.RECIPE), "--trainer.default_root_dir", str(tmp_path / "s8"),
+                             "--seed_everything", "8"]
