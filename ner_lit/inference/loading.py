@@ -28,6 +28,9 @@ class LoadedTagger:
     tokenizer: Any
     spec: TaggerSpec
     source: str
+    #: a checkpoint's model config and recorded weights digest (verified at load): what names its
+    #: network in the runtime cache's keys (:func:`ner_lit.inference.runtimes.identity_key`); None otherwise
+    identity: Optional[dict] = None
 
     @property
     def name(self) -> str:
@@ -40,8 +43,29 @@ def from_checkpoint(path: str | Path) -> LoadedTagger:
     ckpt = load_checkpoint(path)
     spec = TaggerSpec.from_dict(ckpt[SECTION], str(path))
     state = ckpt["state_dict"]
+    digest = ckpt[SECTION].get("weights_sha256")
     del ckpt  # the rest of the file (optimizer state, loops) is never touched
-    return _tagger(spec, state, str(path))
+    return replace(_tagger(spec, state, str(path)), identity=identity_of(spec, digest))
+
+
+def identity_of(spec: TaggerSpec, digest: Optional[str]) -> Optional[dict]:
+    """What names a checkpoint's network in the runtime cache: its model config and weights digest."""
+    if digest is None or spec.model_config is None:
+        return None
+    return {"model_config": dict(spec.model_config), "weights_sha256": digest}
+
+
+def kept_spec(path: str | Path) -> tuple[TaggerSpec, Optional[dict]]:
+    """A checkpoint's spec and identity, its pickled records read and none of its tensors: what a
+    restart needs to find the graph it kept (the graph's own sha256 is checked before use)."""
+    ckpt = load_checkpoint(path, verify=False)
+    section = ckpt[SECTION]
+    del ckpt
+    try:
+        spec = TaggerSpec.from_dict(section, str(path))
+    except SpecError as exc:
+        raise CheckpointError(str(exc)) from None
+    return spec, identity_of(spec, section.get("weights_sha256"))
 
 
 def from_checkpoint_on(path: str | Path, module: Any) -> Optional[LoadedTagger]:

@@ -14,6 +14,7 @@ window is predicted through the same overlapping windows, never truncated.
 """
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass, replace
 from functools import partial
@@ -125,6 +126,9 @@ class Predictor:
         self.runtime_cache: Optional[Path] = None
         self.packing = PackingStatus()  # whether windows share model rows (padded until pack())
         self.quantization: Optional[Agreement] = None  # after quantize(): its answer check
+        #: a checkpoint's model config and weights digest, which name its graphs in the runtime cache
+        self.identity: Optional[dict] = None
+        self.kept = False  # whether from_kept() made it (the banner says so)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -147,7 +151,56 @@ class Predictor:
                         decoding=spec.decoding, tagging=spec.tagging, char_slots=spec.char_slots)
         if spec.crf is not None:  # a CRF head: its learned transitions join the Viterbi path
             predictor.aligner.decoder.use_crf(spec.crf["transitions"], spec.crf["start"])
+        predictor.identity = loaded.identity
         return predictor
+
+    @classmethod
+    def from_kept(cls, path: str | Path, cache: Path, quantize: str = "none") -> Optional["Predictor"]:
+        """The checkpoint's predictor as an earlier ``serve`` of it left it, ready, or None.
+
+        An earlier start that made the packed ONNX Runtime graph (float, or the ``quantize``
+        recipe) and passed every start-up check (the logit checks; for int8 the answer check,
+        with the same check sentences and tolerance) recorded that beside the graph it kept.
+        Here only the checkpoint's records are read (none of its tensors), the graph is found by
+        the checkpoint's identity, its sha256 checked, and loaded: no network is built, so no
+        check needs one. Anything else (no such graph or record, another recipe, a graph that
+        fails its digest) gives None, and the caller loads and checks as on a first start.
+        """
+        from ner_lit.inference.loading import LoadedTagger, kept_spec
+        from ner_lit.inference.runner import PACK_WIDTH as _WIDTH
+        from ner_lit.inference.runtimes import PackedLogits, RuntimeCache, identity_key, kept_runner
+
+        spec, identity = kept_spec(path)
+        if identity is None:
+            return None
+        recipe = None if quantize == "none" else recipe_for(quantize)
+        key = identity_key(PackedLogits.__name__, PackedLogits.inputs, identity, recipe)
+        served = RuntimeCache(cache).record(key).get("served")
+        if not isinstance(served, dict) or served != {**served, **_verdict_terms(quantize)}:
+            return None
+        runner = kept_runner(cache, key, PackedLogits.inputs)
+        if runner is None:
+            return None
+        predictor = cls._of(LoadedTagger(_NoNetwork(spec.hf_config()), spec.tokenizer(), spec, str(path), identity), "cpu")
+        predictor.runner.use_kept(runner, int(served["first_position"]), int(served.get("width", _WIDTH)))
+        predictor.runtime = RuntimeStatus("ONNX Runtime" if quantize == "none" else f"ONNX Runtime {quantize}")
+        predictor.packing = PackingStatus(True, predictor.runner.pack_width)
+        if served.get("check"):
+            predictor.quantization = Agreement(**served["check"])
+        predictor.kept = True
+        return predictor
+
+    def _note_kept(self, quantize: str) -> None:
+        """Record beside the kept packed graph that it passed every start-up check, for :meth:`from_kept`."""
+        key = getattr(self.runner.packed, "cache_key", None)
+        if key is None or self.runtime_cache is None or self.identity is None or not self.packing.packed:
+            return
+        from ner_lit.inference.runtimes import RuntimeCache
+
+        check = None if self.quantization is None else {
+            "entities": self.quantization.entities, "differ": self.quantization.differ, "allowed": self.quantization.allowed}
+        RuntimeCache(self.runtime_cache).note(key, served={**_verdict_terms(quantize), "first_position": self.runner.first_position,
+                                                           "width": self.runner.pack_width, "check": check})
 
     # ------------------------------------------------------------------ the runner's parts
     @property
@@ -190,7 +243,7 @@ class Predictor:
     def _compile(self, runtime: str) -> bool:
         """Where the compiled model differs or fails, the eager model stays and ``runtime`` says why.
         :meth:`pack` afterwards packs with the same runtime."""
-        self.runtime = compile_runtime(self.runner, runtime, partial(compiler, cache=self.runtime_cache))
+        self.runtime = compile_runtime(self.runner, runtime, partial(compiler, cache=self.runtime_cache, identity=self.identity))
         if self.runtime.compiled:
             self.packing = PackingStatus()
         return self.runtime.compiled
@@ -215,9 +268,10 @@ class Predictor:
         rows, the eager model released, with one export (see :meth:`ModelRunner.compile_packed`).
         Returns whether that is in use; where not, nothing changed and :meth:`use_onnxruntime` or
         :meth:`trace`, :meth:`pack` and :meth:`release_eager` give the step by step path and its reasons."""
-        done = compile_packed(self.runner, runtime, partial(compiler, cache=self.runtime_cache), width)
+        done = compile_packed(self.runner, runtime, partial(compiler, cache=self.runtime_cache, identity=self.identity), width)
         if done is not None:
             self.runtime, self.packing = done
+            self._note_kept("none")
         return done is not None
 
     def quantize(self, pack: bool = True, width: int = PACK_WIDTH, kind: str = "int8", recipe: Optional[Int8Recipe] = None,
@@ -238,7 +292,7 @@ class Predictor:
             return self._refused(f"int8 runs under ONNX Runtime on a CPU only, not on {self.device}")
         texts = check_texts()
         want = self.predict(texts)  # the float model's answers, before anything changes
-        make = int8_compiler(self.runtime_cache, recipe or recipe_for(kind))
+        make = int8_compiler(self.runtime_cache, recipe or recipe_for(kind), self.identity)
         checked: list[Agreement] = []
 
         def accept() -> None:
@@ -260,6 +314,8 @@ class Predictor:
             return self._refused(str(exc))
         self.runtime, self.quantization = RuntimeStatus(f"ONNX Runtime {kind}"), checked[-1]
         self.packing = PackingStatus(True, self.runner.pack_width) if self.runner.packed is not None else PackingStatus()
+        if recipe is None and (tolerance is None or tolerance == quantization.TOLERANCE):  # what from_kept looks for
+            self._note_kept(kind)
         return True
 
     def _refused(self, reason: str) -> bool:
@@ -372,3 +428,28 @@ class Predictor:
             for j, e in enumerate(chunk):
                 results[e.index] = prediction(texts[e.index], e, decoded, j, self.aligner, self.tokenizer)
         return [r if r is not None else Prediction(t, [], []) for r, t in zip(results, texts)]
+
+
+class _NoNetwork:
+    """Stands for the network where only its config is needed (:meth:`Predictor.from_kept`)."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+
+    def to(self, device) -> "_NoNetwork":
+        return self
+
+    def eval(self) -> "_NoNetwork":
+        return self
+
+
+def _verdict_terms(quantize: str) -> dict:
+    """What a recorded start-up verdict holds for: the recipe, and for int8 the answer check's
+    sentences, tolerance and ner_lit version (which decodes the answers)."""
+    from ner_lit import __version__
+
+    terms: dict = {"quantize": quantize}
+    if quantize != "none":
+        terms.update(check_texts=hashlib.sha256("\n".join(check_texts()).encode()).hexdigest(),
+                     tolerance=quantization.TOLERANCE, ner_lit=__version__)
+    return terms

@@ -145,6 +145,13 @@ class ModelRunner:
         self._accept(accept, before)
         self.release_eager()
 
+    def use_kept(self, runner: Runner, first_position: int, width: int) -> None:
+        """Run every batch through ``runner``, a packed graph kept by an earlier start that passed
+        its checks then (``first_position``, ``width``: how it was packed); no eager module is held."""
+        self.compiler, self.compiled_what, self.compiled = None, "kept ONNX Runtime graph", None
+        self.packed, self.first_position, self.pack_width, self.packed_only = runner, first_position, width, True
+        self.model = None
+
     def _packing(self, width: int) -> tuple[int, list[Window], torch.Tensor, PackedBatch, int]:
         """(width, example windows, their padded eager logits, their packed batch, the first position id)
         for the position count the eager model agrees with packed; :class:`RuntimeRefused` where none does."""

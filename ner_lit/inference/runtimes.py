@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -71,7 +71,7 @@ def torchscript(module: torch.nn.Module, example: tuple) -> Runner:
 
 
 def onnxruntime_session(module: torch.nn.Module, example: tuple, cache: Optional[Path] = None,
-                        quantize: Optional[Int8Recipe] = None) -> Runner:
+                        quantize: Optional[Int8Recipe] = None, identity: Optional[dict] = None) -> Runner:
     """``module`` exported to ONNX (TorchScript-based exporter) and loaded in an ONNX Runtime session.
 
     The export goes through a file that the session is loaded from by name: given the bytes
@@ -82,24 +82,19 @@ def onnxruntime_session(module: torch.nn.Module, example: tuple, cache: Optional
     With ``cache`` (a folder), the exported file is kept there under a key of everything the
     graph depends on (:func:`graph_key`: the module's kind and inputs, every weight, the torch,
     onnx and exporter settings) and loaded from there next time, after its recorded sha256 is
-    checked: a restart of the same model skips the export (:class:`RuntimeCache`).
+    checked: a restart of the same model skips the export (:class:`RuntimeCache`). ``identity``
+    (a checkpoint's model config and recorded weights digest) stands for the weights in the key,
+    so that a restart can find the graph before building any network (:func:`kept_runner`).
 
     With ``quantize``, the exported graph gets int8 weights (:func:`ner_lit.inference.quantization.quantize_graph`)
     before it is loaded and kept; the cache key includes the recipe.
     """
-    import onnxruntime
-
     names = list(module.inputs)  # type: ignore[attr-defined]
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads sleep: request threads keep the cores
-    options.log_severity_level = 3  # errors only: its warnings about the exported graph are not the user's
     store = RuntimeCache(cache) if cache is not None else None
-    key = graph_key(module, quantize) if store is not None else ""
+    key = graph_key(module, quantize, identity) if store is not None else ""
     path = store.find(key) if store is not None else None
     if path is not None:
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = _session(path)
     else:
         with tempfile.TemporaryDirectory(prefix="ner_lit-onnx-") as tmp:
             exported = Path(tmp) / "model.onnx"
@@ -108,14 +103,40 @@ def onnxruntime_session(module: torch.nn.Module, example: tuple, cache: Optional
                 quantize_graph(exported, Path(tmp) / "model.int8.onnx", quantize)
                 exported.unlink()
                 exported = Path(tmp) / "model.int8.onnx"
-            session = onnxruntime.InferenceSession(str(exported), options, providers=["CPUExecutionProvider"])
+            session = _session(exported)
             if store is not None:
                 store.keep(key, exported)
+    run = _runner(session, names)
+    run.from_cache = path is not None  # type: ignore[attr-defined]
+    run.cache_key = key or None  # type: ignore[attr-defined]
+    return run
 
+
+def kept_runner(cache: Path, key: str, inputs: dict) -> Optional[Runner]:
+    """The ONNX Runtime session of the graph kept under ``key`` (its sha256 checked), or None."""
+    path = RuntimeCache(cache).find(key)
+    if path is None:
+        return None
+    run = _runner(_session(path), list(inputs))
+    run.from_cache, run.cache_key = True, key  # type: ignore[attr-defined]
+    return run
+
+
+def _session(path: Path):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads sleep: request threads keep the cores
+    options.log_severity_level = 3  # errors only: its warnings about the exported graph are not the user's
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _runner(session, names: list[str]) -> Runner:
     def run(*tensors: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {n: t.cpu().numpy() for n, t in zip(names, tensors)})[0])
 
-    run.from_cache = path is not None  # type: ignore[attr-defined]
     return run
 
 
@@ -132,24 +153,40 @@ def export_onnx(module: torch.nn.Module, example: tuple, path: Path) -> None:
                       dynamo=False, opset_version=OPSET)
 
 
-def graph_key(module: torch.nn.Module, quantize: Optional[Int8Recipe] = None) -> str:
+def graph_key(module: torch.nn.Module, quantize: Optional[Int8Recipe] = None, identity: Optional[dict] = None) -> str:
     """sha256 of what an exported graph depends on: the module's kind and inputs, the exporter's
-    versions and settings, the model config, the int8 recipe if any, and every weight (:func:`weights_digest`)."""
-    import onnx
-
+    versions and settings, the int8 recipe if any, and the network: its config and every weight
+    (:func:`weights_digest`), or, given an ``identity`` (a checkpoint's ``model_config`` and
+    recorded ``weights_sha256``, which loading it verified), that (:func:`identity_key`)."""
+    if identity is not None:
+        return identity_key(type(module).__name__, module.inputs, identity, quantize)  # type: ignore[attr-defined]
     from ner_lit.checkpoint.format import weights_digest
 
     config = getattr(getattr(module, "model", None), "config", None)
-    settings = {"kind": type(module).__name__, "inputs": getattr(module, "inputs", None), "opset": OPSET,
-                "torch": torch.__version__, "onnx": onnx.__version__, "cache_format": RuntimeCache.FORMAT,
-                "config": config.to_json_string(use_diff=False) if config is not None else None}
+    settings = _settings(type(module).__name__, getattr(module, "inputs", None), quantize)
+    settings["config"] = config.to_json_string(use_diff=False) if config is not None else None
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    h.update(weights_digest(module.state_dict()).encode())
+    return h.hexdigest()
+
+
+def identity_key(kind: str, inputs: dict, identity: dict, quantize: Optional[Int8Recipe] = None) -> str:
+    """:func:`graph_key` of a checkpoint's network, from its spec alone: no network needs to be built."""
+    settings = _settings(kind, inputs, quantize)
+    settings["identity"] = identity
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _settings(kind: str, inputs: Any, quantize: Optional[Int8Recipe]) -> dict:
+    import onnx
+
+    settings = {"kind": kind, "inputs": inputs, "opset": OPSET, "torch": torch.__version__, "onnx": onnx.__version__,
+                "cache_format": RuntimeCache.FORMAT}
     if quantize is not None:  # only then: a float graph's key is what it was before int8 existed
         import onnxruntime
 
         settings["int8"] = {**quantize.key(), "onnxruntime": onnxruntime.__version__}
-    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    h.update(weights_digest(module.state_dict()).encode())
-    return h.hexdigest()
+    return settings
 
 
 class RuntimeCache:
@@ -181,6 +218,24 @@ class RuntimeCache:
             return None
         return graph
 
+    def record(self, key: str) -> dict:
+        """``key``'s record (empty where there is none or it can not be read)."""
+        try:
+            recorded = json.loads((self.folder / f"{key}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return recorded if isinstance(recorded, dict) else {}
+
+    def note(self, key: str, **facts: Any) -> None:
+        """Add ``facts`` to ``key``'s record (atomically; never an error: a cache is only a cache)."""
+        recorded = self.record(key)
+        if not recorded:
+            return
+        try:
+            write_json_atomic(self.folder / f"{key}.json", {**recorded, **facts})
+        except OSError:
+            return
+
     def keep(self, key: str, exported: Path) -> None:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -200,22 +255,23 @@ class RuntimeCache:
                     stale.unlink()
 
 
-def compiler(runtime: str, cache: Optional[Path] = None) -> Compiler:
+def compiler(runtime: str, cache: Optional[Path] = None, identity: Optional[dict] = None) -> Compiler:
     """The compiler of "onnxruntime" or "torchscript" (looked up when called, so a test may replace one);
-    ``cache``: the folder ONNX Runtime's exported graphs are kept in (:class:`RuntimeCache`)."""
+    ``cache``: the folder ONNX Runtime's exported graphs are kept in (:class:`RuntimeCache`), under
+    keys of the network's ``identity`` where given (:func:`graph_key`)."""
     if runtime == "onnxruntime" and cache is not None:
-        return functools.partial(onnxruntime_session, cache=cache)
+        return functools.partial(onnxruntime_session, cache=cache, identity=identity)
     return {"onnxruntime": onnxruntime_session, "torchscript": torchscript}[runtime]
 
 
-def int8_compiler(cache: Optional[Path] = None, recipe: Int8Recipe | None = None) -> Compiler:
+def int8_compiler(cache: Optional[Path] = None, recipe: Int8Recipe | None = None, identity: Optional[dict] = None) -> Compiler:
     """ONNX Runtime with int8 weights (``recipe``, default ``int8`` as :func:`~ner_lit.inference.quantization.recipe_for`
     gives it for this CPU).
     Its logits are not the float model's to :data:`SAME_LOGITS`: the start-up checks refuse only
     non-finite ones (its ``same_logits``), and the caller compares answers instead."""
     from ner_lit.inference.quantization import recipe_for
 
-    make = functools.partial(onnxruntime_session, cache=cache, quantize=recipe or recipe_for("int8"))
+    make = functools.partial(onnxruntime_session, cache=cache, quantize=recipe or recipe_for("int8"), identity=identity)
     make.same_logits = math.inf  # type: ignore[attr-defined]
     return make
 

@@ -54,6 +54,21 @@ def load_predictor(ckpt_path: str | None, model_dir: str | None, device: str = "
         raise ServeError(f"cannot load model directory {path}: {type(exc).__name__}: {exc}") from exc
 
 
+def kept_predictor(ckpt_path: str | None, cache: Path | None, runtime: str, pack: bool, quantize: str,
+                   device: str) -> PredictorLike | None:
+    """The checkpoint served as an earlier start of the same settings left it (``Predictor.from_kept``:
+    its kept graph, which passed every check then), or None: then it is loaded and checked anew.
+    Any failure here is a None too; the full start reports it."""
+    if ckpt_path is None or cache is None or runtime != "onnxruntime" or not pack or device != "cpu":
+        return None
+    from ner_lit.inference.predictor import Predictor
+
+    try:
+        return Predictor.from_kept(ckpt_path, cache, quantize)
+    except Exception:  # noqa: BLE001 - the full start-up path loads, checks and reports
+        return None
+
+
 def describe(predictor: PredictorLike, url: str, torch_threads: int | None = None, model_workers: int = 1) -> str:
     """The start-up banner: where to connect, what model answers there and on what."""
     scores = getattr(predictor, "scores", None) or {}
@@ -75,6 +90,8 @@ def describe(predictor: PredictorLike, url: str, torch_threads: int | None = Non
             f"  device:      {predictor.device}, {torch_threads} torch thread(s), {predictor.runtime}, "
             f"{predictor.packing}, {model_workers} model worker(s)"
         )
+    if getattr(predictor, "kept", False):
+        lines.append("  start-up:    the graph an earlier start made and checked (its sha256 checked now)")
     agreement = getattr(predictor, "quantization", None)
     if agreement is not None:
         lines.append(f"  int8 check:  {agreement}")
@@ -180,10 +197,12 @@ def serve(
 
     if torch_threads is not None:
         torch.set_num_threads(torch_threads)
-    predictor = load_predictor(ckpt_path, model_dir, device=device)
-    if runtime_cache:
-        predictor.runtime_cache = default_cache_dir() / "runtimes"
-    prepare_runtime(predictor, runtime, pack, quantize)
+    cache = default_cache_dir() / "runtimes" if runtime_cache else None
+    predictor = kept_predictor(ckpt_path, cache, runtime, pack, quantize, device)
+    if predictor is None:
+        predictor = load_predictor(ckpt_path, model_dir, device=device)
+        predictor.runtime_cache = cache
+        prepare_runtime(predictor, runtime, pack, quantize)
     release_freed_memory()  # what start-up freed (the eager model, the export, a tokenizer) goes back to the system
     batcher = make_batcher(predictor, max_batch_size, max_wait_ms=max_wait_ms, workers=model_workers)
     try:
