@@ -6,6 +6,7 @@ character belongs to exactly one token) and finds where a tokenizer puts its spe
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import weakref
 
@@ -94,8 +95,16 @@ def text_tokenizer(tokenizer) -> tuple[Tokenizer, np.ndarray]:
         return _TEXT_TOKENIZERS[tokenizer]
     except (KeyError, TypeError):
         pass
-    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    source = tokenizer.backend_tokenizer.to_str()
     special = {str(t) for t in tokenizer.all_special_tokens}
+    key = hashlib.sha256(json.dumps([_KEPT_FORMAT, source, sorted(special)]).encode()).hexdigest()
+    kept = _kept_copy(key) if len(source) >= KEEP_MIN_CHARS else None
+    if kept is not None:
+        copy, markers = kept
+        copy.encode_special_tokens = True
+        _refuse_special_text(tokenizer, copy)
+        return _remember(tokenizer, copy, markers)
+    spec = json.loads(source)
     model = spec["model"]
     pieces: list[tuple[str, int]] = []
     if model.get("type") == "Unigram":
@@ -109,15 +118,65 @@ def text_tokenizer(tokenizer) -> tuple[Tokenizer, np.ndarray]:
     elif isinstance(model.get("vocab"), dict):  # BPE: merges keep to pre-tokens (checked below); markers only
         pieces = list(model["vocab"].items())
     spec["truncation"] = spec["padding"] = None
-    copy = Tokenizer.from_str(json.dumps(spec))
+    text = json.dumps(spec)
+    copy = Tokenizer.from_str(text)
     copy.encode_special_tokens = True
     _refuse_special_text(tokenizer, copy)
     markers = np.asarray(sorted(i for piece, i in pieces if piece and not piece.strip(SPIECE_UNDERLINE)), dtype=np.int64)
+    if len(source) >= KEEP_MIN_CHARS:
+        _keep_copy(key, text, markers)
+    return _remember(tokenizer, copy, markers)
+
+
+def _remember(tokenizer, copy: Tokenizer, markers: np.ndarray) -> tuple[Tokenizer, np.ndarray]:
     try:
         _TEXT_TOKENIZERS[tokenizer] = (copy, markers)
     except TypeError:  # not weak-referenceable: simply not cached
         pass
     return copy, markers
+
+
+#: The version of the copies kept on disk (part of their key): raise it when the renaming changes.
+_KEPT_FORMAT = 1
+#: Only a tokenizer this large (its JSON, in characters) has its copy kept on disk: a small one is
+#: built in milliseconds (XLM-R's, 17 M characters, takes seconds).
+KEEP_MIN_CHARS = 1_000_000
+
+
+def _kept_folder():
+    from ner_lit.resources import cache_root
+
+    return cache_root() / "text-tokenizers"
+
+
+def _kept_copy(key: str) -> tuple[Tokenizer, np.ndarray] | None:
+    """A copy an earlier process built from the same tokenizer, kept in ner_lit's cache folder
+    (``<key>.json`` and its record ``<key>.record.json`` with the sha256 and the marker ids),
+    or None. A large vocabulary's copy takes seconds to build in Python and a fraction of one
+    to load; a record that does not match its file is a miss."""
+    folder = _kept_folder()
+    try:
+        record = json.loads((folder / f"{key}.record.json").read_text(encoding="utf-8"))
+        data = (folder / f"{key}.json").read_bytes()
+        if record.get("sha256") != hashlib.sha256(data).hexdigest():
+            return None
+        return Tokenizer.from_str(data.decode("utf-8")), np.asarray(record["markers"], dtype=np.int64)
+    except Exception:  # noqa: BLE001 - a damaged or foreign record is a cache miss, never an error
+        return None
+
+
+def _keep_copy(key: str, text: str, markers: np.ndarray) -> None:
+    from ner_lit.files import write_json_atomic, write_text_atomic
+
+    folder = _kept_folder()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        data = text.encode("utf-8")
+        write_text_atomic(folder / f"{key}.json", text)
+        write_json_atomic(folder / f"{key}.record.json", {"format": _KEPT_FORMAT, "sha256": hashlib.sha256(data).hexdigest(),
+                                                          "markers": markers.tolist()})
+    except OSError:
+        return
 
 
 def _refuse_special_text(tokenizer, text_tok: Tokenizer) -> None:

@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional, Sequence
 
 import torch
@@ -181,7 +182,8 @@ class Predictor:
         runner = kept_runner(cache, key, PackedLogits.inputs)
         if runner is None:
             return None
-        predictor = cls._of(LoadedTagger(_NoNetwork(spec.hf_config()), spec.tokenizer(), spec, str(path), identity), "cpu")
+        config = SimpleNamespace(**dict(spec.model_config or {}))  # what is read of it: sizes, ids, its name
+        predictor = cls._of(LoadedTagger(_NoNetwork(config), spec.tokenizer(), spec, str(path), identity), "cpu")
         predictor.runner.use_kept(runner, int(served["first_position"]), int(served.get("width", _WIDTH)))
         predictor.runtime = RuntimeStatus("ONNX Runtime" if quantize == "none" else f"ONNX Runtime {quantize}")
         predictor.packing = PackingStatus(True, predictor.runner.pack_width)
