@@ -46,7 +46,7 @@ clean:
 # and multilingual-e5-small tools).
 BENCH_SCRIPTS := metric_speed train_throughput accuracy eval_speed profile_step precision
 
-.PHONY: bench bench-quick bench-report bench-serve bench-budget bench-startup bench-pretrained bench-pretrained-quick bench-serve-memory bench-serve-profile bench-adamw bench-scale-train bench-boundaries bench-quantize $(addprefix bench-,$(BENCH_SCRIPTS))
+.PHONY: bench bench-quick bench-report bench-serve bench-budget bench-startup bench-pretrained bench-pretrained-quick bench-serve-memory bench-serve-profile bench-adamw bench-scale-train bench-boundaries bench-quantize bench-serve-restart $(addprefix bench-,$(BENCH_SCRIPTS))
 
 bench: $(addprefix bench-,$(BENCH_SCRIPTS)) bench-serve
 	$(PYTHON) bench/report.py
@@ -91,6 +91,9 @@ bench-adamw:        ## the optimizer step's share of a training step per AdamW i
 
 bench-quantize:     ## int8 against float on a trained checkpoint (CKPT=...): F1, latency, memory, bytes; not part of `make bench`
 	$(PYTHON) bench/quantize.py --shared $(SHARED) --ckpt $(CKPT)
+
+bench-serve-restart: ## serve started 3 times per --quantize kind on a checkpoint (CKPT=...): first answer, RSS; not part of `make bench`
+	$(PYTHON) bench/serve_restart.py --shared $(SHARED) --ckpt $(CKPT)
 
 bench-boundaries:   ## exact entity boundaries: token vs Kiwi trim vs morpheme pre-split vs char tagging, ceilings and trained reference + me5, then their serve latency interleaved; not part of `make bench`
 	$(PYTHON) bench/boundaries.py --shared $(SHARED)
