@@ -300,18 +300,18 @@ class Predictor:
         def accept() -> None:
             checked.append(compare_answers(want, self.predict(texts), quantization.TOLERANCE if tolerance is None else tolerance))
             if not checked[-1].ok:
-                raise QuantizationRefused(f"int8 refused: {checked[-1]}")
+                raise QuantizationRefused(f"{kind} refused: {checked[-1]}")
 
         try:
             if pack:
                 try:
-                    self.runner.compile_packed(make, "int8 ONNX Runtime export", width, accept)
+                    self.runner.compile_packed(make, f"{kind} ONNX Runtime export", width, accept)
                 except QuantizationRefused:
                     raise
                 except RuntimeRefused:  # packing itself refused: int8 padded still serves
                     pack = False
             if not pack:
-                self.runner.compile(make, "int8 ONNX Runtime export", accept)
+                self.runner.compile(make, f"{kind} ONNX Runtime export", accept)
         except (RuntimeRefused, EagerReleased) as exc:
             return self._refused(str(exc))
         self.runtime, self.quantization = RuntimeStatus(f"ONNX Runtime {kind}"), checked[-1]

@@ -42,6 +42,7 @@ def test_a_second_start_serves_the_kept_graph_without_building_a_network(trained
     assert "start-up:    the graph an earlier start made" in describe(again, "http://x", 1)
 
 
+@pytest.mark.slow
 def test_serve_takes_the_kept_path_only_for_the_settings_it_was_kept_for(trained_run: TrainedRun, tmp_path):
     first_start(trained_run.best, tmp_path)
     best = str(trained_run.best)
@@ -58,6 +59,7 @@ def test_nothing_is_kept_without_a_first_start(trained_run: TrainedRun, tmp_path
     assert Predictor.from_kept(trained_run.best, tmp_path) is None
 
 
+@pytest.mark.slow
 def test_a_damaged_kept_graph_means_a_full_start(trained_run: TrainedRun, tmp_path):
     first_start(trained_run.best, tmp_path)
     (graph,) = tmp_path.glob("*.onnx")
@@ -68,6 +70,7 @@ def test_a_damaged_kept_graph_means_a_full_start(trained_run: TrainedRun, tmp_pa
     assert not graph.exists()  # removed, to be made again
 
 
+@pytest.mark.slow
 def test_other_weights_do_not_find_the_kept_graph(trained_run: TrainedRun, tmp_path):
     first_start(trained_run.best, tmp_path)
     ckpt = torch.load(trained_run.best, map_location="cpu", weights_only=True)
@@ -94,6 +97,7 @@ def test_an_int8_restart_keeps_the_answer_check_it_passed(trained_run: TrainedRu
     assert answers(again) == answers(first)
 
 
+@pytest.mark.slow
 def test_an_int8_verdict_under_another_tolerance_is_checked_again(trained_run: TrainedRun, tmp_path, monkeypatch):
     monkeypatch.setattr(quantization, "TOLERANCE", 1.0)
     first_start(trained_run.best, tmp_path, "int8")

@@ -20,6 +20,8 @@ from ner_lit.training.int8 import Int8Evaluation
 from pipeline_fixtures import TrainedRun, copy_run, in_this_process, last_value
 from serve_fixtures import scrambled
 
+pytestmark = pytest.mark.slow  # int8 graphs made through the whole command line; tests/inference covers the parts
+
 
 @pytest.fixture(scope="module")
 def int8_tested(trained_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory):
