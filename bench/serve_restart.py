@@ -81,7 +81,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
     work = common.WORK / ("serve-restart-quick" if args.quick else "serve-restart")
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    (work / "logs").mkdir(parents=True)
     ckpt = args.ckpt
     if args.quick:  # the offline quickstart recipe, a few batches
         import subprocess

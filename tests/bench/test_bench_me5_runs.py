@@ -31,8 +31,10 @@ def fake_run(root: Path, name: str, max_epochs: int, rows: list[tuple[int, float
 
 
 def test_collect_tables_every_run_with_its_settings_unlike_the_recipe(tmp_path: Path):
-    fake_run(tmp_path / "runs", "recipe", 3, [(0, 2.0, 80.0, 70.0), (1, 4.0, 85.0, 76.0), (2, 6.0, 88.0, 79.0)])
-    fake_run(tmp_path / "runs", "lr1e-4", 3, [(0, 2.1, 79.0, 68.0), (1, 4.3, 86.5, 77.5)], learning_rate=1e-4)
+    epochs = yaml.safe_load(me5_runs.RECIPE.read_text(encoding="utf-8"))["trainer"]["max_epochs"]
+    rows = [(e, 2.0 * (e + 1), 80.0 + e * 0.1, 70.0 + e * 0.1) for e in range(epochs)]
+    fake_run(tmp_path / "runs", "recipe", epochs, rows)
+    fake_run(tmp_path / "runs", "lr1e-4", epochs, [(0, 2.1, 79.0, 68.0), (1, 4.3, 86.5, 77.5)], learning_rate=1e-4)
     me5_runs.main(["collect", "--root", str(tmp_path / "runs"), "--results", str(tmp_path / "out")])
     record = json.loads((tmp_path / "out" / "me5_runs.json").read_text(encoding="utf-8"))
     runs = {r["name"]: r for r in record["runs"]}
