@@ -91,6 +91,11 @@ def _check_weights_fit(ckpt: dict[str, Any], path: Path) -> None:
         raise CheckpointError(f"{path}: its weights do not fit its model config: {'; '.join(p for p in parts if p)}")
 
 
+def check_weights_digest(ckpt: dict[str, Any], path: str | Path) -> None:
+    """A :class:`CheckpointError` where the weights do not match the digest recorded when they were written."""
+    _check_digest(ckpt, Path(path))
+
+
 def _check_digest(ckpt: dict[str, Any], path: Path) -> None:
     recorded = ckpt[SECTION].get("weights_sha256")
     if recorded is None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from ner_lit.checkpoint.format import CheckpointError, load_checkpoint, weights_digest
+from ner_lit.checkpoint.format import CheckpointError, check_weights_digest, load_checkpoint, weights_digest
 from ner_lit.checkpoint.spec import SECTION, SpecError, TaggerSpec
 
 
@@ -56,9 +56,12 @@ def identity_of(spec: TaggerSpec, digest: Optional[str]) -> Optional[dict]:
 
 
 def kept_spec(path: str | Path) -> tuple[TaggerSpec, Optional[dict]]:
-    """A checkpoint's spec and identity, its pickled records read and none of its tensors: what a
-    restart needs to find the graph it kept (the graph's own sha256 is checked before use)."""
+    """A checkpoint's spec and identity: what a restart needs to find the graph it kept (whose own
+    sha256 is checked before use). No network is built; the weights are only hashed against their
+    recorded digest, so that a damaged file is refused on a restart as on a first start, although
+    the graph kept from its intact self would serve."""
     ckpt = load_checkpoint(path, verify=False)
+    check_weights_digest(ckpt, path)
     section = ckpt[SECTION]
     del ckpt
     try:

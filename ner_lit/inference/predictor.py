@@ -162,9 +162,10 @@ class Predictor:
         An earlier start that made the packed ONNX Runtime graph (float, or the ``quantize``
         recipe) and passed every start-up check (the logit checks; for int8 the answer check,
         with the same check sentences and tolerance) recorded that beside the graph it kept.
-        Here only the checkpoint's records are read (none of its tensors), the graph is found by
-        the checkpoint's identity, its sha256 checked, and loaded: no network is built, so no
-        check needs one. Anything else (no such graph or record, another recipe, a graph that
+        Here the checkpoint's records are read and its weights hashed against their recorded
+        digest (a damaged file is refused as on a first start), the graph is found by the
+        checkpoint's identity, its sha256 checked, and loaded: no network is built, so no check
+        needs one. Anything else (no such graph or record, another recipe, a graph that
         fails its digest) gives None, and the caller loads and checks as on a first start.
         """
         from ner_lit.inference.loading import LoadedTagger, kept_spec

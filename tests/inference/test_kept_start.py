@@ -103,3 +103,17 @@ def test_an_int8_verdict_under_another_tolerance_is_checked_again(trained_run: T
     first_start(trained_run.best, tmp_path, "int8")
     monkeypatch.setattr(quantization, "TOLERANCE", 0.5)
     assert Predictor.from_kept(trained_run.best, tmp_path, quantize="int8") is None
+
+
+def test_a_damaged_checkpoint_is_not_served_from_the_graph_kept_from_its_intact_self(trained_run: TrainedRun, tmp_path):
+    from ner_lit.checkpoint.format import CheckpointError
+
+    first_start(trained_run.best, tmp_path)
+    ckpt = torch.load(trained_run.best, map_location="cpu", weights_only=True)
+    bias = next(k for k in ckpt["state_dict"] if k.endswith("classifier.bias"))
+    ckpt["state_dict"][bias] = ckpt["state_dict"][bias] + 1.0  # the recorded digest left as it was
+    damaged = tmp_path / "damaged.ckpt"
+    torch.save(ckpt, damaged)
+    with pytest.raises(CheckpointError, match="do not match the digest"):
+        Predictor.from_kept(damaged, tmp_path)
+    assert kept_predictor(str(damaged), tmp_path, "onnxruntime", True, "none", "cpu") is None  # serve: the full start refuses it
