@@ -177,7 +177,7 @@ class NERCLI(LightningCLI):
         if config.get("default_root_dir") is None:
             config["default_root_dir"] = DEFAULT_ROOT
         remove_stale_temps_under(config["default_root_dir"])
-        quantize = self.config[self.subcommand].get("quantize", "none")
+        quantize = (self.config[self.subcommand] if self.subcommand else self.config).get("quantize", "none")
         if quantize != "none" and self.subcommand not in EVALUATIONS:
             raise UserError(f"--quantize {quantize} is for test, validate and predict; {self.subcommand} trains in float")
         if self.subcommand in EVALUATIONS:
