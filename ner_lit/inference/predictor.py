@@ -14,12 +14,10 @@ window is predicted through the same overlapping windows, never truncated.
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Optional, Sequence
 
 import torch
@@ -29,11 +27,8 @@ from ner_lit.alignment.answers import Prediction, prediction
 from ner_lit.alignment.tokenizers import PieceNames
 from ner_lit.alignment.windows import DEFAULT_CHAR_SLOTS, Decoded, EncodedSentence, Window
 from ner_lit.corpus.records import Sentence
-from ner_lit.inference import quantization
 from ner_lit.inference.choice import (
-    EagerReleased,
     PackingStatus,
-    RuntimeRefused,
     RuntimeStatus,
     compile_packed,
     compile_runtime,
@@ -43,13 +38,9 @@ from ner_lit.inference.loading import from_checkpoint, from_model_dir
 from ner_lit.inference.quantization import (
     Agreement,
     Int8Recipe,
-    QuantizationRefused,
-    check_texts,
-    compare_answers,
-    recipe_for,
 )
 from ner_lit.inference.runner import PACK_WIDTH, ModelRunner
-from ner_lit.inference.runtimes import compiler, int8_compiler
+from ner_lit.inference.runtimes import compiler
 
 __all__ = ["PACK_WIDTH", "Prediction", "Predictor", "WindowPiece"]
 
@@ -82,6 +73,9 @@ def pieces_of(encoded: EncodedSentence, limit: int) -> list[EncodedSentence | Wi
 
 class Predictor:
     """A token-classification model, its tokenizer and labels, ready to tag raw text.
+
+    Size: the public facade over loading, the runner, the runtime choice and what start-up keeps;
+    most methods are a few lines that hand the job to the module that owns it.
 
     ``tagging`` says how the model's outputs are read (:mod:`ner_lit.alignment`): ``char``, a
     row of labels per character a token owns (what ner_lit trains), or ``token``, one label
@@ -157,53 +151,12 @@ class Predictor:
 
     @classmethod
     def from_kept(cls, path: str | Path, cache: Path, quantize: str = "none") -> Optional["Predictor"]:
-        """The checkpoint's predictor as an earlier ``serve`` of it left it, ready, or None.
+        """The checkpoint's predictor as an earlier ``serve`` of it left it, or None
+        (:func:`ner_lit.inference.kept.from_kept`: no network is built)."""
+        from ner_lit.inference.kept import from_kept
 
-        An earlier start that made the packed ONNX Runtime graph (float, or the ``quantize``
-        recipe) and passed every start-up check (the logit checks; for int8 the answer check,
-        with the same check sentences and tolerance) recorded that beside the graph it kept.
-        Here the checkpoint's records are read and its weights hashed against their recorded
-        digest (a damaged file is refused as on a first start), the graph is found by the
-        checkpoint's identity, its sha256 checked, and loaded: no network is built, so no check
-        needs one. Anything else (no such graph or record, another recipe, a graph that
-        fails its digest) gives None, and the caller loads and checks as on a first start.
-        """
-        from ner_lit.inference.loading import LoadedTagger, kept_spec
-        from ner_lit.inference.runner import PACK_WIDTH as _WIDTH
-        from ner_lit.inference.runtimes import PackedLogits, RuntimeCache, identity_key, kept_runner
+        return from_kept(cls, path, cache, quantize)
 
-        spec, identity = kept_spec(path)
-        if identity is None:
-            return None
-        recipe = None if quantize == "none" else recipe_for(quantize)
-        key = identity_key(PackedLogits.__name__, PackedLogits.inputs, identity, recipe)
-        served = RuntimeCache(cache).record(key).get("served")
-        if not isinstance(served, dict) or served != {**served, **_verdict_terms(quantize)}:
-            return None
-        runner = kept_runner(cache, key, PackedLogits.inputs)
-        if runner is None:
-            return None
-        config = SimpleNamespace(**dict(spec.model_config or {}))  # what is read of it: sizes, ids, its name
-        predictor = cls._of(LoadedTagger(_NoNetwork(config), spec.tokenizer(), spec, str(path), identity), "cpu")
-        predictor.runner.use_kept(runner, int(served["first_position"]), int(served.get("width", _WIDTH)))
-        predictor.runtime = RuntimeStatus("ONNX Runtime" if quantize == "none" else f"ONNX Runtime {quantize}")
-        predictor.packing = PackingStatus(True, predictor.runner.pack_width)
-        if served.get("check"):
-            predictor.quantization = Agreement(**served["check"])
-        predictor.kept = True
-        return predictor
-
-    def _note_kept(self, quantize: str) -> None:
-        """Record beside the kept packed graph that it passed every start-up check, for :meth:`from_kept`."""
-        key = getattr(self.runner.packed, "cache_key", None)
-        if key is None or self.runtime_cache is None or self.identity is None or not self.packing.packed:
-            return
-        from ner_lit.inference.runtimes import RuntimeCache
-
-        check = None if self.quantization is None else {
-            "entities": self.quantization.entities, "differ": self.quantization.differ, "allowed": self.quantization.allowed}
-        RuntimeCache(self.runtime_cache).note(key, served={**_verdict_terms(quantize), "first_position": self.runner.first_position,
-                                                           "width": self.runner.pack_width, "check": check})
 
     # ------------------------------------------------------------------ the runner's parts
     @property
@@ -274,56 +227,20 @@ class Predictor:
         done = compile_packed(self.runner, runtime, partial(compiler, cache=self.runtime_cache, identity=self.identity), width)
         if done is not None:
             self.runtime, self.packing = done
-            self._note_kept("none")
+            from ner_lit.inference.kept import note_kept
+
+            note_kept(self, "none")
         return done is not None
 
     def quantize(self, pack: bool = True, width: int = PACK_WIDTH, kind: str = "int8", recipe: Optional[Int8Recipe] = None,
                  tolerance: Optional[float] = None) -> bool:
-        """Run the model from now on under ONNX Runtime with int8 weights (``recipe``, default the recipe
-        ``kind`` names, as :func:`~ner_lit.inference.quantization.recipe_for` gives it for this CPU),
-        packed if asked, and release the eager model,
-        if its answers pass the check: its entities on the check sentences
-        (:func:`~ner_lit.inference.quantization.check_texts`) against the float model's, at most
-        ``tolerance`` of them differing (default :data:`~ner_lit.inference.quantization.TOLERANCE`). Where it fails, nothing changed, the eager model stays, and
-        ``runtime.refused`` says why. ``quantization`` keeps the check's :class:`Agreement`.
+        """Run the model from now on under ONNX Runtime with int8 weights, if its answers pass the
+        check against the float model's (:func:`ner_lit.inference.kept.quantize`, which says how);
+        where they do not, nothing changed and ``runtime.refused`` says why."""
+        from ner_lit.inference.kept import quantize
 
-        int8 matrix products do fewer, cheaper operations per token than float ones (VNNI
-        instructions where the CPU has them) and the weights take a quarter of the bytes; the
-        answers may move a little, which the check bounds. CPU only.
-        """
-        if self.device.type != "cpu":
-            return self._refused(f"int8 runs under ONNX Runtime on a CPU only, not on {self.device}")
-        texts = check_texts()
-        want = self.predict(texts)  # the float model's answers, before anything changes
-        make = int8_compiler(self.runtime_cache, recipe or recipe_for(kind), self.identity)
-        checked: list[Agreement] = []
+        return quantize(self, pack, width, kind, recipe, tolerance)
 
-        def accept() -> None:
-            checked.append(compare_answers(want, self.predict(texts), quantization.TOLERANCE if tolerance is None else tolerance))
-            if not checked[-1].ok:
-                raise QuantizationRefused(f"{kind} refused: {checked[-1]}")
-
-        try:
-            if pack:
-                try:
-                    self.runner.compile_packed(make, f"{kind} ONNX Runtime export", width, accept)
-                except QuantizationRefused:
-                    raise
-                except RuntimeRefused:  # packing itself refused: int8 padded still serves
-                    pack = False
-            if not pack:
-                self.runner.compile(make, f"{kind} ONNX Runtime export", accept)
-        except (RuntimeRefused, EagerReleased) as exc:
-            return self._refused(str(exc))
-        self.runtime, self.quantization = RuntimeStatus(f"ONNX Runtime {kind}"), checked[-1]
-        self.packing = PackingStatus(True, self.runner.pack_width) if self.runner.packed is not None else PackingStatus()
-        if recipe is None and (tolerance is None or tolerance == quantization.TOLERANCE):  # what from_kept looks for
-            self._note_kept(kind)
-        return True
-
-    def _refused(self, reason: str) -> bool:
-        self.runtime = RuntimeStatus(self.runtime.name, self.runtime.refused + (reason,))
-        return False
 
     def release_tokenizer(self) -> None:
         """Keep the aligner's text tokenizer only: the transformers tokenizer gives way to the piece
@@ -431,28 +348,3 @@ class Predictor:
             for j, e in enumerate(chunk):
                 results[e.index] = prediction(texts[e.index], e, decoded, j, self.aligner, self.tokenizer)
         return [r if r is not None else Prediction(t, [], []) for r, t in zip(results, texts)]
-
-
-class _NoNetwork:
-    """Stands for the network where only its config is needed (:meth:`Predictor.from_kept`)."""
-
-    def __init__(self, config) -> None:
-        self.config = config
-
-    def to(self, device) -> "_NoNetwork":
-        return self
-
-    def eval(self) -> "_NoNetwork":
-        return self
-
-
-def _verdict_terms(quantize: str) -> dict:
-    """What a recorded start-up verdict holds for: the recipe, and for int8 the answer check's
-    sentences, tolerance and ner_lit version (which decodes the answers)."""
-    from ner_lit import __version__
-
-    terms: dict = {"quantize": quantize}
-    if quantize != "none":
-        terms.update(check_texts=hashlib.sha256("\n".join(check_texts()).encode()).hexdigest(),
-                     tolerance=quantization.TOLERANCE, ner_lit=__version__)
-    return terms

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import lightning.pytorch as pl
 import torch
+from transformers.modeling_outputs import TokenClassifierOutput
 
 from ner_lit.inference.quantization import QUANTIZE_CHOICES
 
@@ -49,13 +50,18 @@ class Int8Evaluation(pl.Callback):
                                   str(pl_module.device))
         predictor.runtime_cache = self.cache
         if predictor.quantize(pack=False, kind=self.quantize):
-            pl_module.runtime = predictor.runner.compiled
+            pl_module.runtime = Int8Network(predictor.runner.compiled)
             self.status = f"{self.quantize} ({predictor.quantization})"
         else:
             self.status = f"float: {'; '.join(predictor.runtime.refused)}"
         print(f"ner_lit: the network runs {self.status}", file=sys.stderr, flush=True)
 
 
-def int8_logits(runtime: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The int8 graph's logits, on the device the batch is on."""
-    return runtime(input_ids, attention_mask).to(input_ids.device)
+class Int8Network:
+    """The int8 graph called as the network is (``input_ids=..., attention_mask=...``), its logits on the batch's device."""
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TokenClassifierOutput:
+        return TokenClassifierOutput(logits=self.runtime(input_ids, attention_mask).to(input_ids.device))

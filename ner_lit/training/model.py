@@ -14,7 +14,6 @@ from typing import Any, Literal, Optional
 import lightning.pytorch as pl
 import torch
 from torchmetrics import MeanMetric
-from transformers.modeling_outputs import TokenClassifierOutput
 
 from ner_lit.alignment.aligner import Aligner
 from ner_lit.alignment.answers import answer
@@ -23,7 +22,6 @@ from ner_lit.data.tagger_data import TaggerData
 from ner_lit.training.analysis import EntityErrors
 from ner_lit.training.crf import CRFHead
 from ner_lit.training.handover import DataHandover
-from ner_lit.training.int8 import int8_logits
 from ner_lit.training.loss import tagging_loss
 from ner_lit.training.metrics import CharMacroF1, EntityMacroF1
 from ner_lit.training.network import build_network
@@ -109,15 +107,12 @@ class NERModel(pl.LightningModule):
             learning_rate=learning_rate, weight_decay=weight_decay, warmup_ratio=warmup_ratio, schedule=schedule,
             adam_epsilon=adam_epsilon, freeze_word_embeddings=freeze_word_embeddings,
             head_learning_rate=head_learning_rate, adamw=adamw)
-        self.network = NetworkSettings(pretrained=pretrained, hidden_size=hidden_size, num_layers=num_layers,
-                                       num_heads=num_heads, intermediate_size=intermediate_size, dropout=dropout,
-                                       head=head)
+        self.network = NetworkSettings(pretrained=pretrained, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                                       intermediate_size=intermediate_size, dropout=dropout, head=head)
         self.save_hyperparameters()
         self.model = None
         self.crf: Optional[CRFHead] = None
-        #: ``(input_ids, attention_mask) -> logits`` run instead of the network: an evaluation's int8 graph
-        #: (:class:`~ner_lit.training.int8.Int8Evaluation`); None runs the network
-        self.runtime = None
+        self.runtime = None  # what runs instead of the network: an evaluation's int8 graph (training.int8)
         self.labels: list[str] = []
         self.spec: Optional[TaggerSpec] = None
         self._tokenizer = None
@@ -209,9 +204,7 @@ class NERModel(pl.LightningModule):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """The network's output; its ``logits`` are ``[windows, positions, outputs]`` (labels, or slots x labels).
         The loss is :meth:`_loss`'s: a ``char`` tagger's labels are not the Hugging Face head's."""
-        if self.runtime is not None:
-            return TokenClassifierOutput(logits=int8_logits(self.runtime, input_ids, attention_mask))
-        return self.model(input_ids=input_ids, attention_mask=attention_mask)
+        return (self.runtime or self.model)(input_ids=input_ids, attention_mask=attention_mask)
 
     def _scores(self, logits: torch.Tensor) -> torch.Tensor:
         """The logits as ``[..., labels]`` rows, one per label the batch carries (per token, or per
