@@ -108,6 +108,7 @@ def from_kept(cls: type, path: str | Path, cache: Path, quantize: str = "none") 
     if served.get("check"):
         predictor.quantization = Agreement(**served["check"])
     predictor.kept = True
+    predictor.release_tokenizer()  # as a first start ends: one copy of the vocabulary, the aligner's
     return predictor
 
 

@@ -38,6 +38,7 @@ def test_a_second_start_serves_the_kept_graph_without_building_a_network(trained
     again = Predictor.from_kept(trained_run.best, tmp_path)
     assert again is not None and again.kept and again.model is None
     assert again.runtime.name == "ONNX Runtime" and again.packing.packed
+    assert type(again.tokenizer).__name__ == "PieceNames"  # the transformers tokenizer let go, as after a first start
     assert answers(again) == want
     assert "start-up:    the graph an earlier start made" in describe(again, "http://x", 1)
 
