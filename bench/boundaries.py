@@ -45,7 +45,6 @@ import argparse
 import gc
 import json
 import sys
-import time
 from functools import partial
 from pathlib import Path
 from typing import Any, Optional
@@ -179,18 +178,6 @@ def evaluate(args, checkpoint: Path, dev: Path, work: Path, tag: str) -> dict[st
     return result
 
 
-def serve_latencies(predictor, texts: list[str], warmup: int, n: int) -> list[float]:
-    """Milliseconds of one-sentence ``predict`` calls over ``texts[:n]`` after ``warmup`` calls."""
-    for text in texts[:warmup]:
-        predictor.predict([text])
-    latencies = []
-    for text in texts[:n]:
-        t0 = time.perf_counter()
-        predictor.predict([text])
-        latencies.append((time.perf_counter() - t0) * 1000)
-    return latencies
-
-
 def evaluate_child(settings_file: Path) -> None:
     """In the child: Predictor.from_checkpoint, every dev sentence predicted (one call), then serve
     latency (one sentence per call); entities and timings to the settings' ``out``."""
@@ -207,7 +194,7 @@ def evaluate_child(settings_file: Path) -> None:
     texts = [x.text for x in read_klue_tsv(s["dev"])]
     predict_s, predictions = common.timed(lambda: predictor.predict(texts))
     showcase = [[e.text, e.label] for e in predictor.predict([SHOWCASE])[0].entities]
-    latencies = serve_latencies(predictor, texts, s["warmup"], s["serve"])
+    latencies = common.one_sentence_latencies(predictor, texts, s["warmup"], s["serve"])
     common.write_json(Path(s["out"]), {
         "tagging": predictor.aligner.tagging, "torch_threads": torch.get_num_threads(),
         "char_slots": predictor.aligner.char_slots.slots if predictor.aligner.char_slots else None,

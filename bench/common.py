@@ -267,6 +267,18 @@ def median(xs: Sequence[float]) -> float:
     return float(statistics.median(xs)) if len(xs) else float("nan")
 
 
+def one_sentence_latencies(predictor, texts: Sequence[str], warmup: int, n: int) -> list[float]:
+    """Milliseconds of one-sentence ``predict`` calls over ``texts[:n]`` after ``warmup`` calls."""
+    for text in texts[:warmup]:
+        predictor.predict([text])
+    latencies = []
+    for text in texts[:n]:
+        t0 = time.perf_counter()
+        predictor.predict([text])
+        latencies.append((time.perf_counter() - t0) * 1000)
+    return latencies
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     t = time.perf_counter()
     out = fn()

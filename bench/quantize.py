@@ -90,7 +90,7 @@ def variant_child(settings_file: Path) -> None:
     predict_s, predictions = common.timed(lambda: predictor.predict(texts))
     latencies = []
     for _ in range(s["rounds"]):
-        latencies.append(latency(predictor, texts, s["latency"]))
+        latencies.append(common.one_sentence_latencies(predictor, texts, WARMUP, s["latency"]))
     graphs = sorted(cache.glob("*.onnx"), key=lambda p: p.stat().st_mtime)
     common.write_json(Path(s["out"]), {
         "variant": s["variant"], "runtime": str(predictor.runtime), "packing": str(predictor.packing),
@@ -101,18 +101,6 @@ def variant_child(settings_file: Path) -> None:
         "rss_bytes": common.rss_bytes("VmRSS"), "peak_rss_bytes": common.rss_bytes("VmHWM"),
         "entities": [[[e.start, e.end, e.label] for e in p.entities] for p in predictions],
     })
-
-
-def latency(predictor, texts: list[str], n: int) -> list[float]:
-    """Milliseconds of one-sentence ``predict`` calls over ``texts[:n]`` after :data:`WARMUP` calls."""
-    for text in texts[:WARMUP]:
-        predictor.predict([text])
-    out = []
-    for text in texts[:n]:
-        t0 = time.perf_counter()
-        predictor.predict([text])
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
 
 
 def scores(labels: list[str], texts: list[str], gold, entities) -> dict[str, float]:

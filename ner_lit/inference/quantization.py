@@ -21,7 +21,6 @@ from ner_lit.inference.choice import RuntimeRefused
 
 #: What ``serve --quantize`` and ``test``/``validate``/``predict --quantize`` accept: ``none`` (float
 #: weights) or a recipe of :data:`RECIPES`.
-Quantize = Literal["none", "int8", "int8-small"]
 QUANTIZE_CHOICES = ("none", "int8", "int8-small")
 
 
