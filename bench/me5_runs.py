@@ -36,7 +36,7 @@ ROOT = REPO / "runs" / "me5-search"
 RECIPE = REPO / "configs" / "me5.yaml"
 #: The settings a run's table row shows (section, key).
 SHOWN = [("seed_everything", None), ("trainer", "max_epochs"), ("trainer", "precision"), ("model", "head"),
-         ("model", "learning_rate"), ("model", "head_learning_rate"), ("model", "warmup_ratio"), ("model", "schedule"),
+         ("model", "learning_rate"), ("model", "head_learning_rate"), ("model", "layer_decay"), ("model", "warmup_ratio"), ("model", "schedule"),
          ("model", "freeze_word_embeddings"), ("data", "batch_size"), ("data", "max_length")]
 
 

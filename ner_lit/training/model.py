@@ -63,6 +63,7 @@ class NERModel(pl.LightningModule):
         adam_epsilon: float = 1e-8,
         freeze_word_embeddings: bool = False,
         head_learning_rate: Optional[float] = None,
+        layer_decay: Optional[float] = None,
         adamw: Literal["fused", "foreach", "for_loop"] = "fused",
     ) -> None:
         """The arguments stay flat, one ``--model.*`` option each (LightningCLI builds the options from
@@ -96,17 +97,17 @@ class NERModel(pl.LightningModule):
             head_learning_rate: Peak learning rate of the classification head (the parameters outside
                 the encoder), on the same warmup and decay; None uses ``learning_rate``. A freshly
                 initialised head often wants a higher rate than the pretrained encoder.
-            adamw: How AdamW runs its update, all three the same arithmetic (equal up to float rounding):
-                ``fused``, one kernel over each parameter (what the Hugging Face Trainer uses by default);
-                ``foreach``, one op over all parameters at a time; ``for_loop``, torch's default on a CPU,
-                several passes over every parameter tensor, the slowest. The update is memory-bound, so
-                the fewer passes the shorter the optimizer step.
+            layer_decay: Layer-wise rate decay: the top layer runs at ``learning_rate``, each one below
+                (the embeddings last) at ``layer_decay`` x the rate above it; None: one encoder rate.
+            adamw: How AdamW runs its update, the same arithmetic up to float rounding: ``fused``, one
+                kernel per parameter (the Hugging Face Trainer's default); ``foreach``, one op over all
+                parameters; ``for_loop``, torch's CPU default, the slowest (the update is memory-bound).
         """
         super().__init__()
         self.optimization = OptimizerSettings(
             learning_rate=learning_rate, weight_decay=weight_decay, warmup_ratio=warmup_ratio, schedule=schedule,
             adam_epsilon=adam_epsilon, freeze_word_embeddings=freeze_word_embeddings,
-            head_learning_rate=head_learning_rate, adamw=adamw)
+            head_learning_rate=head_learning_rate, layer_decay=layer_decay, adamw=adamw)
         self.network = NetworkSettings(pretrained=pretrained, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
                                        intermediate_size=intermediate_size, dropout=dropout, head=head)
         self.save_hyperparameters()

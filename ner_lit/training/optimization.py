@@ -1,6 +1,7 @@
 """AdamW over a token classifier: its parameter groups, its learning-rate schedule, clipping without a scaler."""
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
 import torch
@@ -11,34 +12,62 @@ from ner_lit.training.settings import ADAMW_IMPLEMENTATIONS, OptimizerSettings
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias")
 
 
+#: A transformer layer's parameters: ``encoder.layer.3.``, ``transformer.layer.3.``, ``layers.3.`` ...
+LAYER = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
+
+
+def encoder_rates(base: torch.nn.Module, settings: OptimizerSettings) -> dict[int, tuple[int, str, float]]:
+    """Each encoder parameter's (depth, group name, peak rate), by ``id``.
+
+    Without ``layer_decay`` all of them share ``learning_rate``. With it, layer k of L runs at
+    ``learning_rate * layer_decay ** (L - 1 - k)`` and the embeddings one step below layer 0;
+    parameters in neither (a final LayerNorm, a pooler) go with the top layer.
+    """
+    if settings.layer_decay is None:
+        return {id(p): (0, "encoder", settings.learning_rate) for p in base.parameters()}
+    named = list(base.named_parameters())
+    layer = {name: int(m.group(1)) for name, _ in named if (m := LAYER.search(name))}
+    top = max(layer.values(), default=0)
+    rates = {}
+    for name, p in named:
+        if name in layer:
+            depth, group = layer[name] + 1, f"layer_{layer[name]}"
+        elif name.startswith("embeddings"):
+            depth, group = 0, "embeddings"
+        else:
+            depth, group = top + 1, f"layer_{top}"
+        rates[id(p)] = (depth, group, settings.learning_rate * settings.layer_decay ** (top + 1 - depth))
+    return rates
+
+
 def param_groups(model: torch.nn.Module, settings: OptimizerSettings,
                  extra_head: Optional[torch.nn.Module] = None) -> list[dict[str, Any]]:
-    """AdamW groups of the trainable parameters: weight decay except on biases and LayerNorms, and
-    with ``head_learning_rate`` the head (what lies outside ``base_model``) in groups of its own.
+    """AdamW groups of the trainable parameters: weight decay except on biases and LayerNorms; with
+    ``head_learning_rate`` the head (what lies outside ``base_model``) in groups of its own; with
+    ``layer_decay`` each encoder layer (and the embeddings) in groups of its own, at its own rate.
 
     ``extra_head``: parameters outside the network that belong to the head (a CRF's transition
     scores): the head's rate, no weight decay. Frozen parameters are left out, so AdamW keeps no
-    state for them. Without a head rate the groups are the two unnamed ones of earlier runs,
+    state for them. With neither option the groups are the two unnamed ones of earlier runs,
     whose optimizer state still resumes.
     """
-    encoder = {id(p) for p in model.base_model.parameters()}
-    split_head = settings.head_learning_rate is not None
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    named = settings.head_learning_rate is not None or settings.layer_decay is not None
+    head_rate = settings.learning_rate if settings.head_learning_rate is None else settings.head_learning_rate
+    head = (1 << 30, "head", head_rate) if named else (0, "encoder", settings.learning_rate)
+    encoder = encoder_rates(model.base_model, settings)
+    groups: dict[tuple[int, str, float, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            head = split_head and id(p) not in encoder
-            groups.setdefault((head, name.endswith(NO_DECAY)), []).append(p)
+            groups.setdefault((*encoder.get(id(p), head), name.endswith(NO_DECAY)), []).append(p)
     if extra_head is not None:
-        groups.setdefault((split_head, True), []).extend(p for p in extra_head.parameters() if p.requires_grad)
+        groups.setdefault((*head, True), []).extend(p for p in extra_head.parameters() if p.requires_grad)
     result = []
-    for head in ((False, True) if split_head else (False,)):
-        for plain in (False, True):
-            group: dict[str, Any] = {"params": groups.get((head, plain), []),
-                                     "weight_decay": 0.0 if plain else settings.weight_decay}
-            if split_head:
-                group["name"] = ("head" if head else "encoder") + ("_no_decay" if plain else "")
-                group["lr"] = settings.head_learning_rate if head else settings.learning_rate
-            result.append(group)
+    for (_, group_name, rate, plain), params in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][3])):
+        group: dict[str, Any] = {"params": params, "weight_decay": 0.0 if plain else settings.weight_decay}
+        if named:
+            group["name"] = group_name + ("_no_decay" if plain else "")
+            group["lr"] = rate
+        result.append(group)
     return [g for g in result if g["params"]]
 
 

@@ -55,6 +55,15 @@ def test_the_fuzz_classes_build_without_a_server(monkeypatch: pytest.MonkeyPatch
     assert all(len(c.expect) == 1 for cs in families.values() for c in cs)
 
 
+def test_the_serve_command_line_takes_a_token_that_begins_with_a_dash(monkeypatch: pytest.MonkeyPatch,
+                                                                       tmp_path: Path):
+    cases = fuzz_cases(monkeypatch)
+    argv = cases.server_argv(tmp_path / "best.ckpt", "-Zx_9token")
+    proc = subprocess.run([*argv, "--print_config"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "api_key: -Zx_9token" in proc.stdout
+
+
 def test_what_counts_as_an_application_5xx(monkeypatch: pytest.MonkeyPatch):
     cases = fuzz_cases(monkeypatch)
     assert cases.is_application_5xx(500, b"POST /api HTTP/1.1\r\n\r\n")

@@ -20,8 +20,8 @@ PEAK = 1e-3
 TOTAL = 100  # optimizer steps; warmup_ratio 0.1 makes the first 10 the warmup
 
 
-def small_bert(num_labels: int = 3) -> torch.nn.Module:
-    config = BertConfig(vocab_size=20, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+def small_bert(num_labels: int = 3, layers: int = 1) -> torch.nn.Module:
+    config = BertConfig(vocab_size=20, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
                         intermediate_size=64, num_labels=num_labels)
     return AutoModelForTokenClassification.from_config(config)
 
@@ -107,6 +107,45 @@ def test_head_learning_rate_puts_exactly_the_head_in_groups_of_its_own() -> None
     assert [(g["name"], g["initial_lr"], g["weight_decay"]) for g in groups] == [  # initial_lr: the peak
         ("encoder", 5e-5, 0.05), ("encoder_no_decay", 5e-5, 0.0), ("head", 1e-2, 0.05), ("head_no_decay", 1e-2, 0.0)]
     assert set().union(*members.values()) == set(names.values())
+
+
+# --------------------------------------------------------------------------- layer-wise decay
+def layer_decay_groups(**hparams) -> tuple[list[dict], dict[int, str]]:
+    model = NERModel(learning_rate=PEAK, weight_decay=0.05, layer_decay=0.5, **hparams)
+    model.model = small_bert(layers=3)
+    model._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    groups = model.configure_optimizers()["optimizer"].param_groups
+    return groups, {id(p): n for n, p in model.model.named_parameters()}
+
+
+def test_layer_decay_runs_each_layer_at_the_decay_times_the_rate_of_the_one_above() -> None:
+    groups, _ = layer_decay_groups(head_learning_rate=1e-2)
+    peaks = {g["name"]: g["initial_lr"] for g in groups}
+    assert peaks == pytest.approx({
+        "embeddings": PEAK / 8, "embeddings_no_decay": PEAK / 8, "layer_0": PEAK / 4, "layer_0_no_decay": PEAK / 4,
+        "layer_1": PEAK / 2, "layer_1_no_decay": PEAK / 2, "layer_2": PEAK, "layer_2_no_decay": PEAK,
+        "head": 1e-2, "head_no_decay": 1e-2})
+    assert [g["name"] for g in groups][:2] == ["embeddings", "embeddings_no_decay"]  # bottom to top
+
+
+def test_layer_decay_puts_every_parameter_in_the_group_of_its_own_layer() -> None:
+    groups, names = layer_decay_groups()
+    members = {g["name"]: {names[id(p)] for p in g["params"]} for g in groups}
+    assert set().union(*members.values()) == set(names.values())
+    assert sum(len(m) for m in members.values()) == len(names)
+    for group, params in members.items():
+        layer = group.removesuffix("_no_decay")
+        expected = {"embeddings": "bert.embeddings.", "head": "classifier."}.get(layer, f"bert.encoder.layer.{layer[6:]}.")
+        assert all(n.startswith(expected) for n in params), (group, params)
+    assert {g["name"]: g["initial_lr"] for g in groups}["head"] == PEAK  # no head rate: the top layer's
+
+
+def test_layer_decay_rates_follow_the_schedule_from_their_own_peaks() -> None:
+    columns = group_rates(layer_decay=0.5)  # one layer: the embeddings at half its rate, the head at its rate
+    base = learning_rates()
+    assert sorted(round(column[10] / PEAK, 6) for column in columns) == [0.5, 0.5, 1.0, 1.0, 1.0, 1.0]
+    for column in columns:
+        assert column == [pytest.approx(r * column[10] / PEAK) for r in base]
 
 
 def noise_driven(name: str) -> bool:
