@@ -91,6 +91,8 @@ def text_tokenizer(tokenizer) -> tuple[Tokenizer, np.ndarray]:
     ``encode_special_tokens`` state with transformers' calls on the original. A tokenizer
     whose copy still turns a special spelling into a special id is refused (AlignmentError).
     """
+    if isinstance(tokenizer, PieceNames):
+        return tokenizer.pieces, tokenizer.markers
     try:
         return _TEXT_TOKENIZERS[tokenizer]
     except (KeyError, TypeError):
@@ -98,10 +100,11 @@ def text_tokenizer(tokenizer) -> tuple[Tokenizer, np.ndarray]:
     source = tokenizer.backend_tokenizer.to_str()
     special = {str(t) for t in tokenizer.all_special_tokens}
     key = hashlib.sha256(json.dumps([_KEPT_FORMAT, source, sorted(special)]).encode()).hexdigest()
+    if len(source) >= KEEP_MIN_CHARS:
+        _remember_key(tokenizer, key)
     kept = _kept_copy(key) if len(source) >= KEEP_MIN_CHARS else None
     if kept is not None:
         copy, markers = kept
-        copy.encode_special_tokens = True
         _refuse_special_text(tokenizer, copy)
         return _remember(tokenizer, copy, markers)
     spec = json.loads(source)
@@ -126,6 +129,17 @@ def text_tokenizer(tokenizer) -> tuple[Tokenizer, np.ndarray]:
     if len(source) >= KEEP_MIN_CHARS:
         _keep_copy(key, text, markers)
     return _remember(tokenizer, copy, markers)
+
+
+#: The key of each large tokenizer's copy kept on disk (what a restart finds it by: :class:`PieceNames`).
+_KEPT_KEYS: "weakref.WeakKeyDictionary[object, str]" = weakref.WeakKeyDictionary()
+
+
+def _remember_key(tokenizer, key: str) -> None:
+    try:
+        _KEPT_KEYS[tokenizer] = key
+    except TypeError:
+        pass
 
 
 def _remember(tokenizer, copy: Tokenizer, markers: np.ndarray) -> tuple[Tokenizer, np.ndarray]:
@@ -160,7 +174,9 @@ def _kept_copy(key: str) -> tuple[Tokenizer, np.ndarray] | None:
         data = (folder / f"{key}.json").read_bytes()
         if record.get("sha256") != hashlib.sha256(data).hexdigest():
             return None
-        return Tokenizer.from_str(data.decode("utf-8")), np.asarray(record["markers"], dtype=np.int64)
+        copy = Tokenizer.from_str(data.decode("utf-8"))
+        copy.encode_special_tokens = True
+        return copy, np.asarray(record["markers"], dtype=np.int64)
     except Exception:  # noqa: BLE001 - a damaged or foreign record is a cache miss, never an error
         return None
 
@@ -201,6 +217,8 @@ def special_layout(tokenizer) -> tuple[list[int], list[int]]:
     Read off an encoding rather than from tokenizer internals, which differ between
     model families and transformers versions.
     """
+    if isinstance(tokenizer, PieceNames):
+        return list(tokenizer.prefix), list(tokenizer.suffix)
     probe = "a"
     with_special = tokenizer(probe, add_special_tokens=True)["input_ids"]
     bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
@@ -211,23 +229,56 @@ def special_layout(tokenizer) -> tuple[list[int], list[int]]:
 
 
 class PieceNames:
-    """What answering needs of a tokenizer once the text tokenizer exists: each id's piece and the
-    unknown and padding ids, read from the text tokenizer (:func:`text_tokenizer`).
+    """What encoding and answering need of a tokenizer once the text tokenizer exists: the text
+    tokenizer itself (:func:`text_tokenizer`) with its ``▁`` marker ids, each id's piece, the
+    unknown and padding ids, and the special ids around a sentence (:func:`special_layout`).
 
     A server keeps this instead of the transformers tokenizer (:meth:`Predictor.release_tokenizer
     <ner_lit.inference.predictor.Predictor.release_tokenizer>`), so that one copy of a large
     vocabulary stays in memory, not two. The pieces are the same: the text tokenizer renames only
     special pieces, which content tokens never are (the unknown piece is shown as the text's own
-    characters anyway).
+    characters anyway). Where the text tokenizer's copy is kept on disk, :meth:`record` says how
+    to find it again, and a restart builds this from that record (:meth:`from_record`) without
+    loading transformers or the tokenizer's own files.
     """
 
     is_fast = True
 
-    def __init__(self, tokenizer, text_tok: Tokenizer) -> None:
-        self.unk_token_id = tokenizer.unk_token_id
-        self.pad_token_id = tokenizer.pad_token_id
-        self.unk_token = tokenizer.unk_token
-        self._pieces = text_tok
+    def __init__(self, pieces: Tokenizer, markers: np.ndarray, unk_token_id: int | None, pad_token_id: int | None,
+                 unk_token: str | None, prefix: list[int], suffix: list[int], kept_key: str | None = None) -> None:
+        self.pieces, self.markers = pieces, markers
+        self.unk_token_id, self.pad_token_id, self.unk_token = unk_token_id, pad_token_id, unk_token
+        self.prefix, self.suffix = list(prefix), list(suffix)
+        self.kept_key = kept_key
+
+    @classmethod
+    def of(cls, tokenizer, aligner) -> "PieceNames":
+        """The names of a transformers tokenizer, with the text tokenizer and layout its aligner built."""
+        return cls(aligner.text_tokenizer, aligner.marker_ids, tokenizer.unk_token_id, tokenizer.pad_token_id,
+                   tokenizer.unk_token, aligner.prefix, aligner.suffix, _KEPT_KEYS.get(tokenizer))
+
+    def record(self) -> dict | None:
+        """What :meth:`from_record` needs (plain JSON values), or None where no copy is kept on disk."""
+        if self.kept_key is None:
+            return None
+        return {"format": _KEPT_FORMAT, "kept_key": self.kept_key, "unk_token_id": self.unk_token_id,
+                "pad_token_id": self.pad_token_id, "unk_token": self.unk_token, "prefix": self.prefix,
+                "suffix": self.suffix}
+
+    @classmethod
+    def from_record(cls, record: object) -> "PieceNames | None":
+        """The names a :meth:`record` describes, its text tokenizer read back from the disk copy (sha256
+        checked), or None where the record is not this version's or the copy is gone or damaged."""
+        if not isinstance(record, dict) or record.get("format") != _KEPT_FORMAT:
+            return None
+        kept = _kept_copy(str(record.get("kept_key")))
+        if kept is None:
+            return None
+        try:
+            return cls(*kept, record["unk_token_id"], record["pad_token_id"], record["unk_token"],
+                       [int(i) for i in record["prefix"]], [int(i) for i in record["suffix"]], str(record["kept_key"]))
+        except (KeyError, TypeError, ValueError):
+            return None
 
     def convert_ids_to_tokens(self, ids) -> list[str]:
-        return [self.unk_token if i == self.unk_token_id else self._pieces.id_to_token(int(i)) for i in ids]
+        return [self.unk_token if i == self.unk_token_id else self.pieces.id_to_token(int(i)) for i in ids]

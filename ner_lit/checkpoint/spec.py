@@ -188,6 +188,13 @@ class TaggerSpec:
 
         return materialize_tokenizer(dict(self.tokenizer_files), cache_dir)
 
+    def tokenizer_digest(self) -> str:
+        """The sha256 of the tokenizer's files: what says two specs tokenize alike."""
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(dict(self.tokenizer_files), sort_keys=True).encode()).hexdigest()
+
     def tokenizer(self, cache_dir: str | Path | None = None):
         from transformers import AutoTokenizer
 

@@ -101,7 +101,8 @@ def from_kept(cls: type, path: str | Path, cache: Path, quantize: str = "none") 
     if runner is None:
         return None
     config = SimpleNamespace(**dict(spec.model_config or {}))  # what is read of it: sizes, ids, its name
-    predictor = cls._of(LoadedTagger(_NoNetwork(config), spec.tokenizer(), spec, str(path), identity), "cpu")
+    tokenizer = _kept_names(served.get("tokenizer"), spec) or spec.tokenizer()
+    predictor = cls._of(LoadedTagger(_NoNetwork(config), tokenizer, spec, str(path), identity), "cpu")
     predictor.runner.use_kept(runner, int(served["first_position"]), int(served.get("width", PACK_WIDTH)))
     predictor.runtime = RuntimeStatus("ONNX Runtime" if quantize == "none" else f"ONNX Runtime {quantize}")
     predictor.packing = PackingStatus(True, predictor.runner.pack_width)
@@ -117,14 +118,32 @@ def note_kept(predictor: Any, quantize: str) -> None:
     key = getattr(predictor.runner.packed, "cache_key", None)
     if key is None or predictor.runtime_cache is None or predictor.identity is None or not predictor.packing.packed:
         return
+    from ner_lit.alignment.tokenizers import PieceNames
     from ner_lit.inference.runtimes import RuntimeCache
 
+    names = predictor.tokenizer if isinstance(predictor.tokenizer, PieceNames) else PieceNames.of(predictor.tokenizer,
+                                                                                                    predictor.aligner)
+    kept_names = names.record()
+    if kept_names is not None:
+        kept_names["files_sha256"] = getattr(predictor, "tokenizer_digest", None)
     agreement = predictor.quantization
     check = None if agreement is None else {"entities": agreement.entities, "differ": agreement.differ,
                                             "allowed": agreement.allowed}
     RuntimeCache(predictor.runtime_cache).note(key, served={**_verdict_terms(quantize), "check": check,
                                                             "first_position": predictor.runner.first_position,
-                                                            "width": predictor.runner.pack_width})
+                                                            "width": predictor.runner.pack_width,
+                                                            "tokenizer": kept_names})
+
+
+def _kept_names(record: Any, spec: Any) -> Optional[Any]:
+    """The tokenizer names an earlier start recorded for the checkpoint's very tokenizer files, with
+    the text tokenizer read back from its kept copy: no transformers tokenizer is loaded. None
+    (load the tokenizer) where there is no such record, other files, or no intact copy."""
+    from ner_lit.alignment.tokenizers import PieceNames
+
+    if not isinstance(record, dict) or record.get("files_sha256") != spec.tokenizer_digest():
+        return None
+    return PieceNames.from_record(record)
 
 
 class _NoNetwork:

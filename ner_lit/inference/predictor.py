@@ -123,6 +123,7 @@ class Predictor:
         self.quantization: Optional[Agreement] = None  # after quantize(): its answer check
         #: a checkpoint's model config and weights digest, which name its graphs in the runtime cache
         self.identity: Optional[dict] = None
+        self.tokenizer_digest: Optional[str] = None  # the sha256 of a checkpoint's tokenizer files (kept starts)
         self.kept = False  # whether from_kept() made it (the banner says so)
 
     # ------------------------------------------------------------------ loading
@@ -147,6 +148,7 @@ class Predictor:
         if spec.crf is not None:  # a CRF head: its learned transitions join the Viterbi path
             predictor.aligner.decoder.use_crf(spec.crf["transitions"], spec.crf["start"])
         predictor.identity = loaded.identity
+        predictor.tokenizer_digest = spec.tokenizer_digest()  # what a restart's kept tokenizer names must match
         return predictor
 
     @classmethod
@@ -249,7 +251,7 @@ class Predictor:
         are unchanged."""
         if isinstance(self.tokenizer, PieceNames):
             return
-        names = PieceNames(self.tokenizer, self.aligner.text_tokenizer)
+        names = PieceNames.of(self.tokenizer, self.aligner)
         self.tokenizer = self.aligner.tokenizer = names
 
     def release_eager(self) -> bool:

@@ -178,9 +178,9 @@ def identity_key(kind: str, inputs: dict, identity: dict, quantize: Optional[Int
 
 
 def _settings(kind: str, inputs: Any, quantize: Optional[Int8Recipe]) -> dict:
-    import onnx
+    from importlib.metadata import version  # not ``import onnx``: a restart that only looks a graph up spares its second
 
-    settings = {"kind": kind, "inputs": inputs, "opset": OPSET, "torch": torch.__version__, "onnx": onnx.__version__,
+    settings = {"kind": kind, "inputs": inputs, "opset": OPSET, "torch": torch.__version__, "onnx": version("onnx"),
                 "cache_format": RuntimeCache.FORMAT}
     if quantize is not None:  # only then: a float graph's key is what it was before int8 existed
         import onnxruntime

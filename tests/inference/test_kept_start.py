@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from ner_lit.alignment import tokenizers
 from ner_lit.checkpoint.format import weights_digest
-from ner_lit.checkpoint.spec import SECTION
+from ner_lit.checkpoint.spec import SECTION, TaggerSpec
 from ner_lit.inference import loading, quantization
 from ner_lit.inference.choice import prepare_runtime
 from ner_lit.inference.predictor import Predictor
@@ -41,6 +42,56 @@ def test_a_second_start_serves_the_kept_graph_without_building_a_network(trained
     assert type(again.tokenizer).__name__ == "PieceNames"  # the transformers tokenizer let go, as after a first start
     assert answers(again) == want
     assert "start-up:    the graph an earlier start made" in describe(again, "http://x", 1)
+
+
+@pytest.fixture
+def kept_text_tokenizers(tmp_path, monkeypatch) -> Path:
+    """Every tokenizer's text-tokenizer copy kept on disk, as a large (XLM-R) vocabulary's is."""
+    monkeypatch.setattr(tokenizers, "KEEP_MIN_CHARS", 0)
+    monkeypatch.setenv("NER_LIT_CACHE", str(tmp_path / "ner_lit-cache"))
+    return tmp_path / "ner_lit-cache" / "text-tokenizers"
+
+
+def tokenizer_loads(monkeypatch) -> list[str]:
+    """Counts the transformers tokenizers a spec loads from here on."""
+    loads: list[str] = []
+    load = TaggerSpec.tokenizer
+    monkeypatch.setattr(TaggerSpec, "tokenizer", lambda self, *a, **k: loads.append("load") or load(self, *a, **k))
+    return loads
+
+
+def test_a_restart_loads_no_tokenizer_where_the_text_tokenizer_was_kept(trained_run: TrainedRun, tmp_path,
+                                                                        kept_text_tokenizers, monkeypatch):
+    want = answers(first_start(trained_run.best, tmp_path))
+    loads = tokenizer_loads(monkeypatch)
+    again = Predictor.from_kept(trained_run.best, tmp_path)
+    assert again is not None and loads == []
+    assert answers(again) == want
+    assert again.aligner.prefix and again.aligner.suffix  # the special layout, as recorded
+    assert [r.tokens for r in again.predict(TEXTS)] == [r.tokens for r in first_start(trained_run.best, tmp_path).predict(TEXTS)]
+
+
+@pytest.mark.slow
+def test_a_restart_whose_kept_text_tokenizer_is_gone_or_damaged_loads_the_tokenizer(
+        trained_run: TrainedRun, tmp_path, kept_text_tokenizers, monkeypatch):
+    want = answers(first_start(trained_run.best, tmp_path))
+    loads = tokenizer_loads(monkeypatch)
+    (copy,) = kept_text_tokenizers.glob("*.record.json")
+    copy.with_name(copy.name.replace(".record", "")).write_text("{}", encoding="utf-8")
+    again = Predictor.from_kept(trained_run.best, tmp_path)
+    assert again is not None and loads == ["load"]
+    assert answers(again) == want
+
+
+@pytest.mark.slow
+def test_a_restart_with_other_tokenizer_files_loads_the_tokenizer(trained_run: TrainedRun, tmp_path,
+                                                                  kept_text_tokenizers, monkeypatch):
+    want = answers(first_start(trained_run.best, tmp_path))
+    loads = tokenizer_loads(monkeypatch)
+    monkeypatch.setattr(TaggerSpec, "tokenizer_digest", lambda self: "0" * 64)  # as if the files had changed
+    again = Predictor.from_kept(trained_run.best, tmp_path)
+    assert again is not None and loads == ["load"]
+    assert answers(again) == want
 
 
 @pytest.mark.slow
