@@ -2,10 +2,11 @@
 
 For each ``--quantize`` kind, a fresh cache folder (``NER_LIT_CACHE``) and ``--starts`` starts of
 ``python -m ner_lit serve --ckpt_path CKPT --quantize KIND``, one after the other, each stopped
-after its first answer: the first exports (and quantizes) and checks everything, the later ones
-load the graph the first kept (the banner's ``start-up:`` line says so). Per start: seconds from
-the process start to the first ``/api`` answer, VmRSS after it and the peak (VmHWM), whether the
-kept graph was used.
+after its first answer: the first has a helper process export (and quantize) and check
+everything and then loads the graph kept, the later ones load that graph at once (the banner's
+``start-up:`` line says which). Per start: seconds from the process start to the first ``/api``
+answer, the server's VmRSS after it and its peak (VmHWM; a helper's own is not included), and
+how its graph was made.
 
     python bench/serve_restart.py --ckpt runs/me5-search/e10-s7/version_0/checkpoints/best.ckpt
     python bench/serve_restart.py --quick   # the tiny random test model; figures mean nothing
@@ -50,6 +51,7 @@ def start(name: str, argv: list[str], cache: Path, logs: Path) -> dict[str, Any]
     banner = "\n".join(server.banner)
     return {"first_answer_s": first, "rss_bytes": memory.get("VmRSS"), "peak_rss_bytes": memory.get("VmHWM"),
             "kept": "start-up:    the graph an earlier start made" in banner,
+            "helper": "start-up:    the graph a helper process made" in banner,
             "runtime": next((line.split("device:", 1)[1].strip() for line in server.banner if "device:" in line), "")}
 
 
@@ -60,11 +62,12 @@ def markdown(rec: dict[str, Any]) -> str:
              f"{m['load_average_at_start'][0]:.2f}, at end {m['load_average_at_end'][0]:.2f} · checkpoint "
              f"`{rec['checkpoint']}`. Each start is a new process, stopped after its first answer; start 1 of "
              "each kind has an empty cache folder.", "",
-             "| --quantize | start | kept graph | first answer, s | RSS after it, MiB | peak, MiB |",
+             "| --quantize | start | graph | first answer, s | RSS after it, MiB | peak, MiB |",
              "| --- | ---: | --- | ---: | ---: | ---: |"]
     for kind, starts in rec["starts"].items():
         for i, s in enumerate(starts, 1):
-            lines.append(f"| {kind} | {i} | {'yes' if s['kept'] else 'no'} | {s['first_answer_s']:.1f} | "
+            made = "kept" if s["kept"] else "a helper's" if s.get("helper") else "made here"
+            lines.append(f"| {kind} | {i} | {made} | {s['first_answer_s']:.1f} | "
                          f"{s['rss_bytes'] / MIB:,.0f} | {s['peak_rss_bytes'] / MIB:,.0f} |")
     return "\n".join(lines) + "\n"
 

@@ -124,7 +124,7 @@ class Predictor:
         #: a checkpoint's model config and weights digest, which name its graphs in the runtime cache
         self.identity: Optional[dict] = None
         self.tokenizer_digest: Optional[str] = None  # the sha256 of a checkpoint's tokenizer files (kept starts)
-        self.kept = False  # whether from_kept() made it (the banner says so)
+        self.kept: bool | str = False  # whether from_kept() made it, "helper" after a helper process's first start (the banner says)
 
     # ------------------------------------------------------------------ loading
     @classmethod

@@ -103,9 +103,8 @@ def onnxruntime_session(module: torch.nn.Module, example: tuple, cache: Optional
                 quantize_graph(exported, Path(tmp) / "model.int8.onnx", quantize)
                 exported.unlink()
                 exported = Path(tmp) / "model.int8.onnx"
-            session = _session(exported)
-            if store is not None:
-                store.keep(key, exported)
+            kept = store.keep(key, exported) if store is not None else None
+            session = _session(kept or exported)  # the kept form: its lookup tables are mapped, not read
     run = _runner(session, names)
     run.from_cache = path is not None  # type: ignore[attr-defined]
     run.cache_key = key or None  # type: ignore[attr-defined]
@@ -189,30 +188,74 @@ def _settings(kind: str, inputs: Any, quantize: Optional[Int8Recipe]) -> dict:
     return settings
 
 
-class RuntimeCache:
-    """Exported graphs kept in a folder, each ``<key>.onnx`` with ``<key>.json`` recording its sha256.
+#: A lookup table (the data of a ``Gather``: word embeddings) at least this large is kept beside its
+#: graph rather than in it (:func:`split_tables`).
+TABLE_MIN_BYTES = 16 << 20
+#: Offsets of tables in the data file are multiples of this (the mmap allocation granularity of any OS).
+TABLE_ALIGN = 1 << 16
 
-    A graph is used only when its record is there and the file's digest matches it (a torn or
-    edited file is removed and exported again); both are written atomically, the graph first.
+
+def split_tables(src: Path, dst: Path, data_name: str) -> Optional[Path]:
+    """``src`` saved as ``dst`` with its large lookup tables in ``dst.parent / data_name`` (ONNX
+    external data, page aligned), or None (``dst`` not written) where it has none.
+
+    ONNX Runtime maps external data into memory instead of reading it, and a ``Gather`` reads
+    its table in place: only the rows a text uses are ever paged in. multilingual-e5-small's
+    word embeddings are 384 MB of its 470 MB graph, and a Korean corpus uses a small share of
+    their 250,002 rows. Weights of matrix products stay in the graph: ONNX Runtime repacks
+    those into memory of its own anyway.
+    """
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    model = onnx.load(str(src))
+    gathered = {node.input[0] for node in model.graph.node if node.op_type == "Gather"}
+    tables = [t for t in model.graph.initializer if t.name in gathered and len(t.raw_data) >= TABLE_MIN_BYTES]
+    if not tables:
+        return None
+    data = dst.parent / data_name
+    with atomic_writer(data, "wb") as out:
+        offset = 0
+        for table in tables:
+            raw = table.raw_data
+            set_external_data(table, location=data_name, offset=offset, length=len(raw))
+            table.ClearField("raw_data")
+            table.data_location = onnx.TensorProto.EXTERNAL
+            pad = -(offset + len(raw)) % TABLE_ALIGN
+            out.write(raw + b"\0" * pad)
+            offset += len(raw) + pad
+    with atomic_writer(dst, "wb") as out:
+        out.write(model.SerializeToString())
+    return data
+
+
+class RuntimeCache:
+    """Exported graphs kept in a folder, each ``<key>.onnx`` with ``<key>.json`` recording its sha256,
+    and its large lookup tables in ``<key>.data`` (:func:`split_tables`; digest recorded too).
+
+    A graph is used only when its record is there and the files' digests match it (a torn or
+    edited file is removed and exported again); all are written atomically, the record last.
     Only the ``keep`` most recently used graphs stay (a multilingual model's graph is hundreds
     of MB). Any file-system trouble makes it a cache miss, never an error: the export still runs.
     """
 
-    FORMAT = 1
+    FORMAT = 2  # 2: lookup tables beside the graph
 
     def __init__(self, folder: Path, keep: int = 3) -> None:
         self.folder = Path(folder)
         self.keep_count = keep
 
     def find(self, key: str) -> Optional[Path]:
-        graph, record = self.folder / f"{key}.onnx", self.folder / f"{key}.json"
+        graph, record, data = self.folder / f"{key}.onnx", self.folder / f"{key}.json", self.folder / f"{key}.data"
         try:
             recorded = json.loads(record.read_text(encoding="utf-8"))
             if recorded.get("sha256") != file_sha256(graph):
                 raise ValueError("digest")
+            if recorded.get("data_sha256") is not None and recorded["data_sha256"] != file_sha256(data):
+                raise ValueError("data digest")
             os.utime(record)  # most recently used
         except (OSError, ValueError, AttributeError):
-            for stale in (graph, record):
+            for stale in (graph, record, data):
                 with contextlib.suppress(OSError):
                     stale.unlink()
             return None
@@ -236,21 +279,29 @@ class RuntimeCache:
         except OSError:
             return
 
-    def keep(self, key: str, exported: Path) -> None:
+    def keep(self, key: str, exported: Path) -> Optional[Path]:
+        """Keep ``exported`` under ``key`` (its large lookup tables split off); the kept graph, or None
+        where it could not be written."""
+        graph = self.folder / f"{key}.onnx"
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            with atomic_writer(self.folder / f"{key}.onnx", "wb") as out, open(exported, "rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
-            write_json_atomic(self.folder / f"{key}.json", {"format": self.FORMAT, "sha256": file_sha256(exported),
-                                                            "bytes": exported.stat().st_size})
+            data = split_tables(exported, graph, f"{key}.data")
+            if data is None:
+                with atomic_writer(graph, "wb") as out, open(exported, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            record = {"format": self.FORMAT, "sha256": file_sha256(graph), "bytes": graph.stat().st_size}
+            if data is not None:
+                record.update(data_sha256=file_sha256(data), data_bytes=data.stat().st_size)
+            write_json_atomic(self.folder / f"{key}.json", record)
             self._evict()
         except OSError:
-            return
+            return None
+        return graph
 
     def _evict(self) -> None:
         records = sorted(self.folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
         for record in records[self.keep_count:]:
-            for stale in (record, record.with_suffix(".onnx")):
+            for stale in (record, record.with_suffix(".onnx"), record.with_suffix(".data")):
                 with contextlib.suppress(OSError):
                     stale.unlink()
 

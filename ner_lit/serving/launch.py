@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -59,7 +60,7 @@ def kept_predictor(ckpt_path: str | None, cache: Path | None, runtime: str, pack
     """The checkpoint served as an earlier start of the same settings left it (``Predictor.from_kept``:
     its kept graph, which passed every check then), or None: then it is loaded and checked anew.
     Any failure here is a None too; the full start reports it."""
-    if ckpt_path is None or cache is None or runtime != "onnxruntime" or not pack or device != "cpu":
+    if not kept_predictor_possible(ckpt_path, cache, runtime, pack, device):
         return None
     from ner_lit.inference.predictor import Predictor
 
@@ -67,6 +68,23 @@ def kept_predictor(ckpt_path: str | None, cache: Path | None, runtime: str, pack
         return Predictor.from_kept(ckpt_path, cache, quantize)
     except Exception:  # noqa: BLE001 - the full start-up path loads, checks and reports
         return None
+
+
+def kept_predictor_possible(ckpt_path: str | None, cache: Path | None, runtime: str, pack: bool, device: str) -> bool:
+    """Whether these settings start from a kept graph: a checkpoint, the runtime cache, packed ONNX Runtime on a CPU."""
+    return ckpt_path is not None and cache is not None and runtime == "onnxruntime" and pack and device == "cpu"
+
+
+#: A checkpoint at least this large has its first start made by a helper process (ner_lit.serving.prepare):
+#: what that start leaves behind grows with the model, the helper's own start-up (about 3 s) does not.
+HELPER_MIN_BYTES = 100 << 20
+
+
+def worth_a_helper(ckpt_path: str | None) -> bool:
+    try:
+        return ckpt_path is not None and Path(ckpt_path).stat().st_size >= HELPER_MIN_BYTES
+    except OSError:
+        return False  # the full start says what is wrong with it
 
 
 def describe(predictor: PredictorLike, url: str, torch_threads: int | None = None, model_workers: int = 1) -> str:
@@ -90,7 +108,10 @@ def describe(predictor: PredictorLike, url: str, torch_threads: int | None = Non
             f"  device:      {predictor.device}, {torch_threads} torch thread(s), {predictor.runtime}, "
             f"{predictor.packing}, {model_workers} model worker(s)"
         )
-    if getattr(predictor, "kept", False):
+    kept = getattr(predictor, "kept", False)
+    if kept == "helper":
+        lines.append("  start-up:    the graph a helper process made and checked, loaded as a restart loads it")
+    elif kept:
         lines.append("  start-up:    the graph an earlier start made and checked (its sha256 checked now)")
     agreement = getattr(predictor, "quantization", None)
     if agreement is not None:
@@ -199,6 +220,15 @@ def serve(
         torch.set_num_threads(torch_threads)
     cache = default_cache_dir() / "runtimes" if runtime_cache else None
     predictor = kept_predictor(ckpt_path, cache, runtime, pack, quantize, device)
+    if predictor is None and kept_predictor_possible(ckpt_path, cache, runtime, pack, device) and worth_a_helper(ckpt_path):
+        from ner_lit.serving.prepare import prepare_apart
+
+        print("ner_lit serve: a first start with these settings: a helper process builds, exports and checks the "
+              "graph, kept for restarts", file=sys.stderr, flush=True)
+        if prepare_apart(str(ckpt_path), cache, quantize, torch_threads):
+            predictor = kept_predictor(ckpt_path, cache, runtime, pack, quantize, device)
+            if predictor is not None:
+                predictor.kept = "helper"
     if predictor is None:
         predictor = load_predictor(ckpt_path, model_dir, device=device)
         predictor.runtime_cache = cache

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import onnx
+import onnx.numpy_helper
 import pytest
 import torch
 
@@ -73,13 +76,70 @@ def test_a_damaged_kept_graph_is_removed_and_exported_again(tiny_model_dir, tmp_
     assert RuntimeCache(tmp_path).find(graph.stem) == graph  # the new one, whole
 
 
-def test_only_the_most_recently_used_graphs_are_kept(tmp_path):
-    cache = RuntimeCache(tmp_path, keep=2)
-    source = tmp_path / "exported.bin"
-    for key in ("a", "b", "c"):
-        source.write_bytes(key.encode() * 100)
-        cache.keep(key, source)
-    assert sorted(p.stem for p in tmp_path.glob("*.onnx")) == ["b", "c"]
+def identity_graph(path: Path, table_rows: int) -> Path:
+    """A one-``Gather`` ONNX graph whose table has ``table_rows`` rows of 4 floats."""
+    table = onnx.numpy_helper.from_array(np.arange(table_rows * 4, dtype=np.float32).reshape(table_rows, 4), "table")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Gather", ["table", "ids"], ["out"])], "g",
+        [onnx.helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [None])],
+        [onnx.helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, [None, 4])], [table])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_only_the_most_recently_used_graphs_are_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(runtimes, "TABLE_MIN_BYTES", 1)
+    cache = RuntimeCache(tmp_path / "cache", keep=2)
+    for key, rows in (("a", 3), ("b", 4), ("c", 5)):
+        cache.keep(key, identity_graph(tmp_path / f"{key}.onnx", rows))
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        "b.data", "b.json", "b.onnx", "c.data", "c.json", "c.onnx"]
+
+
+# --------------------------------------------------------------------------- lookup tables beside the graph
+@pytest.fixture
+def split_small_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even the tiny model's word embeddings count as a large lookup table."""
+    monkeypatch.setattr(runtimes, "TABLE_MIN_BYTES", 1)
+
+
+def test_a_large_lookup_table_is_kept_beside_the_graph_page_aligned(tmp_path, monkeypatch):
+    monkeypatch.setattr(runtimes, "TABLE_MIN_BYTES", 40)  # the 12-row table (192 bytes), not a 2-row one
+    source = identity_graph(tmp_path / "src.onnx", 12)
+    graph = RuntimeCache(tmp_path / "cache").keep("k", source)
+    kept = onnx.load(str(graph), load_external_data=False)
+    (table,) = kept.graph.initializer
+    info = {e.key: e.value for e in table.external_data}
+    assert table.data_location == onnx.TensorProto.EXTERNAL and not table.raw_data
+    assert info["location"] == "k.data" and int(info["offset"]) % runtimes.TABLE_ALIGN == 0
+    loaded = onnx.numpy_helper.to_array(onnx.load(str(graph)).graph.initializer[0])
+    assert np.array_equal(loaded, onnx.numpy_helper.to_array(onnx.load(str(source)).graph.initializer[0]))
+    source2 = identity_graph(tmp_path / "small.onnx", 2)
+    small = RuntimeCache(tmp_path / "cache").keep("s", source2)
+    assert onnx.load(str(small), load_external_data=False).graph.initializer[0].raw_data  # under the bound: inline
+    assert not (tmp_path / "cache" / "s.data").exists()
+
+
+def test_the_kept_tables_are_mapped_by_the_session_and_answer_alike(tiny_model_dir, tmp_path, exports,
+                                                                   split_small_tables):
+    first = served(tiny_model_dir, tmp_path)
+    (data,) = tmp_path.glob("*.data")
+    maps = Path("/proc/self/maps").read_text(encoding="utf-8")
+    assert str(data.resolve()) in maps  # mapped into memory, not read into the process's own
+    second = served(tiny_model_dir, tmp_path)
+    assert exports == ["PackedLogits"]  # the split graph was found again
+    assert answers(first) == answers(second) == answers(served(tiny_model_dir, None))
+
+
+def test_a_damaged_table_file_means_the_graph_is_exported_again(tiny_model_dir, tmp_path, exports, split_small_tables):
+    first = served(tiny_model_dir, tmp_path)
+    (data,) = tmp_path.glob("*.data")
+    raw = bytearray(data.read_bytes())
+    raw[0] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    again = served(tiny_model_dir, tmp_path)
+    assert exports == ["PackedLogits", "PackedLogits"]
+    assert answers(again) == answers(first)
 
 
 def test_a_cache_folder_that_can_not_be_written_only_costs_the_export(tiny_model_dir, tmp_path, exports):
