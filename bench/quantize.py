@@ -53,6 +53,12 @@ VARIANTS: dict[str, Any] = {
 WARMUP = 10
 
 
+def graph_bytes(graph: Path) -> int:
+    """A kept graph's bytes, with its lookup tables kept beside it (``<key>.data``)."""
+    data = graph.with_suffix(".data")
+    return graph.stat().st_size + (data.stat().st_size if data.exists() else 0)
+
+
 def variant_child(settings_file: Path) -> None:
     """In the child: one variant served and measured; the record to the settings' ``out``."""
     import torch
@@ -97,7 +103,7 @@ def variant_child(settings_file: Path) -> None:
         "start_s": start_s, "dev_predict_s": predict_s, "sentences_per_s": len(texts) / predict_s,
         "latency_ms": latencies, "check": None if check is None else
         {"entities": check.entities, "differ": check.differ, "allowed": check.allowed},
-        "graph_bytes": graphs[-1].stat().st_size if graphs else None,
+        "graph_bytes": graph_bytes(graphs[-1]) if graphs else None,
         "rss_bytes": common.rss_bytes("VmRSS"), "peak_rss_bytes": common.rss_bytes("VmHWM"),
         "entities": [[[e.start, e.end, e.label] for e in p.entities] for p in predictions],
     })
