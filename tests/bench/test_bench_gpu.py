@@ -77,10 +77,12 @@ def test_without_cuda_exits_2_with_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_quick_cpu_run_writes_the_record(pretrained_me5: Path, klue_dir: Path, tmp_path: Path) -> None:
+def test_quick_cpu_run_writes_the_record(reference_model: Path, klue_dir: Path, tmp_path: Path) -> None:
+    """On the tiny reference model: the script's pipeline end to end. multilingual-e5-small through the
+    same commands is tests/pipeline/test_pretrained_pipeline.py's (and the README block's) to check."""
     results, work = tmp_path / "results", tmp_path / "work"
     t0 = time.monotonic()
-    proc = run([str(SCRIPT), "--quick", "--allow-cpu", "--model", str(pretrained_me5), "--shared", str(klue_dir.parents[1]),
+    proc = run([str(SCRIPT), "--quick", "--allow-cpu", "--model", str(reference_model), "--shared", str(klue_dir.parents[1]),
                 "--results", str(results), "--work", str(work)], timeout=600, env=no_cuda_env())
     elapsed = time.monotonic() - t0
     shutil.rmtree(work / "run", ignore_errors=True)  # the checkpoint: about 0.5 GB
