@@ -219,14 +219,14 @@ def start_server(name: str, argv: list[str], logs: Path, text: str) -> tuple[Any
                     "memory_after_start": common.proc_status(server.proc.pid)}
 
 
-def serve_phase(args, best: Path, hf_model: Path, work: Path, int8: bool = False) -> dict[str, Any]:
-    """ner_lit serve (and, with ``int8``, ``serve --quantize int8`` beside it) against the pipeline app."""
+def serve_phase(args, best: Path, hf_model: Path, work: Path, quantized: tuple[str, ...] = ()) -> dict[str, Any]:
+    """ner_lit serve (and ``serve --quantize KIND`` beside it for each of ``quantized``) against the pipeline app."""
     from bench.serve_clients import measure, run_rounds, summarize_all
 
     n = QUICK_SERVE_SENTENCES if args.quick else SERVE_SENTENCES
     texts = common.dev_texts(args, n)
     ner_lit = [sys.executable, "-m", "ner_lit", "serve", "--ckpt_path", str(best), "--host", "127.0.0.1", "--port", "0"]
-    argvs = {"ner_lit": ner_lit, **({"ner_lit int8": [*ner_lit, "--quantize", "int8"]} if int8 else {}),
+    argvs = {"ner_lit": ner_lit, **{f"ner_lit {kind}": [*ner_lit, "--quantize", kind] for kind in quantized},
              "naive": [sys.executable, str(Path(__file__).resolve()), "--_naive-serve", str(hf_model)]}
     servers: dict[str, Any] = {}
     facts: dict[str, Any] = {}
@@ -261,19 +261,20 @@ def serving(args, phases: common.Phases, work: Path) -> dict[str, Any]:
 
 def serve_only(args) -> None:
     """``--serve-only RUN``: the serving half alone, on a finished run's best checkpoint and export,
-    float and int8 beside the pipeline app; bench/results/pretrained_serve.json and .md."""
+    float, int8 and int8-small beside the pipeline app; bench/results/pretrained_serve.json and .md."""
     from ner_lit.checkpoint.runs import resolve_checkpoint
 
     run = args.serve_only
     best = resolve_checkpoint("best", run)
     record = common.start_record("pretrained_serve", args)
     record["checkpoint"], record["naive_model"] = rel(best), rel(run / "hf_model")
-    record["serving"] = serve_phase(args, best, run / "hf_model", common.WORK / "pretrained-serve", int8=True)
+    record["serving"] = serve_phase(args, best, run / "hf_model", common.WORK / "pretrained-serve",
+                                    quantized=("int8", "int8-small"))
     srv = record["serving"]["results"]
     lo, hi = str(min(CLIENTS)), str(max(CLIENTS))
     record["targets"] = {name: {"serve_p50": srv[name][lo]["p50_ms"] / srv["naive"][lo]["p50_ms"],
                                 "serve_throughput": srv[name][hi]["requests_per_s"] / srv["naive"][hi]["requests_per_s"]}
-                         for name in ("ner_lit", "ner_lit int8")}
+                         for name in srv if name != "naive"}
     common.write_record(record, args)
     text = serve_only_markdown(record)
     common.write_text(common.results_dir(args) / "pretrained_serve.md", text)
@@ -283,9 +284,9 @@ def serve_only(args) -> None:
 def serve_only_markdown(rec: dict[str, Any]) -> str:
     m, srv, facts = rec["machine"], rec["serving"]["results"], rec["serving"]["servers"]
     lo, hi = str(min(CLIENTS)), str(max(CLIENTS))
-    names = ("ner_lit", "ner_lit int8", "naive")
+    names = (*rec["targets"], "naive")
     lines = [
-        "# multilingual-e5-small served: ner_lit (float, int8) against pipeline + Flask (`bench/pretrained.py --serve-only`)",
+        "# multilingual-e5-small served: ner_lit (float, int8, int8-small) against pipeline + Flask (`bench/pretrained.py --serve-only`)",
         "", f"{rec['date']} · {m['cpu']} ({', '.join(m['isa'])}) · {m['cores']} cores · load average at start "
         f"{m['load_average_at_start'][0]:.2f}, at end {m['load_average_at_end'][0]:.2f} · checkpoint `{rec['checkpoint']}`",
         "", f"Load: the first {rec['serving']['sentences']} dev sentences, {rec['serving']['rounds']} interleaved round(s) "
@@ -296,10 +297,10 @@ def serve_only_markdown(rec: dict[str, Any]) -> str:
             f"{facts[n]['memory_at_end']['VmRSS'] / MIB:.0f} ({facts[n]['memory_at_end']['VmHWM'] / MIB:.0f})" for n in names) + " |",
         f"| {lo} client p50, ms | " + " | ".join(f"{srv[n][lo]['p50_ms']:.1f}" for n in names) + " |",
         f"| {lo} client p50 / naive | " + " | ".join(
-            f"{rec['targets'][n]['serve_p50']:.2f}x" for n in names[:2]) + " | |",
+            f"{rec['targets'][n]['serve_p50']:.2f}x" for n in names[:-1]) + " | |",
         f"| {hi} clients req/s | " + " | ".join(f"{srv[n][hi]['requests_per_s']:.1f}" for n in names) + " |",
         f"| {hi} clients req/s / naive | " + " | ".join(
-            f"{rec['targets'][n]['serve_throughput']:.2f}x" for n in names[:2]) + " | |",
+            f"{rec['targets'][n]['serve_throughput']:.2f}x" for n in names[:-1]) + " | |",
     ]
     return "\n".join(lines) + "\n"
 
@@ -405,7 +406,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--max-seconds", type=float, default=None, help="bound of one serving measurement (default 20; 10 with --quick)")
     ap.add_argument("--serve-only", type=Path, default=None, metavar="RUN",
                     help="only serve: a finished configs/me5.yaml run's version folder (its best checkpoint and hf_model/), "
-                         "float and --quantize int8 against the pipeline app")
+                         "float, --quantize int8 and int8-small against the pipeline app")
     ap.add_argument("--_hf-train", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_naive-serve", default=None, help=argparse.SUPPRESS)
     return ap.parse_args()
