@@ -25,6 +25,7 @@ import torch
 from ner_lit.files import atomic_writer, file_sha256, write_json_atomic
 from ner_lit.inference.choice import RuntimeRefused
 from ner_lit.inference.quantization import Int8Recipe, quantize_graph
+from ner_lit.memory import map_sparsely
 
 #: Runs the model on tensors: ``(input_ids, attention_mask[, position_ids]) -> logits``.
 Runner = Callable[..., torch.Tensor]
@@ -129,7 +130,11 @@ def _session(path: Path):
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads sleep: request threads keep the cores
     options.log_severity_level = 3  # errors only: its warnings about the exported graph are not the user's
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    tables = Path(path).with_suffix(".data")
+    if tables.exists():  # a kept graph's lookup tables, mapped by the session (split_tables)
+        map_sparsely(tables)
+    return session
 
 
 def _runner(session, names: list[str]) -> Runner:

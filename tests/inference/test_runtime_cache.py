@@ -2,6 +2,9 @@
 other weights or a damaged file, and never a reason for a start to fail."""
 from __future__ import annotations
 
+import mmap
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ from ner_lit.inference import runtimes
 from ner_lit.inference.choice import prepare_runtime
 from ner_lit.inference.predictor import Predictor
 from ner_lit.inference.runtimes import RuntimeCache
+from ner_lit.memory import map_sparsely
 
 from serve_fixtures import SENTENCES
 
@@ -147,3 +151,27 @@ def test_a_cache_folder_that_can_not_be_written_only_costs_the_export(tiny_model
     blocked.write_text("x")
     p = served(tiny_model_dir, blocked / "runtimes")
     assert exports == ["PackedLogits"] and p.predict(["서울"])[0].text == "서울"
+
+
+def mapped_kib(path: Path) -> int:
+    """Resident KiB of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text(encoding="utf-8").splitlines():
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            inside = line.split(None, 5)[-1] == str(path.resolve())
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def test_a_sparsely_mapped_table_holds_only_the_pages_read(tmp_path):
+    table = tmp_path / "table.data"
+    with open(table, "wb") as f:
+        f.write(os.urandom(32 << 20))
+        f.flush()
+        os.fsync(f.fileno())  # clean pages: the page cache may drop them
+    with open(table, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        assert map_sparsely(table) == 1
+        for offset in range(0, 32 << 20, 512 << 10):  # 64 reads, 512 KiB apart
+            mapped[offset]
+        assert mapped_kib(table) <= 64 * 16  # a page or a small folio per read, not the whole 32 MiB
