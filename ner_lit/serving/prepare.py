@@ -35,11 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from ner_lit.inference.choice import prepare_runtime
-    from ner_lit.serving.launch import load_predictor
+    from ner_lit.inference.predictor import Predictor
 
     if job.get("torch_threads") is not None:
         torch.set_num_threads(int(job["torch_threads"]))
-    predictor = load_predictor(job["ckpt_path"], None, device="cpu")
+    predictor = Predictor.from_checkpoint(job["ckpt_path"], device="cpu")  # a failure: the server's own start says why
     predictor.runtime_cache = Path(job["cache"])
     prepare_runtime(predictor, "onnxruntime", True, job["quantize"])
     return 0
