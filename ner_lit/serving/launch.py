@@ -174,8 +174,9 @@ def serve(
             same logits that way, checked at start-up (the banner says). false pads.
         runtime_cache: keep ONNX Runtime's exported graph in ner_lit's cache folder
             (``$NER_LIT_CACHE/runtimes``), keyed by the weights and the export settings, so a
-            restart of the same model loads it instead of exporting again (its sha256 checked,
-            and the start-up logit check run as always). false exports every time.
+            restart of the same checkpoint loads it (sha256 checked) and answers in seconds;
+            a first start of a checkpoint of 100 MB or more has a helper process make it, so
+            the server holds none of that work. false: export (and check) in-process every time.
         quantize: int8 serves the model under ONNX Runtime with int8 weights in most matrix
             products (faster; F1 within a few tenths), int8-small also with int8 word embeddings
             (far less memory, about half a point of F1); bench/results/quantize.md has the table.
