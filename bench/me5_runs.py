@@ -74,9 +74,15 @@ def epochs(version: Path) -> list[dict[str, Any]]:
 def collect(args: argparse.Namespace) -> None:
     recipe = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
     runs = []
-    for version in sorted(args.root.glob("*/version_*")):
+    for folder in sorted(p for p in args.root.iterdir() if p.is_dir()):
+        # a resumed run logs into a new version folder: its epochs continue the earlier ones'
+        versions = sorted(folder.glob("version_*"), key=lambda v: int(v.name.rpartition("_")[2] or 0))
+        if not versions:
+            continue
+        version = versions[0]
         cfg = yaml.safe_load((version / "config.yaml").read_text(encoding="utf-8"))
-        per_epoch = epochs(version)
+        merged = {e["epoch"]: e for v in versions if (v / "metrics.csv").exists() for e in epochs(v)}
+        per_epoch = [merged[k] for k in sorted(merged)]
         if not per_epoch:
             continue
         settings = {f"{s}.{k}" if k else s: setting(cfg, s, k) for s, k in SHOWN}

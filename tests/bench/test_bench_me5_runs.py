@@ -15,8 +15,9 @@ from bench import me5_runs  # noqa: E402
 HEADER = "epoch,step,train_minutes,val_F1c,val_F1e\n"
 
 
-def fake_run(root: Path, name: str, max_epochs: int, rows: list[tuple[int, float, float, float]], **model) -> Path:
-    version = root / name / "version_0"
+def fake_run(root: Path, name: str, max_epochs: int, rows: list[tuple[int, float, float, float]], version_dir: str = "version_0",
+             **model) -> Path:
+    version = root / name / version_dir
     version.mkdir(parents=True)
     cfg = yaml.safe_load(me5_runs.RECIPE.read_text(encoding="utf-8"))
     cfg["trainer"]["max_epochs"] = max_epochs
@@ -44,6 +45,15 @@ def test_collect_tables_every_run_with_its_settings_unlike_the_recipe(tmp_path: 
     assert runs["lr1e-4"]["best_by_F1c"] == {"epoch": 1, "F1c": 86.5, "F1e": 77.5, "train_minutes": 4.3}
     table = (tmp_path / "out" / "me5_runs.md").read_text(encoding="utf-8")
     assert "| lr1e-4 | model.learning_rate 0.0001 | 2 (running) | 86.50 | 77.50 | 77.50 | 4.3 | 2.15 |" in table
+
+
+def test_collect_joins_the_version_folders_of_a_resumed_run_into_one_row(tmp_path: Path):
+    fake_run(tmp_path / "runs", "long", 4, [(0, 2.0, 80.0, 70.0), (1, 4.0, 85.0, 75.0)])
+    fake_run(tmp_path / "runs", "long", 4, [(2, 6.0, 87.0, 78.0), (3, 8.0, 86.0, 79.0)], version_dir="version_1")
+    me5_runs.main(["collect", "--root", str(tmp_path / "runs"), "--results", str(tmp_path / "out")])
+    (run,) = json.loads((tmp_path / "out" / "me5_runs.json").read_text(encoding="utf-8"))["runs"]
+    assert [e["epoch"] for e in run["epochs"]] == [0, 1, 2, 3] and run["finished"]
+    assert run["best_by_F1c"]["epoch"] == 2
 
 
 def test_run_resumes_a_run_folder_that_holds_a_last_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
