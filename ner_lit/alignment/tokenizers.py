@@ -100,13 +100,13 @@ def text_tokenizer(tokenizer) -> tuple[Tokenizer, np.ndarray]:
     source = tokenizer.backend_tokenizer.to_str()
     special = {str(t) for t in tokenizer.all_special_tokens}
     key = hashlib.sha256(json.dumps([_KEPT_FORMAT, source, sorted(special)]).encode()).hexdigest()
-    if len(source) >= KEEP_MIN_CHARS:
+    large = len(source) >= KEEP_MIN_CHARS
+    if large:
         _remember_key(tokenizer, key)
-    kept = _kept_copy(key) if len(source) >= KEEP_MIN_CHARS else None
-    if kept is not None:
-        copy, markers = kept
-        _refuse_special_text(tokenizer, copy)
-        return _remember(tokenizer, copy, markers)
+        kept = _kept_copy(key)
+        if kept is not None:
+            _refuse_special_text(tokenizer, kept[0])
+            return _remember(tokenizer, *kept)
     spec = json.loads(source)
     model = spec["model"]
     pieces: list[tuple[str, int]] = []
@@ -126,7 +126,7 @@ def text_tokenizer(tokenizer) -> tuple[Tokenizer, np.ndarray]:
     copy.encode_special_tokens = True
     _refuse_special_text(tokenizer, copy)
     markers = np.asarray(sorted(i for piece, i in pieces if piece and not piece.strip(SPIECE_UNDERLINE)), dtype=np.int64)
-    if len(source) >= KEEP_MIN_CHARS:
+    if large:
         _keep_copy(key, text, markers)
     return _remember(tokenizer, copy, markers)
 

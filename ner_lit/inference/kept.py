@@ -125,7 +125,7 @@ def note_kept(predictor: Any, quantize: str) -> None:
                                                                                                     predictor.aligner)
     kept_names = names.record()
     if kept_names is not None:
-        kept_names["files_sha256"] = getattr(predictor, "tokenizer_digest", None)
+        kept_names["files_sha256"] = predictor.tokenizer_digest
     agreement = predictor.quantization
     check = None if agreement is None else {"entities": agreement.entities, "differ": agreement.differ,
                                             "allowed": agreement.allowed}
