@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as _dt
+import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +44,7 @@ SHOWN = [("seed_everything", None), ("trainer", "max_epochs"), ("trainer", "prec
 
 def run(args: argparse.Namespace) -> None:
     root = args.root / args.name
-    last = sorted(root.glob("version_*/checkpoints/last.ckpt"))
+    last = sorted(root.glob("version_*/checkpoints/last.ckpt"), key=lambda c: version_number(c.parents[1]))
     cmd = [sys.executable, "-m", "ner_lit", "fit", "--config", str(RECIPE), "--trainer.default_root_dir", str(root)]
     for item in args.set:
         key, _, value = item.partition("=")
@@ -52,6 +54,11 @@ def run(args: argparse.Namespace) -> None:
                "--ckpt_path", str(last[-1])]
     print(common.shown(cmd), flush=True)
     raise SystemExit(subprocess.call(cmd, cwd=REPO))
+
+
+def version_number(version: Path) -> int:
+    """``version_10`` comes after ``version_9``: Lightning numbers a resumed run's folders in order."""
+    return int(version.name.rpartition("_")[2] or 0)
 
 
 def setting(cfg: dict[str, Any], section: str, key: Optional[str]) -> Any:
@@ -76,7 +83,7 @@ def collect(args: argparse.Namespace) -> None:
     runs = []
     for folder in sorted(p for p in args.root.iterdir() if p.is_dir()):
         # a resumed run logs into a new version folder: its epochs continue the earlier ones'
-        versions = sorted(folder.glob("version_*"), key=lambda v: int(v.name.rpartition("_")[2] or 0))
+        versions = sorted(folder.glob("version_*"), key=version_number)
         if not versions:
             continue
         version = versions[0]
@@ -93,10 +100,30 @@ def collect(args: argparse.Namespace) -> None:
                      "differs_from_recipe": differs, "epochs": per_epoch, "best_by_F1c": best,
                      "finished": len(per_epoch) == settings["trainer.max_epochs"]})
     record = common.start_record("me5_runs", argparse.Namespace(quick=False))
-    record.update(root=common.rel(args.root), idle_epoch_minutes=args.idle_epoch_minutes, runs=runs)
+    record.update(root=common.rel(args.root), idle_epoch_minutes=args.idle_epoch_minutes, runs=runs,
+                  recipes=over_seeds(runs))
     common.write_record(record, args)
     common.write_text(common.results_dir(args) / "me5_runs.md", markdown(record))
     print(markdown(record))
+
+
+def over_seeds(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Finished runs that differ only in their seed, as one recipe: mean and sample std of the best
+    checkpoint's dev F1, the figure a recipe is shipped on (never the best seed)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        if r["finished"]:
+            key = json.dumps({k: v for k, v in r["differs_from_recipe"].items() if k != "seed_everything"}, sort_keys=True)
+            groups.setdefault(key, []).append(r)
+    out = []
+    for key, members in groups.items():
+        f1e = [m["best_by_F1c"]["F1e"] for m in members]
+        f1c = [m["best_by_F1c"]["F1c"] for m in members]
+        out.append({"differs_from_recipe": json.loads(key), "runs": [m["name"] for m in members],
+                    "seeds": [m["settings"]["seed_everything"] for m in members],
+                    "F1e_mean": statistics.fmean(f1e), "F1e_std": statistics.stdev(f1e) if len(f1e) > 1 else None,
+                    "F1c_mean": statistics.fmean(f1c), "F1c_std": statistics.stdev(f1c) if len(f1c) > 1 else None})
+    return sorted(out, key=lambda g: -g["F1e_mean"])
 
 
 def markdown(rec: dict[str, Any]) -> str:
@@ -118,6 +145,13 @@ def markdown(rec: dict[str, Any]) -> str:
                      f"{r['best_by_F1c']['F1c']:.2f} | {r['best_by_F1c']['F1e']:.2f} | {last['F1e']:.2f} | "
                      f"{'-' if minutes is None else f'{minutes:.1f}'} | "
                      f"{'-' if per is None else f'{per:.2f}'} |")
+    lines += ["", "Recipes over seeds (finished runs that differ only in the seed; mean and sample std of the "
+              "best checkpoint's dev F1):", "",
+              "| settings unlike configs/me5.yaml | seeds | F1e mean (std) | F1c mean (std) |", "| --- | --- | ---: | ---: |"]
+    for g in rec.get("recipes", []):
+        differs = ", ".join(f"{k} {v}" for k, v in g["differs_from_recipe"].items()) or "none"
+        spread = [f"{g[m + '_mean']:.2f}" + ("" if g[m + "_std"] is None else f" ({g[m + '_std']:.2f})") for m in ("F1e", "F1c")]
+        lines.append(f"| {differs} | {', '.join(str(s) for s in g['seeds'])} | {spread[0]} | {spread[1]} |")
     lines += ["", "Per epoch (dev F1e / F1c):", ""]
     width = max((len(r["epochs"]) for r in rec["runs"]), default=0)
     lines.append("| run | " + " | ".join(str(i + 1) for i in range(width)) + " |")
