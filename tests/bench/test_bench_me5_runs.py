@@ -104,3 +104,11 @@ def test_run_resumes_from_the_newest_version_folder_by_number(tmp_path: Path, mo
     with pytest.raises(SystemExit):
         me5_runs.main(["run", "--root", str(tmp_path), "--name", "long"])
     assert called[0][-1] == str(tmp_path / "long" / "version_10" / "checkpoints" / "last.ckpt")
+
+
+def test_collect_draws_the_frontier_of_every_run_as_a_png(tmp_path: Path):
+    fake_run(tmp_path / "runs", "a", 2, [(0, 2.0, 80.0, 70.0), (1, 4.0, 88.0, 80.0)])
+    me5_runs.main(["collect", "--root", str(tmp_path / "runs"), "--results", str(tmp_path / "out")])
+    png = (tmp_path / "out" / "me5_frontier.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+    assert "![dev F1e against idle minutes of training](me5_frontier.png)" in (tmp_path / "out" / "me5_runs.md").read_text(encoding="utf-8")
