@@ -12,9 +12,13 @@ validation excluded), and writes bench/results/me5_runs.json, me5_runs.md and me
 Training minutes are wall-clock minutes: on a shared 2-core machine other work inflates them,
 so the table also gives each run's minutes per epoch, and the frontier is drawn against
 epochs x the idle per-epoch time of the recipe (``--idle-epoch-minutes``, measured in the
-first epoch of an idle run).
+first epoch of an idle run), scaled by the share of the sentences a run trains on.
+
+``run --train-sentences N`` trains on a seeded sample of N of the recipe's training sentences
+(written into the run folder, with ``subset.json``): what more data would give is measured with less.
 
     python bench/me5_runs.py run --name e10-s8 --set trainer.max_epochs=10 --set seed_everything=8
+    python bench/me5_runs.py run --name e10-n2500 --train-sentences 2500 --set trainer.max_epochs=10
     python bench/me5_runs.py collect
 """
 from __future__ import annotations
@@ -38,15 +42,45 @@ from bench import common  # noqa: E402
 ROOT = REPO / "runs" / "me5-search"
 RECIPE = REPO / "configs" / "me5.yaml"
 #: The settings a run's table row shows (section, key).
-SHOWN = [("seed_everything", None), ("trainer", "max_epochs"), ("trainer", "precision"), ("model", "head"),
+SHOWN = [("seed_everything", None), ("data", "train_file"), ("trainer", "max_epochs"), ("trainer", "precision"), ("model", "head"),
          ("model", "learning_rate"), ("model", "head_learning_rate"), ("model", "layer_decay"), ("model", "warmup_ratio"), ("model", "schedule"),
          ("model", "freeze_word_embeddings"), ("data", "batch_size"), ("data", "max_length")]
+
+
+SUBSET = "subset.json"
+
+
+def recipe_train_file() -> Path:
+    data = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))["data"]
+    return REPO / data["data_dir"] / data["train_file"]
+
+
+def train_subset(root: Path, sentences: int, source: Path, seed: int = 7) -> Path:
+    """A seeded sample of ``sentences`` of the recipe's training sentences (in file order), written
+    into the run folder with a ``subset.json`` that says what it is: the data-size question (what
+    would more than KLUE's 5,000 sentences give?) is answered by fewer."""
+    import random
+
+    from ner_lit.corpus.klue import read_klue_tsv, write_klue_tsv
+
+    everything = read_klue_tsv(source)
+    if not 0 < sentences < len(everything):
+        raise SystemExit(f"--train-sentences {sentences}: expected 1 to {len(everything) - 1} ({source} has {len(everything)})")
+    keep = sorted(random.Random(seed).sample(range(len(everything)), sentences))
+    target = root / f"train-{sentences}.tsv"
+    if not target.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        write_klue_tsv((everything[i] for i in keep), target)
+    common.write_json(root / SUBSET, {"sentences": sentences, "of": len(everything), "seed": seed, "source": common.rel(source)})
+    return target
 
 
 def run(args: argparse.Namespace) -> None:
     root = args.root / args.name
     last = sorted(root.glob("version_*/checkpoints/last.ckpt"), key=lambda c: version_number(c.parents[1]))
     cmd = [sys.executable, "-m", "ner_lit", "fit", "--config", str(RECIPE), "--trainer.default_root_dir", str(root)]
+    if args.train_sentences and not last:
+        cmd += ["--data.train_file", str(train_subset(root, args.train_sentences, recipe_train_file()).resolve())]
     for item in args.set:
         key, _, value = item.partition("=")
         cmd += [f"--{key}", value]
@@ -94,11 +128,15 @@ def collect(args: argparse.Namespace) -> None:
         if not per_epoch:
             continue
         settings = {f"{s}.{k}" if k else s: setting(cfg, s, k) for s, k in SHOWN}
+        subset = json.loads((folder / SUBSET).read_text(encoding="utf-8")) if (folder / SUBSET).exists() else None
+        if subset:  # the sample's own path names the run folder: what differs is its size
+            settings["data.train_file"] = f"{subset['sentences']} of {subset['of']} sentences"
         differs = {name: value for (section, key), (name, value) in zip(SHOWN, settings.items())
                    if value != setting(recipe, section, key)}
         best = max(per_epoch, key=lambda e: e["F1c"])  # what ModelCheckpoint keeps (val_F1c, max)
         runs.append({"name": version.parent.name, "version": version.name, "settings": settings,
                      "differs_from_recipe": differs, "epochs": per_epoch, "best_by_F1c": best,
+                     "train_fraction": subset["sentences"] / subset["of"] if subset else 1.0,
                      "finished": len(per_epoch) == settings["trainer.max_epochs"]})
     record = common.start_record("me5_runs", argparse.Namespace(quick=False))
     record.update(root=common.rel(args.root), idle_epoch_minutes=args.idle_epoch_minutes, runs=runs,
@@ -150,7 +188,7 @@ def frontier_png(rec: dict[str, Any], target: Path) -> Optional[str]:
     fig, ax = plt.subplots(figsize=(8.0, 4.8), dpi=100)
     try:
         for r in rec["runs"]:
-            xs = [(e["epoch"] + 1) * rec["idle_epoch_minutes"] for e in r["epochs"]]
+            xs = [(e["epoch"] + 1) * rec["idle_epoch_minutes"] * r.get("train_fraction", 1.0) for e in r["epochs"]]
             ax.plot(xs, [e["F1e"] for e in r["epochs"]], marker="o", markersize=3, linewidth=1, label=r["name"])
         for name, f1e in PUBLISHED.items():
             ax.axhline(f1e, color="grey", linestyle="--", linewidth=0.8)
@@ -215,6 +253,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     ap.add_argument("action", choices=["run", "collect"])
     ap.add_argument("--root", type=Path, default=ROOT)
     ap.add_argument("--name", help="run: the run folder's name under --root")
+    ap.add_argument("--train-sentences", type=int,
+                    help="run: train on a seeded sample of this many of the recipe's training sentences")
     ap.add_argument("--set", action="append", default=[], help="run: KEY=VALUE, a fit option without its -- (repeatable)")
     ap.add_argument("--idle-epoch-minutes", type=float, default=2.02,
                     help="collect: one recipe epoch's training minutes on an idle machine (for the frontier)")

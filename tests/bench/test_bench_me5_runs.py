@@ -112,3 +112,39 @@ def test_collect_draws_the_frontier_of_every_run_as_a_png(tmp_path: Path):
     png = (tmp_path / "out" / "me5_frontier.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
     assert "![dev F1e against idle minutes of training](me5_frontier.png)" in (tmp_path / "out" / "me5_runs.md").read_text(encoding="utf-8")
+
+
+def test_a_run_on_fewer_sentences_trains_on_a_seeded_sample_written_into_its_folder(tmp_path: Path,
+                                                                                    monkeypatch: pytest.MonkeyPatch):
+    from ner_lit.corpus.klue import read_klue_tsv
+
+    source = REPO / "ner_lit" / "sample" / "train.tsv"
+    monkeypatch.setattr(me5_runs, "recipe_train_file", lambda: source)
+    called = []
+    monkeypatch.setattr(me5_runs.subprocess, "call", lambda cmd, cwd: called.append(cmd) or 0)
+    with pytest.raises(SystemExit):
+        me5_runs.main(["run", "--root", str(tmp_path), "--name", "n20", "--train-sentences", "20"])
+    sample = tmp_path / "n20" / "train-20.tsv"
+    assert called[0][-2:] == ["--data.train_file", str(sample.resolve())]
+    everything = {s.id: s for s in read_klue_tsv(source)}
+    picked = read_klue_tsv(sample)
+    assert len(picked) == 20 and all(everything[s.id] == s for s in picked)
+    ids = list(everything)
+    assert [ids.index(s.id) for s in picked] == sorted(ids.index(s.id) for s in picked)
+    assert json.loads((tmp_path / "n20" / "subset.json").read_text(encoding="utf-8"))["sentences"] == 20
+    again = me5_runs.train_subset(tmp_path / "again", 20, source)
+    assert [s.id for s in read_klue_tsv(again)] == [s.id for s in picked]  # the same seed, the same sample
+
+
+def test_collect_names_a_subset_run_by_its_size_and_draws_it_at_its_share_of_the_minutes(tmp_path: Path):
+    version = fake_run(tmp_path / "runs", "n2500", 2, [(0, 1.0, 80.0, 70.0), (1, 2.0, 85.0, 75.0)])
+    (version.parent / "subset.json").write_text(json.dumps({"sentences": 2500, "of": 5000, "seed": 7}), encoding="utf-8")
+    me5_runs.main(["collect", "--root", str(tmp_path / "runs"), "--results", str(tmp_path / "out")])
+    (run,) = json.loads((tmp_path / "out" / "me5_runs.json").read_text(encoding="utf-8"))["runs"]
+    assert run["differs_from_recipe"]["data.train_file"] == "2500 of 5000 sentences"
+    assert run["train_fraction"] == 0.5
+
+
+def test_a_subset_larger_than_the_corpus_is_refused(tmp_path: Path):
+    with pytest.raises(SystemExit, match="--train-sentences 100000: expected 1 to"):
+        me5_runs.train_subset(tmp_path, 100_000, REPO / "ner_lit" / "sample" / "train.tsv")
