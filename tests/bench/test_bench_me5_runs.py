@@ -77,21 +77,21 @@ def test_a_new_run_starts_from_the_recipe_with_the_settings_given(tmp_path: Path
 
 
 def test_collect_reports_a_recipe_over_its_seeds_as_mean_and_spread(tmp_path: Path):
-    fake_run(tmp_path / "runs", "a-s7", 2, [(0, 2.0, 80.0, 70.0), (1, 4.0, 88.0, 80.0)], layer_decay=0.9)
-    fake_run(tmp_path / "runs", "a-s8", 2, [(0, 2.0, 80.0, 70.0), (1, 4.0, 89.0, 82.0)], layer_decay=0.9)
+    fake_run(tmp_path / "runs", "a-s7", 2, [(0, 2.0, 80.0, 70.0), (1, 4.0, 88.0, 80.0)], warmup_ratio=0.123)
+    fake_run(tmp_path / "runs", "a-s8", 2, [(0, 2.0, 80.0, 70.0), (1, 4.0, 89.0, 82.0)], warmup_ratio=0.123)
     (tmp_path / "runs" / "a-s8" / "version_0" / "config.yaml").write_text(
         (tmp_path / "runs" / "a-s8" / "version_0" / "config.yaml").read_text(encoding="utf-8")
         .replace("seed_everything: 7", "seed_everything: 8"), encoding="utf-8")
-    fake_run(tmp_path / "runs", "a-unfinished", 3, [(0, 2.0, 99.0, 99.0)], layer_decay=0.9)
+    fake_run(tmp_path / "runs", "a-unfinished", 3, [(0, 2.0, 99.0, 99.0)], warmup_ratio=0.123)
     fake_run(tmp_path / "runs", "b", 2, [(0, 2.0, 80.0, 70.0), (1, 4.0, 87.0, 79.0)])
     me5_runs.main(["collect", "--root", str(tmp_path / "runs"), "--results", str(tmp_path / "out")])
     recipes = json.loads((tmp_path / "out" / "me5_runs.json").read_text(encoding="utf-8"))["recipes"]
-    decay = next(g for g in recipes if g["differs_from_recipe"].get("model.layer_decay") == 0.9)
-    assert decay["runs"] == ["a-s7", "a-s8"] and decay["seeds"] == [7, 8]
-    assert decay["F1e_mean"] == pytest.approx(81.0) and decay["F1e_std"] == pytest.approx(2 ** 0.5)
-    assert decay["F1c_mean"] == pytest.approx(88.5)
+    varied = next(g for g in recipes if g["differs_from_recipe"].get("model.warmup_ratio") == 0.123)
+    assert varied["runs"] == ["a-s7", "a-s8"] and varied["seeds"] == [7, 8]
+    assert varied["F1e_mean"] == pytest.approx(81.0) and varied["F1e_std"] == pytest.approx(2 ** 0.5)
+    assert varied["F1c_mean"] == pytest.approx(88.5)
     table = (tmp_path / "out" / "me5_runs.md").read_text(encoding="utf-8")
-    assert "| model.layer_decay 0.9, trainer.max_epochs 2 | 7, 8 | 81.00 (1.41) | 88.50 (0.71) |" in table
+    assert "| model.warmup_ratio 0.123, trainer.max_epochs 2 | 7, 8 | 81.00 (1.41) | 88.50 (0.71) |" in table
 
 
 def test_run_resumes_from_the_newest_version_folder_by_number(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
