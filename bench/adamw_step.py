@@ -8,7 +8,10 @@ time forward + backward (batch start to ``on_before_optimizer_step``) and the op
 (from there to the batch's end: clipping and ``optimizer.step``); medians over the steps after
 the warm-up.
 
-    python bench/adamw_step.py [--steps 20] [--warmup 5] [--rounds 2] [--quick]
+    python bench/adamw_step.py [--steps 20] [--warmup 5] [--rounds 2] [--layer-decay 0.9] [--quick]
+
+``--layer-decay F`` adds a fourth fit to each round, fused AdamW with ``--model.layer_decay F``
+(per-layer parameter groups), and records what the groups add to a step.
 
 ``--quick`` uses the tiny reference model and a few steps (a smoke test; the figures mean nothing).
 """
@@ -18,7 +21,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -50,14 +53,14 @@ def step_clock():
     return StepClock()
 
 
-def fit(args, model_dir: Path, adamw: str) -> dict[str, float]:
+def fit(args, model_dir: Path, adamw: str, layer_decay: Optional[float] = None) -> dict[str, float]:
     """One fit with this AdamW implementation: medians over the steps after the warm-up."""
     import lightning.pytorch as pl
 
     pl.seed_everything(common.SEED, verbose=False)
     dm = common.make_datamodule(args, model_dir, batch_size=16)
     model = common.make_model(model_dir, learning_rate=2e-4, head_learning_rate=2e-3,
-                              freeze_word_embeddings=True, adamw=adamw)
+                              freeze_word_embeddings=True, adamw=adamw, layer_decay=layer_decay)
     clock = step_clock()
     trainer = common.pl_trainer(max_steps=args.warmup + args.steps, limit_val_batches=0, gradient_clip_val=1.0,
                                 callbacks=[clock])
@@ -68,10 +71,17 @@ def fit(args, model_dir: Path, adamw: str) -> dict[str, float]:
             "step_s": common.median(step), "optimizer_share": common.median([o / s for o, s in zip(optimizer, step)])}
 
 
+LAYER_DECAY = "fused_layer_decay"
+
+
+def variants(args) -> tuple[str, ...]:
+    return IMPLEMENTATIONS + ((LAYER_DECAY,) if args.layer_decay else ())
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per implementation, the median of its fits' figures."""
+    """Per implementation (and the layer-decay variant), the median of its fits' figures."""
     summary = {}
-    for adamw in IMPLEMENTATIONS:
+    for adamw in dict.fromkeys(run["adamw"] for run in runs):
         mine = [run for run in runs if run["adamw"] == adamw]
         summary[adamw] = {k: round(common.median([run[k] for run in mine]), 4)
                           for k in ("forward_backward_s", "optimizer_s", "step_s", "optimizer_share")}
@@ -83,6 +93,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="timed steps per fit")
     ap.add_argument("--warmup", type=int, default=5, help="steps per fit before the timed ones")
     ap.add_argument("--rounds", type=int, default=2, help="fits per implementation (orders alternate)")
+    ap.add_argument("--layer-decay", type=float, default=None,
+                    help="also fit fused AdamW with --model.layer_decay F (per-layer groups) in every round")
     ap.add_argument("--cache", type=Path, default=None, help="the pretrained-me5 build tool's wheel cache")
     args = ap.parse_args()
     if args.quick:
@@ -92,18 +104,22 @@ def main() -> None:
     record = common.start_record("adamw_step", args)
     runs: list[dict] = []
     for r in range(args.rounds):
-        for adamw in (IMPLEMENTATIONS if r % 2 == 0 else IMPLEMENTATIONS[::-1]):
-            result = fit(args, model_dir, adamw)
+        for adamw in (variants(args) if r % 2 == 0 else variants(args)[::-1]):
+            result = (fit(args, model_dir, "fused", args.layer_decay) if adamw == LAYER_DECAY
+                      else fit(args, model_dir, adamw))
             runs.append({"adamw": adamw, "round": r, **{k: round(v, 4) for k, v in result.items()}})
             print(json.dumps(runs[-1]))
     summary = summarize(runs)
     record.update(model=str(model_dir), setting={"batch_size": 16, "max_length": common.MAX_LENGTH, "precision": "fp32",
                                                  "gradient_clip_val": 1.0, "freeze_word_embeddings": True,
                                                  "warmup_steps": args.warmup, "timed_steps": args.steps,
-                                                 "rounds": args.rounds},
+                                                 "rounds": args.rounds, "layer_decay": args.layer_decay},
                   runs=runs, summary=summary,
                   optimizer_speedup_fused_over_for_loop=round(summary["for_loop"]["optimizer_s"]
                                                               / summary["fused"]["optimizer_s"], 2))
+    if args.layer_decay:
+        record["layer_decay_adds_to_the_optimizer_part_s"] = round(summary[LAYER_DECAY]["optimizer_s"]
+                                                                   - summary["fused"]["optimizer_s"], 4)
     print(json.dumps(summary, indent=2))
     common.write_record(record, args)
 

@@ -19,8 +19,11 @@ SCRIPTS = {
     "profile_step": {"achieved_gflops", "matmul_gflops", "fraction_of_matmul_peak", "train_top_ops", "eval_top_ops", "targets"},
     "precision": {"cpu", "matmul_gflops_2048", "sentences_per_s"},
     "serve_profile": {"runtime", "packing", "stages_p50_ms", "bare_forward_share_of_forward", "batching"},
-    "adamw_step": {"setting", "runs", "summary", "optimizer_speedup_fused_over_for_loop"},
+    "adamw_step": {"setting", "runs", "summary", "optimizer_speedup_fused_over_for_loop",
+                   "layer_decay_adds_to_the_optimizer_part_s"},
 }
+#: Options beyond --quick: the smoke run takes each optional path once.
+EXTRA = {"adamw_step": ["--layer-decay", "0.9"]}
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +37,7 @@ def results(klue_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_quick_run_writes_json(name: str, results: Path, klue_dir: Path) -> None:
     shared = klue_dir.parents[1]
     proc = subprocess.run([sys.executable, str(REPO / "bench" / f"{name}.py"), "--quick", "--shared", str(shared),
-                           "--results", str(results)], cwd=REPO, capture_output=True, text=True, timeout=600)
+                           "--results", str(results), *EXTRA.get(name, [])], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((results / f"{name}.json").read_text())
     missing = (COMMON | SCRIPTS[name]) - set(record)
