@@ -11,8 +11,8 @@ validation excluded), and writes bench/results/me5_runs.json, me5_runs.md and me
 
 Training minutes are wall-clock minutes: on a shared 2-core machine other work inflates them,
 so the table also gives each run's minutes per epoch, and the frontier is drawn against
-epochs x the idle per-epoch time of the recipe (``--idle-epoch-minutes``, measured in the
-first epoch of an idle run), scaled by the share of the sentences a run trains on.
+epochs x the idle per-epoch time of the recipe (``--idle-epoch-minutes``, measured on idle
+epochs of a run), scaled by the share of the sentences a run trains on.
 
 ``run --train-sentences N`` trains on a seeded sample of N of the recipe's training sentences
 (written into the run folder, with ``subset.json``): what more data would give is measured with less.
@@ -71,7 +71,7 @@ def train_subset(root: Path, sentences: int, source: Path, seed: int = 7) -> Pat
     if not target.exists():
         root.mkdir(parents=True, exist_ok=True)
         write_klue_tsv((everything[i] for i in keep), target)
-    common.write_json(root / SUBSET, {"sentences": sentences, "of": len(everything), "seed": seed, "source": common.rel(source)})
+    common.write_json(root / SUBSET, {"sentences": sentences, "of": len(everything), "seed": seed, "source": common.rel(source.resolve())})
     return target
 
 
@@ -199,7 +199,7 @@ def frontier_png(rec: dict[str, Any], target: Path) -> Optional[str]:
         ax.set_ylim(min(60.0, lowest - 2.0), 86)
         ax.set_xlabel(f"minutes of training on 2 idle cores (epochs x {rec['idle_epoch_minutes']})")
         ax.set_ylabel("KLUE dev F1e")
-        ax.set_title(f"multilingual-e5-small on 5,000 KLUE sentences, {rec['date'][:10]}", fontsize=9)
+        ax.set_title(f"multilingual-e5-small on KLUE train.tsv (5,000 sentences, or a sample: -nN), {rec['date'][:10]}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
@@ -257,8 +257,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     ap.add_argument("--train-sentences", type=int,
                     help="run: train on a seeded sample of this many of the recipe's training sentences")
     ap.add_argument("--set", action="append", default=[], help="run: KEY=VALUE, a fit option without its -- (repeatable)")
-    ap.add_argument("--idle-epoch-minutes", type=float, default=2.02,
-                    help="collect: one recipe epoch's training minutes on an idle machine (for the frontier)")
+    ap.add_argument("--idle-epoch-minutes", type=float, default=2.44,
+                    help="collect: one recipe epoch's training minutes on an idle machine, for the frontier "
+                         "(default: the median of 12 idle epochs of the 20-epoch run, 2026-12-07)")
     return ap.parse_args(argv)
 
 
