@@ -59,7 +59,8 @@ def fit(args, model_dir: Path, adamw: str, layer_decay: Optional[float] = None) 
 
     pl.seed_everything(common.SEED, verbose=False)
     dm = common.make_datamodule(args, model_dir, batch_size=16)
-    model = common.make_model(model_dir, learning_rate=2e-4, head_learning_rate=2e-3,
+    rates = common.recipe(common.REPO / "configs" / "me5.yaml")["model"]  # the rates change no cost, but stay the recipe's
+    model = common.make_model(model_dir, learning_rate=rates["learning_rate"], head_learning_rate=rates["head_learning_rate"],
                               freeze_word_embeddings=True, adamw=adamw, layer_decay=layer_decay)
     clock = step_clock()
     trainer = common.pl_trainer(max_steps=args.warmup + args.steps, limit_val_batches=0, gradient_clip_val=1.0,

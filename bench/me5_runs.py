@@ -33,8 +33,6 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench import common  # noqa: E402
@@ -51,7 +49,7 @@ SUBSET = "subset.json"
 
 
 def recipe_train_file() -> Path:
-    data = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))["data"]
+    data = common.recipe(RECIPE)["data"]
     return REPO / data["data_dir"] / data["train_file"]
 
 
@@ -114,7 +112,7 @@ def epochs(version: Path) -> list[dict[str, Any]]:
 
 
 def collect(args: argparse.Namespace) -> None:
-    recipe = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
+    recipe = common.recipe(RECIPE)
     runs = []
     for folder in sorted(p for p in args.root.iterdir() if p.is_dir()):
         # a resumed run logs into a new version folder: its epochs continue the earlier ones'
@@ -122,7 +120,7 @@ def collect(args: argparse.Namespace) -> None:
         if not versions:
             continue
         version = versions[0]
-        cfg = yaml.safe_load((version / "config.yaml").read_text(encoding="utf-8"))
+        cfg = common.recipe(version / "config.yaml")
         merged = {e["epoch"]: e for v in versions if (v / "metrics.csv").exists() for e in epochs(v)}
         per_epoch = [merged[k] for k in sorted(merged)]
         if not per_epoch:
@@ -188,7 +186,7 @@ def frontier_png(rec: dict[str, Any], target: Path) -> Optional[str]:
     fig, ax = plt.subplots(figsize=(8.0, 4.8), dpi=100)
     try:
         for r in rec["runs"]:
-            xs = [(e["epoch"] + 1) * rec["idle_epoch_minutes"] * r.get("train_fraction", 1.0) for e in r["epochs"]]
+            xs = [(e["epoch"] + 1) * rec["idle_epoch_minutes"] * r["train_fraction"] for e in r["epochs"]]
             ax.plot(xs, [e["F1e"] for e in r["epochs"]], marker="o", markersize=3, linewidth=1, label=r["name"])
         for name, f1e in PUBLISHED.items():
             ax.axhline(f1e, color="grey", linestyle="--", linewidth=0.8)
