@@ -113,8 +113,10 @@ def epochs(version: Path) -> list[dict[str, Any]]:
 
 def collect(args: argparse.Namespace) -> None:
     recipe = common.recipe(RECIPE)
+    record = common.start_record("me5_runs", argparse.Namespace(quick=False))
+    here = machine_summary(record["machine"])
     runs = []
-    for folder in sorted(p for p in args.root.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in args.root.iterdir() if p.is_dir()) if args.root.is_dir() else []:
         # a resumed run logs into a new version folder: its epochs continue the earlier ones'
         versions = sorted(folder.glob("version_*"), key=version_number)
         if not versions:
@@ -126,17 +128,21 @@ def collect(args: argparse.Namespace) -> None:
         if not per_epoch:
             continue
         settings = {f"{s}.{k}" if k else s: setting(cfg, s, k) for s, k in SHOWN}
+        if str(settings["trainer.precision"]).startswith("bf16") and not here["bf16"]:
+            settings["trainer.precision"] = "32-true"  # what the CLI falls back to without native bf16
         subset = json.loads((folder / SUBSET).read_text(encoding="utf-8")) if (folder / SUBSET).exists() else None
         if subset:  # the sample's own path names the run folder: what differs is its size
             settings["data.train_file"] = f"{subset['sentences']} of {subset['of']} sentences"
-        differs = {name: value for (section, key), (name, value) in zip(SHOWN, settings.items())
-                   if value != setting(recipe, section, key)}
+        differs = differs_from(settings, recipe)
         best = max(per_epoch, key=lambda e: e["F1c"])  # what ModelCheckpoint keeps (val_F1c, max)
         runs.append({"name": version.parent.name, "version": version.name, "settings": settings,
                      "differs_from_recipe": differs, "epochs": per_epoch, "best_by_F1c": best,
                      "train_fraction": subset["sentences"] / subset["of"] if subset else 1.0,
                      "finished": len(per_epoch) == settings["trainer.max_epochs"]})
-    record = common.start_record("me5_runs", argparse.Namespace(quick=False))
+    for r in runs:
+        r.update(machine=here, collected=record["date"])
+    runs = sorted(runs + kept_runs(common.results_dir(args) / "me5_runs.json", {r["name"] for r in runs}, recipe),
+                  key=lambda r: r["name"])
     record.update(root=common.rel(args.root), idle_epoch_minutes=args.idle_epoch_minutes, runs=runs,
                   recipes=over_seeds(runs))
     common.write_record(record, args)
@@ -145,6 +151,36 @@ def collect(args: argparse.Namespace) -> None:
         print(f"no frontier picture: {why}")
     common.write_text(common.results_dir(args) / "me5_runs.md", markdown(record))
     print(markdown(record))
+
+
+def differs_from(settings: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
+    """The shown settings whose value is not the recipe's (a run collected earlier is compared with today's recipe)."""
+    return {name: value for (section, key), (name, value) in zip(SHOWN, settings.items())
+            if value != setting(recipe, section, key)}
+
+
+def machine_summary(machine: dict[str, Any]) -> dict[str, Any]:
+    """What a run's minutes and precision depend on: the CPU, its cores and whether it has native bf16."""
+    return {"cpu": machine.get("cpu"), "cores": machine.get("cores"), "bf16": "avx512_bf16" in machine.get("isa", []),
+            "torch": machine.get("torch")}
+
+
+def kept_runs(previous: Path, present: set[str], recipe: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs an earlier ``collect`` recorded whose folders are not under ``--root`` now (run folders are
+    gigabytes and never committed; a fresh machine has none): kept as recorded, with the machine and
+    date of that record, so that a table and a frontier built over several machines lose no run."""
+    if not previous.exists():
+        return []
+    earlier = json.loads(previous.read_text(encoding="utf-8"))
+    kept = []
+    for r in earlier.get("runs", []):
+        if r["name"] in present:
+            continue
+        r = dict(r, differs_from_recipe=differs_from(r["settings"], recipe))
+        r.setdefault("machine", machine_summary(earlier.get("machine", {})))
+        r.setdefault("collected", earlier.get("date"))
+        kept.append(r)
+    return kept
 
 
 def over_seeds(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -210,6 +246,11 @@ def frontier_png(rec: dict[str, Any], target: Path) -> Optional[str]:
     return None
 
 
+def collected_on(run: dict[str, Any]) -> str:
+    machine = run.get("machine") or {}
+    return f"{str(run.get('collected') or '?')[:10]}, {'bf16' if machine.get('bf16') else 'no bf16'}"
+
+
 def markdown(rec: dict[str, Any]) -> str:
     date = _dt.date.fromisoformat(rec["date"][:10])
     lines = ["# multilingual-e5-small recipe runs (`bench/me5_runs.py collect`)", "",
@@ -219,8 +260,10 @@ def markdown(rec: dict[str, Any]) -> str:
              f"(validation excluded), inflated where other work shared the cores; idle, one epoch of the recipe "
              f"takes {rec['idle_epoch_minutes']} min.", "",
              "![dev F1e against idle minutes of training](me5_frontier.png)", "",
-             "| run | settings unlike configs/me5.yaml | epochs | best F1c | its F1e | last F1e | train min | min/epoch |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "Runs collected earlier whose folders are gone (a fresh machine has none) are kept as recorded; "
+             "'collected' says when and on what (bf16: the CPU has native bf16, so a bf16-mixed recipe ran in bf16).", "",
+             "| run | settings unlike configs/me5.yaml | epochs | best F1c | its F1e | last F1e | train min | min/epoch | collected |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rec["runs"]:
         last = r["epochs"][-1]
         minutes = last["train_minutes"]
@@ -229,7 +272,7 @@ def markdown(rec: dict[str, Any]) -> str:
         lines.append(f"| {r['name']} | {differs} | {len(r['epochs'])}{'' if r['finished'] else ' (running)'} | "
                      f"{r['best_by_F1c']['F1c']:.2f} | {r['best_by_F1c']['F1e']:.2f} | {last['F1e']:.2f} | "
                      f"{'-' if minutes is None else f'{minutes:.1f}'} | "
-                     f"{'-' if per is None else f'{per:.2f}'} |")
+                     f"{'-' if per is None else f'{per:.2f}'} | {collected_on(r)} |")
     lines += ["", "Recipes over seeds (finished runs that differ only in the seed; mean and sample std of the "
               "best checkpoint's dev F1):", "",
               "| settings unlike configs/me5.yaml | seeds | F1e mean (std) | F1c mean (std) |", "| --- | --- | ---: | ---: |"]

@@ -13,6 +13,13 @@ sys.path.insert(0, str(REPO))
 from bench import me5_runs  # noqa: E402
 
 HEADER = "epoch,step,train_minutes,val_F1c,val_F1e\n"
+BF16_CPU = {"cpu": "test CPU", "cores": 2, "isa": ["avx2", "avx512_bf16"], "torch": "2.13.0+cpu"}
+
+
+@pytest.fixture(autouse=True)
+def a_cpu_with_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Collected runs record the machine: the tables below do not depend on this one's."""
+    monkeypatch.setattr(me5_runs.common, "machine", lambda: dict(BF16_CPU))
 
 
 def fake_run(root: Path, name: str, max_epochs: int, rows: list[tuple[int, float, float, float]], version_dir: str = "version_0",
@@ -44,7 +51,8 @@ def test_collect_tables_every_run_with_its_settings_unlike_the_recipe(tmp_path: 
     assert runs["recipe"]["finished"] and not runs["lr1e-4"]["finished"]
     assert runs["lr1e-4"]["best_by_F1c"] == {"epoch": 1, "F1c": 86.5, "F1e": 77.5, "train_minutes": 4.3}
     table = (tmp_path / "out" / "me5_runs.md").read_text(encoding="utf-8")
-    assert "| lr1e-4 | model.learning_rate 0.0001 | 2 (running) | 86.50 | 77.50 | 77.50 | 4.3 | 2.15 |" in table
+    today = record["date"][:10]
+    assert f"| lr1e-4 | model.learning_rate 0.0001 | 2 (running) | 86.50 | 77.50 | 77.50 | 4.3 | 2.15 | {today}, bf16 |" in table
 
 
 def test_collect_joins_the_version_folders_of_a_resumed_run_into_one_row(tmp_path: Path):
@@ -148,3 +156,33 @@ def test_collect_names_a_subset_run_by_its_size_and_draws_it_at_its_share_of_the
 def test_a_subset_larger_than_the_corpus_is_refused(tmp_path: Path):
     with pytest.raises(SystemExit, match="--train-sentences 100000: expected 1 to"):
         me5_runs.train_subset(tmp_path, 100_000, REPO / "ner_lit" / "sample" / "train.tsv")
+
+
+def test_collect_keeps_the_runs_an_earlier_collect_recorded_whose_folders_are_gone(tmp_path: Path):
+    fake_run(tmp_path / "old-machine", "gone", 2, [(0, 2.0, 80.0, 70.0), (1, 4.0, 88.0, 80.0)], learning_rate=1e-4)
+    me5_runs.main(["collect", "--root", str(tmp_path / "old-machine"), "--results", str(tmp_path / "out")])
+    earlier = json.loads((tmp_path / "out" / "me5_runs.json").read_text(encoding="utf-8"))
+    fake_run(tmp_path / "runs", "new", 2, [(0, 2.0, 81.0, 71.0)])
+    me5_runs.main(["collect", "--root", str(tmp_path / "runs"), "--results", str(tmp_path / "out")])
+    runs = {r["name"]: r for r in json.loads((tmp_path / "out" / "me5_runs.json").read_text(encoding="utf-8"))["runs"]}
+    assert set(runs) == {"gone", "new"}
+    assert runs["gone"]["epochs"] == earlier["runs"][0]["epochs"] and runs["gone"]["collected"] == earlier["date"]
+    assert runs["gone"]["differs_from_recipe"] == {"trainer.max_epochs": 2, "model.learning_rate": 1e-4}
+
+
+def test_a_run_folder_that_is_present_replaces_its_earlier_record(tmp_path: Path):
+    fake_run(tmp_path / "runs", "long", 4, [(0, 2.0, 80.0, 70.0)])
+    me5_runs.main(["collect", "--root", str(tmp_path / "runs"), "--results", str(tmp_path / "out")])
+    fake_run(tmp_path / "runs", "long", 4, [(1, 4.0, 85.0, 75.0)], version_dir="version_1")
+    me5_runs.main(["collect", "--root", str(tmp_path / "runs"), "--results", str(tmp_path / "out")])
+    (run,) = json.loads((tmp_path / "out" / "me5_runs.json").read_text(encoding="utf-8"))["runs"]
+    assert [e["epoch"] for e in run["epochs"]] == [0, 1]
+
+
+def test_a_bf16_recipe_run_on_a_cpu_without_native_bf16_is_recorded_as_the_fp32_it_fell_back_to(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(me5_runs.common, "machine", lambda: dict(BF16_CPU, isa=["avx2"]))
+    fake_run(tmp_path / "runs", "recipe", 2, [(0, 2.0, 80.0, 70.0)])
+    me5_runs.main(["collect", "--root", str(tmp_path / "runs"), "--results", str(tmp_path / "out")])
+    (run,) = json.loads((tmp_path / "out" / "me5_runs.json").read_text(encoding="utf-8"))["runs"]
+    assert run["differs_from_recipe"] == {"trainer.max_epochs": 2, "trainer.precision": "32-true"} and run["machine"]["bf16"] is False
