@@ -54,7 +54,7 @@ class NERModel(pl.LightningModule):
         num_layers: int = 4,
         num_heads: int = 4,
         intermediate_size: Optional[int] = None,
-        dropout: float = 0.1,
+        dropout: Optional[float] = None,
         head: Literal["softmax", "crf"] = "softmax",
         learning_rate: float = 5e-5,
         weight_decay: float = 0.01,
@@ -78,7 +78,7 @@ class NERModel(pl.LightningModule):
             num_layers: Scratch BERT: transformer layers.
             num_heads: Scratch BERT: attention heads.
             intermediate_size: Scratch BERT: feed-forward size (default 4 x hidden_size).
-            dropout: Scratch BERT: hidden and attention dropout.
+            dropout: Hidden and attention dropout of the encoder; None keeps a pretrained encoder's own (0.1 for a scratch BERT).
             head: ``softmax`` scores each position's tag on its own (decoded by the IOB2 Viterbi);
                 ``crf`` adds a linear-chain CRF over the positions: learned transition scores, trained
                 by sequence likelihood, decoded by the same constrained Viterbi with them

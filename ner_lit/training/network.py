@@ -14,6 +14,25 @@ from typing import Any, Callable
 from ner_lit.checkpoint.spec import TaggerSpec
 from ner_lit.training.settings import ModelError, NetworkSettings
 
+#: A scratch BERT's hidden and attention dropout when ``--model.dropout`` is not given (BERT's own).
+SCRATCH_DROPOUT = 0.1
+#: The config fields that hold an encoder's hidden and attention dropout, by family: BERT, RoBERTa,
+#: XLM-R, ELECTRA, DeBERTa (``hidden_dropout_prob``, ``attention_probs_dropout_prob``), DistilBERT
+#: (``dropout``, ``attention_dropout``). The token-classification head's own ``classifier_dropout``
+#: is left as the config has it (BERT's falls back to ``hidden_dropout_prob`` when unset).
+DROPOUT_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout")
+
+
+def set_dropout(config: Any, p: float, name: str) -> None:
+    """Set every dropout field ``config`` has to ``p``; an encoder with none of them is refused rather
+    than trained at a dropout the user did not ask for."""
+    fields = [f for f in DROPOUT_FIELDS if type(getattr(config, f, None)) in (int, float)]
+    if not fields:
+        raise ModelError(f"--model.dropout {p}: the {name} config ({type(config).__name__}) has none of the dropout "
+                         f"fields ner_lit sets ({', '.join(DROPOUT_FIELDS)}); leave --model.dropout unset")
+    for f in fields:
+        setattr(config, f, p)
+
 
 def build_network(spec: TaggerSpec, settings: NetworkSettings, tokenizer: Callable[[], Any]) -> tuple[Any, TaggerSpec]:
     """The network for ``spec`` and the spec that records it (its config, name and where its weights came from).
@@ -30,6 +49,8 @@ def build_network(spec: TaggerSpec, settings: NetworkSettings, tokenizer: Callab
         try:
             config = AutoConfig.from_pretrained(settings.pretrained, num_labels=spec.num_outputs, id2label=id2label,
                                                 label2id=label2id)
+            if settings.dropout is not None:
+                set_dropout(config, settings.dropout, settings.pretrained)
             model = AutoModelForTokenClassification.from_pretrained(settings.pretrained, config=config,
                                                                     ignore_mismatched_sizes=True)
         except OSError as exc:
@@ -47,7 +68,7 @@ def build_network(spec: TaggerSpec, settings: NetworkSettings, tokenizer: Callab
             num_heads=settings.num_heads, intermediate_size=settings.intermediate_size,
             pad_token_id=tok.pad_token_id or 0,
         )
-        config.hidden_dropout_prob = config.attention_probs_dropout_prob = settings.dropout
+        set_dropout(config, SCRATCH_DROPOUT if settings.dropout is None else settings.dropout, "scratch-bert")
         model = AutoModelForTokenClassification.from_config(config)
     if model.config.num_labels != spec.num_outputs:
         raise ModelError(f"the model has {model.config.num_labels} outputs, the data's labels and tagging "

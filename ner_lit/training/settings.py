@@ -37,12 +37,14 @@ class NetworkSettings:
     num_layers: int = 4
     num_heads: int = 4
     intermediate_size: Optional[int] = None
-    dropout: float = 0.1
+    dropout: Optional[float] = None
     head: Literal["softmax", "crf"] = "softmax"
 
     def __post_init__(self) -> None:
         if self.head not in ("softmax", "crf"):
             raise ModelError(f"--model.head {self.head!r}: expected softmax or crf")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ModelError(f"--model.dropout {self.dropout}: expected a probability in [0, 1), e.g. 0.1")
 
 
 @dataclass(frozen=True)

@@ -232,6 +232,7 @@ def test_checkpoint_model_config_rebuilds_the_network(checkpoint: dict) -> None:
     section = checkpoint["ner_lit"]
     config = AutoConfig.for_model(**section["model_config"])
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (64, 1, 2)
+    assert config.hidden_dropout_prob == config.attention_probs_dropout_prob == 0.1  # a scratch BERT's, --model.dropout unset
     slots, labels = section["char_slots"], section["labels"]  # a char tagger: a row of labels per character slot
     assert [config.id2label[i] for i in range(config.num_labels)] == [f"{lab}@{k}" for k in range(slots) for lab in labels]
     model = AutoModelForTokenClassification.from_config(config)
@@ -287,6 +288,28 @@ def test_a_pretrained_model_is_fine_tuned_in_train_mode(tiny_model_dir, tmp_path
     probe = _ModesAtFirstStep()
     fit_tiny_pretrained(tiny_model_dir, tmp_path, probe)
     assert probe.in_eval == []
+
+
+@pytest.mark.parametrize("dropout", [None, 0.3])
+def test_model_dropout_sets_a_pretrained_encoders_hidden_and_attention_dropout(tiny_model_dir, tmp_path, dropout) -> None:
+    own = AutoConfig.from_pretrained(tiny_model_dir)
+    model, _ = fit_tiny_pretrained(tiny_model_dir, tmp_path, pl.Callback(), steps=1, dropout=dropout)
+    expected = own.hidden_dropout_prob if dropout is None else dropout  # unset: the encoder's own
+    config = model.model.config
+    assert (config.hidden_dropout_prob, config.attention_probs_dropout_prob) == (
+        expected, own.attention_probs_dropout_prob if dropout is None else dropout)
+    layer = model.model.base_model.encoder.layer[0]
+    assert layer.output.dropout.p == expected and layer.attention.output.dropout.p == expected
+    assert model.spec.model_config["hidden_dropout_prob"] == expected  # what the tagger record rebuilds
+
+
+def test_model_dropout_on_an_encoder_config_without_dropout_fields_is_refused() -> None:
+    from transformers import PretrainedConfig
+
+    from ner_lit.training.network import set_dropout
+
+    with pytest.raises(ModelError, match=r"--model.dropout 0.2: the enc config \(\w+\) has none of the dropout fields"):
+        set_dropout(PretrainedConfig(), 0.2, "enc")
 
 
 def test_checkpoint_section_records_the_monitored_score_and_the_weights_digest(
