@@ -62,7 +62,6 @@ class Span:
 
 def ends_in_particle(extra: str) -> bool:
     """Whether the characters a too-long entity has past the gold end are a particle (or two)."""
-    extra = "".join(extra.split())
     return bool(extra) and (extra in PARTICLES or any(extra[:k] in PARTICLES and extra[k:] in PARTICLES
                                                       for k in range(1, len(extra))))
 
@@ -145,7 +144,7 @@ class EntityErrors(Metric):
                 if kind in ("wrong_type", "type_and_boundary") and p is not None:
                     confusions[g.type, p.type] += 1
                     self._keep(f"{self.types[g.type]} -> {self.types[p.type]}", sid, text, show, g, p)
-                if kind == "too_long" and p is not None and ends_in_particle(show.between(g.end, p.end)):
+                if kind == "too_long" and p is not None and ends_in_particle(show.attached_tail(g, p)):
                     kinds[g.type, KINDS.index("too_long_particle")] += 1
                     self._keep("too_long_particle", sid, text, show, g, p)
                 self._keep(kind, sid, text, show, g, p)
@@ -208,6 +207,15 @@ class _Shower:
         if start >= end:
             return ""
         return self.text[int(self.where[start]): int(self.where[end - 1]) + 1]
+
+    def attached_tail(self, gold: Span, pred: Span) -> str:
+        """What a too-long prediction has past the gold end, if it could be a particle: written on to the
+        entity's last word (no space between) and up to that word's end ("" otherwise). So ``안 의``
+        predicted in ``안 의사`` for the gold ``안``, or ``5월 이`` in ``5월 이후``, is not counted."""
+        start, end = int(self.where[gold.end - 1]) + 1, int(self.where[pred.end - 1]) + 1
+        tail = self.text[start:end]
+        follows = self.text[end] if end < len(self.text) else " "
+        return "" if any(c.isspace() for c in tail) or follows.isalnum() else tail
 
     def entity(self, span: Optional[Span]) -> Optional[str]:
         return None if span is None else f"{self.between(span.start, span.end)} ({self.types[span.type]})"

@@ -36,6 +36,17 @@ def test_particles_are_recognised_after_the_entity(extra: str, expected: bool) -
     assert ends_in_particle(extra) is expected
 
 
+@pytest.mark.parametrize("text,gold,pred", [
+    ("안 의사가 왔다", "POOOOO", "PpOOOO"),  # `안 의` of `안 의사`: the extra starts a new word
+    ("김철수는 왔다", "PppOOO", "PppppO"),  # `김철수는 왔`: past the space
+    ("서울이후", "LlOO", "LllO"),  # `서울이` of `서울이후`: the word goes on
+])
+def test_a_too_long_entity_is_no_particle_error_unless_the_extra_ends_its_own_word(text: str, gold: str, pred: str) -> None:
+    result = analysed(text, gold, pred)
+    counts = result["per_type"]["LC" if gold.startswith("L") else "PS"]
+    assert counts["too_long"] == 1 and counts["too_long_particle"] == 0
+
+
 def test_an_entity_that_swallowed_its_particle_is_too_long_and_ends_in_a_particle() -> None:
     result = analysed("김철수는 왔다", "PppOOO", "PpppOO")  # scored: 김철수는왔다
     assert result["per_type"]["PS"]["too_long"] == 1
