@@ -8,10 +8,15 @@ time forward + backward (batch start to ``on_before_optimizer_step``) and the op
 (from there to the batch's end: clipping and ``optimizer.step``); medians over the steps after
 the warm-up.
 
-    python bench/adamw_step.py [--steps 20] [--warmup 5] [--rounds 2] [--layer-decay 0.9] [--quick]
+    python bench/adamw_step.py [--steps 20] [--warmup 5] [--rounds 2] [--layer-decay 0.9] [--word-embeddings]
+                               [--implementations fused foreach for_loop] [--quick]
 
-``--layer-decay F`` adds a fourth fit to each round, fused AdamW with ``--model.layer_decay F``
-(per-layer parameter groups), and records what the groups add to a step.
+``--layer-decay F`` adds a fit to each round, fused AdamW with ``--model.layer_decay F``
+(per-layer parameter groups), and records what the groups add to a step. ``--word-embeddings``
+adds two, fused AdamW with the word embeddings trained: row by row
+(``--model.sparse_word_embeddings true``: a sparse gradient and its own lazy Adam) and dense
+(``--model.freeze_word_embeddings false``: AdamW over the whole table); the table's own step
+then counts in the optimizer part. ``--implementations fused`` leaves the other two out.
 
 ``--quick`` uses the tiny reference model and a few steps (a smoke test; the figures mean nothing).
 """
@@ -21,7 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -53,15 +58,15 @@ def step_clock():
     return StepClock()
 
 
-def fit(args, model_dir: Path, adamw: str, layer_decay: Optional[float] = None) -> dict[str, float]:
-    """One fit with this AdamW implementation: medians over the steps after the warm-up."""
+def fit(args, model_dir: Path, adamw: str, **settings: Any) -> dict[str, float]:
+    """One fit with this AdamW implementation (and ``settings`` unlike the recipe's): medians over the steps after the warm-up."""
     import lightning.pytorch as pl
 
     pl.seed_everything(common.SEED, verbose=False)
     dm = common.make_datamodule(args, model_dir, batch_size=16)
     rates = common.recipe(common.REPO / "configs" / "me5.yaml")["model"]  # the rates change no cost, but stay the recipe's
-    model = common.make_model(model_dir, learning_rate=rates["learning_rate"], head_learning_rate=rates["head_learning_rate"],
-                              freeze_word_embeddings=True, adamw=adamw, layer_decay=layer_decay)
+    model = common.make_model(model_dir, **{"learning_rate": rates["learning_rate"], "head_learning_rate": rates["head_learning_rate"],
+                                            "freeze_word_embeddings": True, "adamw": adamw, **settings})
     clock = step_clock()
     trainer = common.pl_trainer(max_steps=args.warmup + args.steps, limit_val_batches=0, gradient_clip_val=1.0,
                                 callbacks=[clock])
@@ -73,10 +78,19 @@ def fit(args, model_dir: Path, adamw: str, layer_decay: Optional[float] = None) 
 
 
 LAYER_DECAY = "fused_layer_decay"
+#: The word-embedding variants (``--word-embeddings``): their settings unlike the recipe's frozen table.
+EMBEDDINGS = {"fused_sparse_embeddings": {"freeze_word_embeddings": False, "sparse_word_embeddings": True},
+              "fused_trained_embeddings": {"freeze_word_embeddings": False}}
 
 
-def variants(args) -> tuple[str, ...]:
-    return IMPLEMENTATIONS + ((LAYER_DECAY,) if args.layer_decay else ())
+def variants(args) -> dict[str, dict[str, Any]]:
+    """Each fit of a round by name: its AdamW implementation and settings."""
+    out: dict[str, dict[str, Any]] = {name: {"adamw": name} for name in args.implementations}
+    if args.layer_decay:
+        out[LAYER_DECAY] = {"adamw": "fused", "layer_decay": args.layer_decay}
+    if args.word_embeddings:
+        out.update({name: {"adamw": "fused", **settings} for name, settings in EMBEDDINGS.items()})
+    return out
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -96,6 +110,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="fits per implementation (orders alternate)")
     ap.add_argument("--layer-decay", type=float, default=None,
                     help="also fit fused AdamW with --model.layer_decay F (per-layer groups) in every round")
+    ap.add_argument("--word-embeddings", action="store_true",
+                    help="also fit fused AdamW with the word embeddings trained row by row (sparse) and dense, in every round")
+    ap.add_argument("--implementations", nargs="+", choices=IMPLEMENTATIONS, default=list(IMPLEMENTATIONS),
+                    help="the AdamW implementations fitted with the recipe's frozen table (default: all three)")
     ap.add_argument("--cache", type=Path, default=None, help="the pretrained-me5 build tool's wheel cache")
     args = ap.parse_args()
     if args.quick:
@@ -105,9 +123,9 @@ def main() -> None:
     record = common.start_record("adamw_step", args)
     runs: list[dict] = []
     for r in range(args.rounds):
-        for adamw in (variants(args) if r % 2 == 0 else variants(args)[::-1]):
-            result = (fit(args, model_dir, "fused", args.layer_decay) if adamw == LAYER_DECAY
-                      else fit(args, model_dir, adamw))
+        names = list(variants(args))
+        for adamw in (names if r % 2 == 0 else names[::-1]):
+            result = fit(args, model_dir, **variants(args)[adamw])
             runs.append({"adamw": adamw, "round": r, **{k: round(v, 4) for k, v in result.items()}})
             print(json.dumps(runs[-1]))
     summary = summarize(runs)
@@ -115,10 +133,12 @@ def main() -> None:
                                                  "gradient_clip_val": 1.0, "freeze_word_embeddings": True,
                                                  "warmup_steps": args.warmup, "timed_steps": args.steps,
                                                  "rounds": args.rounds, "layer_decay": args.layer_decay},
-                  runs=runs, summary=summary,
-                  optimizer_speedup_fused_over_for_loop=round(summary["for_loop"]["optimizer_s"]
-                                                              / summary["fused"]["optimizer_s"], 2))
-    if args.layer_decay:
+                  runs=runs, summary=summary)
+    if {"for_loop", "fused"} <= set(summary):
+        record["optimizer_speedup_fused_over_for_loop"] = round(summary["for_loop"]["optimizer_s"] / summary["fused"]["optimizer_s"], 2)
+    if args.word_embeddings and "fused" in summary:
+        record["step_over_frozen"] = {name: round(summary[name]["step_s"] / summary["fused"]["step_s"], 2) for name in EMBEDDINGS}
+    if args.layer_decay and "fused" in summary:
         record["layer_decay_adds_to_the_optimizer_part_s"] = round(summary[LAYER_DECAY]["optimizer_s"]
                                                                    - summary["fused"]["optimizer_s"], 4)
     print(json.dumps(summary, indent=2))

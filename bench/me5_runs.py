@@ -42,7 +42,8 @@ RECIPE = REPO / "configs" / "me5.yaml"
 #: The settings a run's table row shows (section, key).
 SHOWN = [("seed_everything", None), ("data", "train_file"), ("trainer", "max_epochs"), ("trainer", "precision"), ("model", "head"),
          ("model", "learning_rate"), ("model", "head_learning_rate"), ("model", "layer_decay"), ("model", "warmup_ratio"), ("model", "schedule"),
-         ("model", "freeze_word_embeddings"), ("data", "batch_size"), ("data", "max_length")]
+         ("model", "freeze_word_embeddings"), ("model", "sparse_word_embeddings"), ("model", "dropout"),
+         ("data", "batch_size"), ("data", "max_length")]
 
 
 SUBSET = "subset.json"
@@ -127,7 +128,10 @@ def collect(args: argparse.Namespace) -> None:
         per_epoch = [merged[k] for k in sorted(merged)]
         if not per_epoch:
             continue
-        settings = {f"{s}.{k}" if k else s: setting(cfg, s, k) for s, k in SHOWN}
+        # a model option the saved config does not hold did not exist yet: the run had its default
+        settings = {f"{s}.{k}" if k else s: setting(cfg, s, k) for s, k in SHOWN if s != "model" or k in cfg["model"]}
+        if "sparse_word_embeddings" not in cfg["model"] and cfg["model"].get("pretrained"):
+            settings["model.dropout"] = None  # saved before --model.dropout reached pretrained encoders: theirs ran
         if str(settings["trainer.precision"]).startswith("bf16") and not here["bf16"]:
             settings["trainer.precision"] = "32-true"  # what the CLI falls back to without native bf16
         subset = json.loads((folder / SUBSET).read_text(encoding="utf-8")) if (folder / SUBSET).exists() else None
@@ -154,9 +158,28 @@ def collect(args: argparse.Namespace) -> None:
 
 
 def differs_from(settings: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
-    """The shown settings whose value is not the recipe's (a run collected earlier is compared with today's recipe)."""
-    return {name: value for (section, key), (name, value) in zip(SHOWN, settings.items())
-            if value != setting(recipe, section, key)}
+    """The shown settings whose value is not the recipe's (a run collected earlier is compared with today's recipe;
+    a setting it did not record is left out). Where the recipe leaves a model option out, its default is the recipe's."""
+    out = {}
+    for section, key in SHOWN:
+        name = f"{section}.{key}" if key else section
+        if name not in settings:
+            continue
+        expected = setting(recipe, section, key)
+        if section == "model" and key not in (recipe.get("model") or {}):
+            expected = model_default(key)
+        if settings[name] != expected:
+            out[name] = settings[name]
+    return out
+
+
+def model_default(option: str) -> Any:
+    """``NERModel``'s default for ``--model.<option>`` (what a run's saved config writes when the recipe is silent)."""
+    import inspect
+
+    from ner_lit.training.model import NERModel
+
+    return inspect.signature(NERModel.__init__).parameters[option].default
 
 
 def machine_summary(machine: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from ner_lit.training.optimization import clip_unscaled, configure_adamw
 from ner_lit.training.report import scored, write_error_analysis, write_report
 from ner_lit.training.section import read_section, write_section
 from ner_lit.training.settings import ADAMW_IMPLEMENTATIONS, ModelError, NetworkSettings, OptimizerSettings
+from ner_lit.training.sparse_embeddings import SparseWordEmbeddings
 
 __all__ = ["ADAMW_IMPLEMENTATIONS", "ModelError", "NERModel"]
 
@@ -62,6 +63,7 @@ class NERModel(pl.LightningModule):
         schedule: Literal["linear", "constant"] = "linear",
         adam_epsilon: float = 1e-8,
         freeze_word_embeddings: bool = False,
+        sparse_word_embeddings: bool = False,
         head_learning_rate: Optional[float] = None,
         layer_decay: Optional[float] = None,
         adamw: Literal["fused", "foreach", "for_loop"] = "fused",
@@ -94,6 +96,9 @@ class NERModel(pl.LightningModule):
                 state. For large-vocabulary encoders (an XLM-R vocabulary is most of a small model's
                 weights), this saves the optimizer memory and step time of rows that mostly never
                 occur in the training data; positions, LayerNorms and the layers still train.
+            sparse_word_embeddings: Train the input word embeddings row by row: each step updates only the rows its
+                batch used, by their own lazy Adam (no weight decay, the embeddings' rate), at close to the frozen
+                speed; the optimizer state is still two copies of the table (:mod:`ner_lit.training.sparse_embeddings`).
             head_learning_rate: Peak learning rate of the classification head (the parameters outside
                 the encoder), on the same warmup and decay; None uses ``learning_rate``. A freshly
                 initialised head often wants a higher rate than the pretrained encoder.
@@ -106,7 +111,7 @@ class NERModel(pl.LightningModule):
         super().__init__()
         self.optimization = OptimizerSettings(
             learning_rate=learning_rate, weight_decay=weight_decay, warmup_ratio=warmup_ratio, schedule=schedule,
-            adam_epsilon=adam_epsilon, freeze_word_embeddings=freeze_word_embeddings,
+            adam_epsilon=adam_epsilon, freeze_word_embeddings=freeze_word_embeddings, sparse_word_embeddings=sparse_word_embeddings,
             head_learning_rate=head_learning_rate, layer_decay=layer_decay, adamw=adamw)
         self.network = NetworkSettings(pretrained=pretrained, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
                                        intermediate_size=intermediate_size, dropout=dropout, head=head)
@@ -138,8 +143,10 @@ class NERModel(pl.LightningModule):
         self._tokenizer, self._aligner = data.tokenizer, data.aligner
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        """The hand-over of the data (:mod:`ner_lit.training.handover`), so that a plain ``Trainer`` gets it as the CLI does."""
-        return [] if any(isinstance(c, DataHandover) for c in self.trainer.callbacks) else [DataHandover()]
+        """The hand-over of the data (:mod:`ner_lit.training.handover`), so that a plain ``Trainer`` gets it as the CLI
+        does, and the row-by-row training of the word embeddings where asked for."""
+        sparse = [SparseWordEmbeddings()] if self.optimization.sparse_word_embeddings else []
+        return sparse + ([] if any(isinstance(c, DataHandover) for c in self.trainer.callbacks) else [DataHandover()])
 
     @property
     def tokenizer(self):
@@ -186,14 +193,7 @@ class NERModel(pl.LightningModule):
         return configure_adamw(self.model, self.optimization, self.trainer.estimated_stepping_batches, self.crf)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        """Clip as Lightning does, also for the fused AdamW under bf16-mixed.
-
-        Lightning refuses to clip gradients under mixed precision for an optimizer that could
-        unscale them itself (the fused AdamW declares it can), because an fp16 loss scaler's
-        gradients would be clipped while still scaled. bf16 has no scaler: the gradients are
-        the true ones, so they are clipped here over the optimizer's parameters, as Lightning
-        clips them in fp32.
-        """
+        """Clip as Lightning does, also for the fused AdamW under bf16-mixed, which Lightning refuses (see ``clip_unscaled``)."""
         plugin = self.trainer.precision_plugin if self._trainer is not None else None
         if (gradient_clip_val and getattr(plugin, "scaler", None) is None
                 and getattr(optimizer, "_step_supports_amp_scaling", False)):

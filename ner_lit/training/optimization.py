@@ -55,9 +55,11 @@ def param_groups(model: torch.nn.Module, settings: OptimizerSettings,
     head_rate = settings.learning_rate if settings.head_learning_rate is None else settings.head_learning_rate
     head = (1 << 30, "head", head_rate) if named else (0, "encoder", settings.learning_rate)
     encoder = encoder_rates(model.base_model, settings)
+    # a table trained row by row has its own optimizer (training.sparse_embeddings)
+    apart = {id(model.get_input_embeddings().weight)} if settings.sparse_word_embeddings else set()
     groups: dict[tuple[int, str, float, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        if p.requires_grad:
+        if p.requires_grad and id(p) not in apart:
             groups.setdefault((*encoder.get(id(p), head), name.endswith(NO_DECAY)), []).append(p)
     if extra_head is not None:
         groups.setdefault((*head, True), []).extend(p for p in extra_head.parameters() if p.requires_grad)
@@ -94,7 +96,13 @@ def configure_adamw(model: torch.nn.Module, settings: OptimizerSettings, total_s
 
 
 def clip_unscaled(optimizer: torch.optim.Optimizer, value: float, algorithm: Optional[str]) -> None:
-    """Clip the gradients of the optimizer's parameters as they are (no loss scaler has scaled them)."""
+    """Clip the gradients of the optimizer's parameters as they are (no loss scaler has scaled them).
+
+    Lightning refuses to clip gradients under mixed precision for an optimizer that could unscale
+    them itself (the fused AdamW declares it can), because an fp16 loss scaler's gradients would be
+    clipped while still scaled. bf16 has no scaler: the gradients are the true ones, so
+    ``NERModel`` clips them here over the optimizer's parameters, as Lightning clips them in fp32.
+    """
     params = [p for group in optimizer.param_groups for p in group["params"]]
     if algorithm == "value":
         torch.nn.utils.clip_grad_value_(params, value)

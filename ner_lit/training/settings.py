@@ -57,6 +57,7 @@ class OptimizerSettings:
     schedule: Literal["linear", "constant"] = "linear"
     adam_epsilon: float = 1e-8
     freeze_word_embeddings: bool = False
+    sparse_word_embeddings: bool = False
     head_learning_rate: Optional[float] = None
     layer_decay: Optional[float] = None
     adamw: Literal["fused", "foreach", "for_loop"] = "fused"
@@ -64,6 +65,9 @@ class OptimizerSettings:
     def __post_init__(self) -> None:
         if self.adamw not in ADAMW_IMPLEMENTATIONS:
             raise ModelError(f"--model.adamw {self.adamw!r}: expected one of {', '.join(ADAMW_IMPLEMENTATIONS)}")
+        if self.freeze_word_embeddings and self.sparse_word_embeddings:
+            raise ModelError("--model.freeze_word_embeddings and --model.sparse_word_embeddings: the table is either "
+                             "frozen or trained row by row; set one of them")
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
             raise ModelError(f"--model.layer_decay {self.layer_decay}: expected a factor in (0, 1], "
                              "e.g. 0.9 (each layer down runs at 0.9 x the rate of the one above)")

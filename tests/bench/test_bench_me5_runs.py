@@ -186,3 +186,14 @@ def test_a_bf16_recipe_run_on_a_cpu_without_native_bf16_is_recorded_as_the_fp32_
     me5_runs.main(["collect", "--root", str(tmp_path / "runs"), "--results", str(tmp_path / "out")])
     (run,) = json.loads((tmp_path / "out" / "me5_runs.json").read_text(encoding="utf-8"))["runs"]
     assert run["differs_from_recipe"] == {"trainer.max_epochs": 2, "trainer.precision": "32-true"} and run["machine"]["bf16"] is False
+
+
+def test_options_a_run_predates_are_no_difference_and_newer_ones_are(tmp_path: Path):
+    fake_run(tmp_path / "runs", "old", 2, [(0, 2.0, 80.0, 70.0)], dropout=0.1)  # written before dropout reached pretrained encoders
+    fake_run(tmp_path / "runs", "new", 2, [(0, 2.0, 80.0, 70.0)], dropout=0.2, sparse_word_embeddings=True,
+             freeze_word_embeddings=False)
+    me5_runs.main(["collect", "--root", str(tmp_path / "runs"), "--results", str(tmp_path / "out")])
+    runs = {r["name"]: r for r in json.loads((tmp_path / "out" / "me5_runs.json").read_text(encoding="utf-8"))["runs"]}
+    assert runs["old"]["differs_from_recipe"] == {"trainer.max_epochs": 2}
+    assert runs["new"]["differs_from_recipe"] == {"trainer.max_epochs": 2, "model.freeze_word_embeddings": False,
+                                                  "model.sparse_word_embeddings": True, "model.dropout": 0.2}

@@ -20,10 +20,10 @@ SCRIPTS = {
     "precision": {"cpu", "matmul_gflops_2048", "sentences_per_s"},
     "serve_profile": {"runtime", "packing", "stages_p50_ms", "bare_forward_share_of_forward", "batching"},
     "adamw_step": {"setting", "runs", "summary", "optimizer_speedup_fused_over_for_loop",
-                   "layer_decay_adds_to_the_optimizer_part_s"},
+                   "layer_decay_adds_to_the_optimizer_part_s", "step_over_frozen"},
 }
 #: Options beyond --quick: the smoke run takes each optional path once.
-EXTRA = {"adamw_step": ["--layer-decay", "0.9"]}
+EXTRA = {"adamw_step": ["--layer-decay", "0.9", "--word-embeddings"]}
 
 pytestmark = pytest.mark.slow
 

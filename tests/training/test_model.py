@@ -401,3 +401,54 @@ def test_fused_adamw_clips_gradients_under_bf16_mixed(tiny_model_dir, tmp_path) 
         norms[clip] = probe.norms
     assert max(norms[None]) > 1.0  # unclipped, the gradients are larger than the limit
     assert max(norms[1.0]) <= 1.0 + 1e-4, norms
+
+
+# --------------------------------------------------------------------------- word embeddings trained row by row
+class _BatchesAndRates(pl.Callback):
+    """The token ids each training batch used, and each step's embedding rates (the table's and AdamW's)."""
+
+    def __init__(self) -> None:
+        self.ids: set[int] = set()
+        self.rates: list[tuple[float, float]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.ids |= set(batch["input_ids"].unique().tolist())
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.adamw = next(g for g in optimizer.param_groups if g["name"] == "embeddings")["lr"]  # this step's
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        sparse = next(c for c in trainer.callbacks if type(c).__name__ == "SparseWordEmbeddings")
+        self.rates.append((sparse.optimizer.param_groups[0]["lr"], self.adamw))
+
+
+def test_sparse_word_embeddings_move_exactly_the_rows_the_batches_used(tiny_model_dir, tmp_path) -> None:
+    before = AutoModelForTokenClassification.from_pretrained(tiny_model_dir).get_input_embeddings().weight.detach()
+    probe = _BatchesAndRates()
+    model, trainer = fit_tiny_pretrained(tiny_model_dir, tmp_path, probe, steps=3, sparse_word_embeddings=True, layer_decay=0.5)
+    table = model.model.get_input_embeddings()
+    moved = {int(i) for i in torch.nonzero((table.weight.detach() != before).any(dim=1)).flatten()}
+    assert moved and moved <= probe.ids and len(moved) >= 0.9 * len(probe.ids - {model.tokenizer.pad_token_id})
+    assert all(id(table.weight) not in {id(p) for p in g["params"]} for g in trainer.optimizers[0].param_groups)
+    assert len(probe.rates) == 3 and all(r == pytest.approx(a) for r, a in probe.rates)  # AdamW's rate for the layer
+    assert probe.rates[0][0] > probe.rates[1][0] > probe.rates[2][0]  # decaying, as the schedule says
+    assert table.sparse is False  # the trained network is the plain one
+
+
+def test_sparse_word_embeddings_keep_their_optimizer_state_in_the_checkpoint(tiny_model_dir, tmp_path) -> None:
+    from ner_lit.training.sparse_embeddings import SparseWordEmbeddings
+
+    model, trainer = fit_tiny_pretrained(tiny_model_dir, tmp_path, pl.Callback(), sparse_word_embeddings=True)
+    trainer.save_checkpoint(tmp_path / "s.ckpt")
+    saved = torch.load(tmp_path / "s.ckpt", weights_only=False)["callbacks"]["SparseWordEmbeddings"]["optimizer"]
+    (state,) = saved["state"].values()
+    assert state["exp_avg"].shape == model.model.get_input_embeddings().weight.shape and int(state["step"]) == 2
+    again = SparseWordEmbeddings()
+    again.load_state_dict({"optimizer": saved})
+    again.on_fit_start(SimpleNamespace(world_size=1), model)  # a resumed fit: the moments go on from the file
+    assert torch.equal(next(iter(again.optimizer.state.values()))["exp_avg"], state["exp_avg"])
+
+
+def test_sparse_and_frozen_word_embeddings_together_are_refused() -> None:
+    with pytest.raises(ModelError, match="either frozen or trained row by row"):
+        NERModel(freeze_word_embeddings=True, sparse_word_embeddings=True)
