@@ -292,7 +292,7 @@ def markdown(rec: dict[str, Any]) -> str:
         minutes = last["train_minutes"]
         per = None if minutes is None else minutes / len(r["epochs"])
         differs = ", ".join(f"{k} {v}" for k, v in r["differs_from_recipe"].items()) or "none"
-        lines.append(f"| {r['name']} | {differs} | {len(r['epochs'])}{'' if r['finished'] else ' (running)'} | "
+        lines.append(f"| {r['name']} | {differs} | {len(r['epochs'])}{'' if r['finished'] else ' (unfinished)'} | "
                      f"{r['best_by_F1c']['F1c']:.2f} | {r['best_by_F1c']['F1e']:.2f} | {last['F1e']:.2f} | "
                      f"{'-' if minutes is None else f'{minutes:.1f}'} | "
                      f"{'-' if per is None else f'{per:.2f}'} | {collected_on(r)} |")

@@ -52,7 +52,7 @@ def test_collect_tables_every_run_with_its_settings_unlike_the_recipe(tmp_path: 
     assert runs["lr1e-4"]["best_by_F1c"] == {"epoch": 1, "F1c": 86.5, "F1e": 77.5, "train_minutes": 4.3}
     table = (tmp_path / "out" / "me5_runs.md").read_text(encoding="utf-8")
     today = record["date"][:10]
-    assert f"| lr1e-4 | model.learning_rate 0.0001 | 2 (running) | 86.50 | 77.50 | 77.50 | 4.3 | 2.15 | {today}, bf16 |" in table
+    assert f"| lr1e-4 | model.learning_rate 0.0001 | 2 (unfinished) | 86.50 | 77.50 | 77.50 | 4.3 | 2.15 | {today}, bf16 |" in table
 
 
 def test_collect_joins_the_version_folders_of_a_resumed_run_into_one_row(tmp_path: Path):
