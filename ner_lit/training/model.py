@@ -60,7 +60,7 @@ class NERModel(pl.LightningModule):
         learning_rate: float = 5e-5,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
-        schedule: Literal["linear", "constant"] = "linear",
+        schedule: Literal["linear", "cosine", "constant"] = "linear",
         adam_epsilon: float = 1e-8,
         freeze_word_embeddings: bool = False,
         sparse_word_embeddings: bool = False,
@@ -90,7 +90,7 @@ class NERModel(pl.LightningModule):
             learning_rate: AdamW peak learning rate.
             weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
             warmup_ratio: Fraction of the training steps with a linear warmup (step k of w runs at (k+1)/(w+1) of the peak).
-            schedule: ``linear`` decays to 0 after the warmup; ``constant`` keeps the peak rate.
+            schedule: ``linear`` decays to 0 after the warmup, ``cosine`` along half a cosine; ``constant`` keeps the peak rate.
             adam_epsilon: AdamW epsilon.
             freeze_word_embeddings: Keep the input word embeddings fixed: they get no gradient and no AdamW
                 state. For large-vocabulary encoders (an XLM-R vocabulary is most of a small model's

@@ -1,6 +1,7 @@
 """AdamW over a token classifier: its parameter groups, its learning-rate schedule, clipping without a scaler."""
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Optional
 
@@ -75,12 +76,16 @@ def param_groups(model: torch.nn.Module, settings: OptimizerSettings,
 
 def schedule_factor(step: int, warmup: int, total: int, schedule: str) -> float:
     """The fraction of each group's peak rate at ``step``: step k of a warmup of w runs at (k+1)/(w+1),
-    then ``linear`` decays to 0 at ``total`` and ``constant`` stays at 1."""
+    then ``linear`` decays to 0 at ``total``, ``cosine`` follows half a cosine down to 0 at ``total``
+    (as the HF Trainer's ``cosine``: slower than linear early, faster late) and ``constant`` stays at 1."""
     if step < warmup:
         return (step + 1) / (warmup + 1)
     if schedule == "constant":
         return 1.0
-    return max(0.0, (total - step) / max(1, total - warmup))
+    remaining = max(0.0, (total - step) / max(1, total - warmup))
+    if schedule == "cosine":
+        return 0.5 * (1.0 - math.cos(math.pi * remaining))
+    return remaining
 
 
 def configure_adamw(model: torch.nn.Module, settings: OptimizerSettings, total_steps: int,

@@ -54,7 +54,7 @@ class OptimizerSettings:
     learning_rate: float = 5e-5
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
-    schedule: Literal["linear", "constant"] = "linear"
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
     adam_epsilon: float = 1e-8
     freeze_word_embeddings: bool = False
     sparse_word_embeddings: bool = False

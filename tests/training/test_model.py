@@ -1,6 +1,7 @@
 """NERModel: the learning-rate schedule and what a saved checkpoint carries."""
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import lightning.pytorch as pl
@@ -72,6 +73,16 @@ def test_constant_schedule_keeps_the_peak_after_warmup() -> None:
     rates = learning_rates("constant")
     assert rates[5] == pytest.approx(PEAK * 6 / 11)
     assert rates[10:] == [pytest.approx(PEAK)] * (TOTAL + 1 - 10)
+
+
+def test_cosine_schedule_decays_along_half_a_cosine_to_zero_at_the_last_step() -> None:
+    rates, linear = learning_rates("cosine"), learning_rates()
+    assert rates[:11] == linear[:11]  # the same warmup
+    assert rates[55] == pytest.approx(PEAK / 2)  # half way down at half the decay
+    assert rates[32] == pytest.approx(PEAK * 0.5 * (1 - math.cos(math.pi * 68 / 90)))
+    assert rates[32] > linear[32] and rates[78] < linear[78]  # slower than linear early, faster late
+    assert rates[100] == 0.0
+    assert all(a > b for a, b in zip(rates[10:100], rates[11:101]))
 
 
 def test_biases_and_layernorm_weights_get_no_weight_decay() -> None:

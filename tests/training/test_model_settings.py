@@ -59,6 +59,7 @@ def test_a_layer_decay_outside_0_to_1_is_refused_by_its_group(decay: float) -> N
 def test_the_schedule_warms_up_then_decays_or_stays() -> None:
     assert [schedule_factor(s, 2, 6, "linear") for s in range(7)] == [1 / 3, 2 / 3, 1.0, 0.75, 0.5, 0.25, 0.0]
     assert [schedule_factor(s, 2, 6, "constant") for s in range(4)] == [1 / 3, 2 / 3, 1.0, 1.0]
+    assert [schedule_factor(s, 2, 6, "cosine") for s in range(7)] == pytest.approx([1 / 3, 2 / 3, 1.0, 0.5 + 0.5 ** 1.5, 0.5, 0.5 - 0.5 ** 1.5, 0.0])
 
 
 @pytest.mark.parametrize("dropout", [-0.1, 1.0, 1.5])
