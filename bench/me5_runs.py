@@ -148,7 +148,7 @@ def collect(args: argparse.Namespace) -> None:
     runs = sorted(runs + kept_runs(common.results_dir(args) / "me5_runs.json", {r["name"] for r in runs}, recipe),
                   key=lambda r: r["name"])
     record.update(root=common.rel(args.root), idle_epoch_minutes=args.idle_epoch_minutes, runs=runs,
-                  recipes=over_seeds(runs))
+                  recipes=over_seeds(runs), against_recipe=against_recipe(runs))
     common.write_record(record, args)
     why = frontier_png(record, common.results_dir(args) / "me5_frontier.png")
     if why:
@@ -223,6 +223,25 @@ def over_seeds(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "F1e_mean": statistics.fmean(f1e), "F1e_std": statistics.stdev(f1e) if len(f1e) > 1 else None,
                     "F1c_mean": statistics.fmean(f1c), "F1c_std": statistics.stdev(f1c) if len(f1c) > 1 else None})
     return sorted(out, key=lambda g: -g["F1e_mean"])
+
+
+def against_recipe(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each finished run that changes the recipe, against the recipe's finished run on the same seed (the
+    same data order and head initialisation): the one-change-at-a-time view of the search, best first."""
+    def seed(r: dict[str, Any]) -> Any:
+        return r["settings"].get("seed_everything")
+
+    reference = {seed(r): r for r in runs if r["finished"] and not set(r["differs_from_recipe"]) - {"seed_everything"}}
+    out = []
+    for r in runs:
+        changes = {k: v for k, v in r["differs_from_recipe"].items() if k != "seed_everything"}
+        base = reference.get(seed(r))
+        if r["finished"] and changes and base is not None:
+            best, ref = r["best_by_F1c"], base["best_by_F1c"]
+            out.append({"name": r["name"], "seed": seed(r), "changes": changes, "against": base["name"],
+                        "F1e": best["F1e"], "F1c": best["F1c"], "F1e_gain": best["F1e"] - ref["F1e"],
+                        "F1c_gain": best["F1c"] - ref["F1c"]})
+    return sorted(out, key=lambda c: -c["F1e_gain"])
 
 
 #: Published KLUE dev F1e (KLUE paper; full 21,008-sentence training set, GPUs): the frontier's yardsticks.
@@ -303,6 +322,16 @@ def markdown(rec: dict[str, Any]) -> str:
         differs = ", ".join(f"{k} {v}" for k, v in g["differs_from_recipe"].items()) or "none"
         spread = [f"{g[m + '_mean']:.2f}" + ("" if g[m + "_std"] is None else f" ({g[m + '_std']:.2f})") for m in ("F1e", "F1c")]
         lines.append(f"| {differs} | {', '.join(str(s) for s in g['seeds'])} | {spread[0]} | {spread[1]} |")
+    spread = next((g["F1e_std"] for g in rec.get("recipes", []) if not g["differs_from_recipe"]), None)
+    lines += ["", "One change at a time: each finished run that changes the recipe, against the recipe's run on the same "
+              "seed (same data order and head initialisation), best checkpoint's dev F1"
+              + ("" if spread is None else f"; the recipe's F1e varies by {spread:.2f} (sample std) from seed to seed, "
+                 "so a gain within about twice that is not a result") + ":", "",
+              "| run | changes | seed | F1e | F1e gain | F1c | F1c gain |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for c in rec.get("against_recipe", []):
+        changes = ", ".join(f"{k} {v}" for k, v in c["changes"].items())
+        lines.append(f"| {c['name']} | {changes} | {c['seed']} | {c['F1e']:.2f} | {c['F1e_gain']:+.2f} | "
+                     f"{c['F1c']:.2f} | {c['F1c_gain']:+.2f} |")
     lines += ["", "Per epoch (dev F1e / F1c):", ""]
     width = max((len(r["epochs"]) for r in rec["runs"]), default=0)
     lines.append("| run | " + " | ".join(str(i + 1) for i in range(width)) + " |")

@@ -197,3 +197,26 @@ def test_options_a_run_predates_are_no_difference_and_newer_ones_are(tmp_path: P
     assert runs["old"]["differs_from_recipe"] == {"trainer.max_epochs": 2}
     assert runs["new"]["differs_from_recipe"] == {"trainer.max_epochs": 2, "model.freeze_word_embeddings": False,
                                                   "model.sparse_word_embeddings": True, "model.dropout": 0.2}
+
+
+def test_collect_sets_each_change_against_the_recipe_run_of_the_same_seed(tmp_path: Path):
+    runs, epochs = tmp_path / "runs", yaml.safe_load(me5_runs.RECIPE.read_text(encoding="utf-8"))["trainer"]["max_epochs"]
+
+    def curve(f1c: float, f1e: float) -> list[tuple[int, float, float, float]]:
+        return [(e, 2.0 * (e + 1), 80.0, 70.0) for e in range(epochs - 1)] + [(epochs - 1, 2.0 * epochs, f1c, f1e)]
+
+    for name, seed, f1c, f1e in (("recipe-s7", 7, 88.0, 80.0), ("recipe-s8", 8, 89.0, 82.0)):
+        fake_run(runs, name, epochs, curve(f1c, f1e))
+        config = runs / name / "version_0" / "config.yaml"
+        config.write_text(config.read_text(encoding="utf-8").replace("seed_everything: 7", f"seed_everything: {seed}"),
+                          encoding="utf-8")
+    fake_run(runs, "drop", epochs, curve(88.5, 81.25), dropout=0.2, sparse_word_embeddings=False)  # a config of today
+    fake_run(runs, "cosine-unfinished", epochs, curve(99.0, 99.0)[:1], schedule="cosine")
+    me5_runs.main(["collect", "--root", str(runs), "--results", str(tmp_path / "out")])
+    (change,) = json.loads((tmp_path / "out" / "me5_runs.json").read_text(encoding="utf-8"))["against_recipe"]
+    assert change["name"] == "drop" and change["against"] == "recipe-s7" and change["seed"] == 7
+    assert change["changes"] == {"model.dropout": 0.2}
+    assert change["F1e_gain"] == pytest.approx(1.25) and change["F1c_gain"] == pytest.approx(0.5)
+    table = (tmp_path / "out" / "me5_runs.md").read_text(encoding="utf-8")
+    assert "varies by 1.41 (sample std)" in table
+    assert "| drop | model.dropout 0.2 | 7 | 81.25 | +1.25 | 88.50 | +0.50 |" in table
