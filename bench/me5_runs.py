@@ -206,13 +206,18 @@ def kept_runs(previous: Path, present: set[str], recipe: dict[str, Any]) -> list
     return kept
 
 
+def beyond_seed(run: dict[str, Any]) -> dict[str, Any]:
+    """A run's settings unlike the recipe's, its seed aside: what makes it another recipe."""
+    return {k: v for k, v in run["differs_from_recipe"].items() if k != "seed_everything"}
+
+
 def over_seeds(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Finished runs that differ only in their seed, as one recipe: mean and sample std of the best
     checkpoint's dev F1, the figure a recipe is shipped on (never the best seed)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
         if r["finished"]:
-            key = json.dumps({k: v for k, v in r["differs_from_recipe"].items() if k != "seed_everything"}, sort_keys=True)
+            key = json.dumps(beyond_seed(r), sort_keys=True)
             groups.setdefault(key, []).append(r)
     out = []
     for key, members in groups.items():
@@ -231,10 +236,10 @@ def against_recipe(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def seed(r: dict[str, Any]) -> Any:
         return r["settings"].get("seed_everything")
 
-    reference = {seed(r): r for r in runs if r["finished"] and not set(r["differs_from_recipe"]) - {"seed_everything"}}
+    reference = {seed(r): r for r in runs if r["finished"] and not beyond_seed(r)}
     out = []
     for r in runs:
-        changes = {k: v for k, v in r["differs_from_recipe"].items() if k != "seed_everything"}
+        changes = beyond_seed(r)
         base = reference.get(seed(r))
         if r["finished"] and changes and base is not None:
             best, ref = r["best_by_F1c"], base["best_by_F1c"]

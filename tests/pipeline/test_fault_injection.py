@@ -161,7 +161,7 @@ def runs(trained_run: TrainedRun, scratch: Path, monkeypatch_module: pytest.Monk
     """(the uninterrupted run's dir, fault name -> what its kill and resume left)."""
     monkeypatch_module.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "tests"), str(REPO), os.environ.get("PYTHONPATH", "")]))
     # Eight runs share the cores at once: one OpenMP thread each, or their spinning threads take
-    # turns at stealing each other's time (the module took a third longer with two each).
+    # turns at stealing each other's time.
     monkeypatch_module.setenv("OMP_NUM_THREADS", "1")
     base_cfg = tiny_config(trained_run.data_dir, scratch / "unused")
     base_cfg["trainer"].update({"max_epochs": EPOCHS, "limit_train_batches": BATCHES})
