@@ -220,3 +220,17 @@ def test_collect_sets_each_change_against_the_recipe_run_of_the_same_seed(tmp_pa
     table = (tmp_path / "out" / "me5_runs.md").read_text(encoding="utf-8")
     assert "varies by 1.41 (sample std)" in table
     assert "| drop | model.dropout 0.2 | 7 | 81.25 | +1.25 | 88.50 | +0.50 |" in table
+
+
+def test_collect_records_the_frontier_as_the_best_f1e_reached_within_each_number_of_minutes(tmp_path: Path):
+    fake_run(tmp_path / "runs", "fast-start", 3, [(0, 2.0, 84.0, 74.0), (1, 4.0, 86.0, 76.0), (2, 6.0, 87.0, 77.0)])
+    fake_run(tmp_path / "runs", "slow-start", 3, [(0, 2.0, 80.0, 70.0), (1, 4.0, 85.0, 75.0), (2, 6.0, 89.0, 79.0)])
+    version = fake_run(tmp_path / "runs", "n2500", 1, [(0, 1.0, 83.0, 72.0)])
+    (version.parent / "subset.json").write_text(json.dumps({"sentences": 2500, "of": 5000, "seed": 7}), encoding="utf-8")
+    me5_runs.main(["collect", "--root", str(tmp_path / "runs"), "--results", str(tmp_path / "out"),
+                   "--idle-epoch-minutes", "2.0"])
+    record = json.loads((tmp_path / "out" / "me5_runs.json").read_text(encoding="utf-8"))
+    # the half-data run's epoch sits at half an epoch's minutes; a lower F1e later never enters
+    assert [(p["minutes"], p["F1e"], p["run"], p["epoch"]) for p in record["frontier"]] == [
+        (1.0, 72.0, "n2500", 1), (2.0, 74.0, "fast-start", 1), (4.0, 76.0, "fast-start", 2), (6.0, 79.0, "slow-start", 3)]
+    assert "| 4.00 | 76.00 | fast-start | 2 |" in (tmp_path / "out" / "me5_runs.md").read_text(encoding="utf-8")
