@@ -227,10 +227,14 @@ def test_collect_records_the_frontier_as_the_best_f1e_reached_within_each_number
     fake_run(tmp_path / "runs", "slow-start", 3, [(0, 2.0, 80.0, 70.0), (1, 4.0, 85.0, 75.0), (2, 6.0, 89.0, 79.0)])
     version = fake_run(tmp_path / "runs", "n2500", 1, [(0, 1.0, 83.0, 72.0)])
     (version.parent / "subset.json").write_text(json.dumps({"sentences": 2500, "of": 5000, "seed": 7}), encoding="utf-8")
+    fp32 = fake_run(tmp_path / "runs", "fp32", 1, [(0, 5.0, 89.5, 79.5)])  # best of all, but its minutes are not bf16's
+    cfg = yaml.safe_load((fp32 / "config.yaml").read_text(encoding="utf-8"))
+    cfg["trainer"]["precision"] = "32-true"
+    (fp32 / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
     me5_runs.main(["collect", "--root", str(tmp_path / "runs"), "--results", str(tmp_path / "out"),
                    "--idle-epoch-minutes", "2.0"])
     record = json.loads((tmp_path / "out" / "me5_runs.json").read_text(encoding="utf-8"))
-    # the half-data run's epoch sits at half an epoch's minutes; a lower F1e later never enters
+    # the half-data run's epoch sits at half an epoch's minutes; a lower F1e later never enters; fp32 stays out
     assert [(p["minutes"], p["F1e"], p["run"], p["epoch"]) for p in record["frontier"]] == [
         (1.0, 72.0, "n2500", 1), (2.0, 74.0, "fast-start", 1), (4.0, 76.0, "fast-start", 2), (6.0, 79.0, "slow-start", 3)]
     assert "| 4.00 | 76.00 | fast-start | 2 |" in (tmp_path / "out" / "me5_runs.md").read_text(encoding="utf-8")
