@@ -262,14 +262,18 @@ def idle_minutes(run: dict[str, Any], epoch: int, idle_epoch_minutes: float) -> 
     return round((epoch + 1) * idle_epoch_minutes * run["train_fraction"], 2)
 
 
+def on_the_idle_clock(run: dict[str, Any]) -> bool:
+    """Whether the minutes axis (the bf16 recipe's idle epoch) can place this run: an fp32 epoch takes
+    several bf16 ones, so an fp32 run would sit far earlier than it ran."""
+    return str(run["settings"].get("trainer.precision")).startswith("bf16")
+
+
 def frontier(runs: list[dict[str, Any]], idle_epoch_minutes: float) -> list[dict[str, Any]]:
     """The best dev F1e any run's checkpoint had reached within each number of idle minutes: the
     points where that best rises, in order. A mid-schedule epoch counts: its model existed after
-    that many minutes. fp32 runs are left out: their epochs take several times the bf16 epoch the
-    axis is drawn in, so they would sit far earlier than they ran."""
+    that many minutes."""
     points = sorted(((idle_minutes(r, e["epoch"], idle_epoch_minutes), -e["F1e"], r["name"], e["epoch"] + 1)
-                     for r in runs if str(r["settings"].get("trainer.precision")).startswith("bf16")
-                     for e in r["epochs"]))
+                     for r in runs if on_the_idle_clock(r) for e in r["epochs"]))
     best: list[dict[str, Any]] = []
     for minutes, negative_f1e, name, epoch in points:
         if not best or -negative_f1e > best[-1]["F1e"]:
@@ -287,12 +291,13 @@ def frontier_png(rec: dict[str, Any], target: Path) -> Optional[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed (pip install matplotlib)"
-    if not rec["runs"]:
-        return "no runs"
+    drawn = [r for r in rec["runs"] if on_the_idle_clock(r)]
+    if not drawn:
+        return "no bf16 runs"
     fig, ax = plt.subplots(figsize=(10.5, 4.8), dpi=100)
     try:
         colours = plt.get_cmap("tab20").colors
-        for i, r in enumerate(rec["runs"]):  # 20 colours, then the same ones dashed
+        for i, r in enumerate(drawn):  # 20 colours, then the same ones dashed
             xs = [idle_minutes(r, e["epoch"], rec["idle_epoch_minutes"]) for e in r["epochs"]]
             ax.plot(xs, [e["F1e"] for e in r["epochs"]], marker="o", markersize=2.5, linewidth=0.9, label=r["name"],
                     color=colours[i % len(colours)], linestyle="-" if i < len(colours) else "--")
@@ -306,10 +311,12 @@ def frontier_png(rec: dict[str, Any], target: Path) -> Optional[str]:
         ax.axvline(HOUR, color="black", linewidth=0.8)
         ax.set_xlim(0, HOUR * 1.02)
         # the first epochs of small-data runs start near 0: drawn to scale they flatten where the runs differ
-        below = sum(e["F1e"] < FLOOR for r in rec["runs"] for e in r["epochs"])
+        below = sum(e["F1e"] < FLOOR for r in drawn for e in r["epochs"])
         ax.set_ylim(FLOOR, 86)
-        if below:
-            ax.text(0.5, FLOOR + 0.5, f" {below} epoch(s) below {FLOOR:g} F1e, off the picture (me5_runs.md has them)", fontsize=7)
+        left_out = [f"{below} epoch(s) below {FLOOR:g} F1e"] if below else []
+        left_out += [f"{len(rec['runs']) - len(drawn)} fp32 run(s)"] if len(drawn) < len(rec["runs"]) else []
+        if left_out:
+            ax.text(0.5, FLOOR + 0.5, f" off the picture: {', '.join(left_out)} (me5_runs.md has them)", fontsize=7)
         ax.set_xlabel(f"minutes of training on 2 idle cores (epochs x {rec['idle_epoch_minutes']})")
         ax.set_ylabel("KLUE dev F1e")
         ax.set_title(f"multilingual-e5-small on KLUE train.tsv (5,000 sentences, or a sample: -nN), {rec['date'][:10]}", fontsize=9)

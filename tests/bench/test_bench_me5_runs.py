@@ -222,15 +222,20 @@ def test_collect_sets_each_change_against_the_recipe_run_of_the_same_seed(tmp_pa
     assert "| drop | model.dropout 0.2 | 7 | 81.25 | +1.25 | 88.50 | +0.50 |" in table
 
 
+def fp32_run(root: Path) -> None:
+    """A one-epoch run saved with precision 32-true, scoring higher than the other fakes."""
+    version = fake_run(root, "fp32", 1, [(0, 5.0, 89.5, 79.5)])
+    cfg = yaml.safe_load((version / "config.yaml").read_text(encoding="utf-8"))
+    cfg["trainer"]["precision"] = "32-true"
+    (version / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+
+
 def test_collect_records_the_frontier_as_the_best_f1e_reached_within_each_number_of_minutes(tmp_path: Path):
     fake_run(tmp_path / "runs", "fast-start", 3, [(0, 2.0, 84.0, 74.0), (1, 4.0, 86.0, 76.0), (2, 6.0, 87.0, 77.0)])
     fake_run(tmp_path / "runs", "slow-start", 3, [(0, 2.0, 80.0, 70.0), (1, 4.0, 85.0, 75.0), (2, 6.0, 89.0, 79.0)])
     version = fake_run(tmp_path / "runs", "n2500", 1, [(0, 1.0, 83.0, 72.0)])
     (version.parent / "subset.json").write_text(json.dumps({"sentences": 2500, "of": 5000, "seed": 7}), encoding="utf-8")
-    fp32 = fake_run(tmp_path / "runs", "fp32", 1, [(0, 5.0, 89.5, 79.5)])  # best of all, but its minutes are not bf16's
-    cfg = yaml.safe_load((fp32 / "config.yaml").read_text(encoding="utf-8"))
-    cfg["trainer"]["precision"] = "32-true"
-    (fp32 / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    fp32_run(tmp_path / "runs")  # best of all, but its minutes are not bf16's
     me5_runs.main(["collect", "--root", str(tmp_path / "runs"), "--results", str(tmp_path / "out"),
                    "--idle-epoch-minutes", "2.0"])
     record = json.loads((tmp_path / "out" / "me5_runs.json").read_text(encoding="utf-8"))
@@ -238,3 +243,10 @@ def test_collect_records_the_frontier_as_the_best_f1e_reached_within_each_number
     assert [(p["minutes"], p["F1e"], p["run"], p["epoch"]) for p in record["frontier"]] == [
         (1.0, 72.0, "n2500", 1), (2.0, 74.0, "fast-start", 1), (4.0, 76.0, "fast-start", 2), (6.0, 79.0, "slow-start", 3)]
     assert "| 4.00 | 76.00 | fast-start | 2 |" in (tmp_path / "out" / "me5_runs.md").read_text(encoding="utf-8")
+
+
+def test_the_frontier_picture_leaves_out_fp32_runs_its_minutes_axis_cannot_place(tmp_path: Path, capsys: pytest.CaptureFixture):
+    fp32_run(tmp_path / "runs")
+    me5_runs.main(["collect", "--root", str(tmp_path / "runs"), "--results", str(tmp_path / "out")])
+    assert "no frontier picture: no bf16 runs" in capsys.readouterr().out
+    assert not (tmp_path / "out" / "me5_frontier.png").exists()
